@@ -1,0 +1,65 @@
+// The arguments, options and result description of paged_attention (see SPEC.md).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "pagedjit/tensor.hpp"
+
+namespace pagedjit {
+
+struct PagedAttentionArgs {
+  TensorView query;         // [num_seqs, num_heads, head_dim]
+  TensorView key_cache;     // 4-D, see `layout`
+  TensorView value_cache;   // same shape and dtype as key_cache
+  TensorView context_lens;  // [num_seqs] int32, device
+  TensorView block_tables;  // [num_seqs, max_blocks] int32, device
+  TensorView output;        // [num_seqs, num_heads, head_dim]
+  CacheLayout layout = CacheLayout::blocks_heads;
+  TensorView lse;  // [num_seqs, num_heads] fp32, written when options.return_lse
+};
+
+constexpr float kDefaultMaskValue = -2.381976426469702e38f;
+
+struct PagedAttentionOptions {
+  std::optional<float> attn_scale;              // default 1/sqrt(head_dim)
+  std::optional<std::int64_t> max_context_len;  // host hint sizing the split grid
+  int num_splits = 0;                           // 0: engine chooses; 1: none; n: n partitions
+  float mask_value = kDefaultMaskValue;         // logit of masked positions (they get zero weight)
+  std::optional<float> attn_logits_soft_cap;    // cap * tanh(logits / cap)
+  std::optional<std::int64_t> sliding_window;   // attend the last W tokens
+  std::optional<int> pages_per_compute_block;   // tuning override
+  std::optional<std::string> megacore_mode;     // TPU only: any value is NotSupported
+  bool inline_seq_dim = true;                   // false is NotSupported
+  bool return_lse = false;                      // write args.lse
+};
+
+// Everything about a call except its pointers: what planning and compiling need.
+struct ProblemShape {
+  int num_seqs = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
+  int page_size = 0, max_blocks = 0, num_blocks = 0;
+  DType dtype = DType::bf16;  // query and KV cache
+  DType out_dtype = DType::bf16;
+  CacheLayout layout = CacheLayout::blocks_heads;
+  std::int64_t max_context_len = 0;  // the hint, or max_blocks * page_size
+  int group() const { return num_heads / num_kv_heads; }
+};
+
+// How a call is (or would be) executed: the plan the engine chose.
+struct LaunchInfo {
+  std::string decode_kernel;   // NVRTC name expression
+  std::string combine_kernel;  // empty when num_splits == 1
+  std::string compute;         // "mma" (tensor cores) or "simt"
+  std::string source;          // "heuristic", "user" (options forced it)
+  int num_splits = 1;
+  int chunk_tokens = 0;  // 0: each sequence split evenly
+  int tile_tokens = 0, warps = 0, stages = 0;
+  int heads_per_cta = 0, head_chunks = 0;
+  int grid[3] = {0, 0, 0};
+  int threads = 0;
+  int smem_bytes = 0;
+  std::int64_t workspace_bytes = 0;
+  std::string describe() const;  // one line for logs and the bench table
+};
+
+}  // namespace pagedjit

@@ -1,0 +1,28 @@
+// A CPU implementation of the SPEC semantics in float64: the oracle the tests
+// and tools compare the kernels with. Useful for users' own tests too.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "pagedjit/paged_attention.hpp"
+
+namespace pagedjit {
+
+struct ReferenceOutputs {
+  std::vector<int> seqs;       // the sequences computed, in order
+  std::vector<double> output;  // [seqs.size(), num_heads, head_dim]
+  std::vector<double> lse;     // [seqs.size(), num_heads], natural log; -inf for empty rows
+};
+
+// `host_args` is a call whose TensorViews point to host memory (same shapes,
+// dtypes and strides as the device call). `seqs` selects sequences (all when empty).
+ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& host_args, const PagedAttentionOptions& options,
+                                           std::vector<int> seqs = {});
+
+// Rounds a float to the nearest value of `dtype` (fp16/bf16 round to nearest even).
+float round_to_dtype(float x, DType dtype);
+// Encodes/decodes one element of `dtype` to/from its bit pattern in memory.
+void store_element(void* base, std::int64_t index, float x, DType dtype);
+float load_element(const void* base, std::int64_t index, DType dtype);
+
+}  // namespace pagedjit

@@ -1,0 +1,76 @@
+#include "attention/launch.hpp"
+
+#include <cmath>
+
+namespace pagedjit::attention {
+namespace {
+
+int log2_exact(int x) {
+  int s = 0;
+  while ((1 << s) < x) ++s;
+  return s;
+}
+
+}  // namespace
+
+pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttentionOptions& o, const ProblemShape& s,
+                               const Plan& plan, CUdeviceptr ws) {
+  pj::DecodeParams p{};
+  p.q = a.query.data;
+  p.q_stride_seq = a.query.strides[0];
+  p.q_stride_head = a.query.strides[1];
+  // The layouts differ only in which axis holds blocks, heads and slots.
+  int ab = 0, ah = 1, as = 2;
+  if (s.layout == CacheLayout::heads_blocks) ab = 1, ah = 0, as = 2;
+  if (s.layout == CacheLayout::blocks_tokens) ab = 0, ah = 2, as = 1;
+  p.k = a.key_cache.data;
+  p.v = a.value_cache.data;
+  p.k_stride_page = a.key_cache.strides[ab];
+  p.k_stride_head = a.key_cache.strides[ah];
+  p.k_stride_slot = a.key_cache.strides[as];
+  p.v_stride_page = a.value_cache.strides[ab];
+  p.v_stride_head = a.value_cache.strides[ah];
+  p.v_stride_slot = a.value_cache.strides[as];
+  p.context_lens = static_cast<const int*>(a.context_lens.data);
+  p.block_tables = static_cast<const int*>(a.block_tables.data);
+  p.bt_stride = a.block_tables.strides[0];
+  p.max_blocks = s.max_blocks;
+  p.num_blocks = s.num_blocks;
+  p.out = a.output.data;
+  p.o_stride_seq = a.output.strides[0];
+  p.o_stride_head = a.output.strides[1];
+  p.lse = o.return_lse ? static_cast<float*>(a.lse.data) : nullptr;
+  p.lse_stride_seq = o.return_lse ? a.lse.strides[0] : 0;
+  if (plan.info.num_splits > 1) {
+    p.part_o = reinterpret_cast<float*>(ws + plan.part_o_offset);
+    p.part_lse = reinterpret_cast<float*>(ws + plan.part_lse_offset);
+  }
+  p.num_heads = s.num_heads;
+  p.group = s.group();
+  p.heads_per_cta = plan.info.heads_per_cta;
+  p.head_chunks = plan.info.head_chunks;
+  p.page_shift = log2_exact(s.page_size);
+  p.num_splits = plan.info.num_splits;
+  p.chunk_tokens = plan.info.chunk_tokens;
+  p.window = o.sliding_window ? int(*o.sliding_window) : 0;
+  p.scale = o.attn_scale ? *o.attn_scale : float(1.0 / std::sqrt(double(s.head_dim)));
+  p.soft_cap = o.attn_logits_soft_cap ? *o.attn_logits_soft_cap : 0.f;
+  return p;
+}
+
+pj::CombineParams combine_params(const PagedAttentionArgs& a, const PagedAttentionOptions& o, const ProblemShape& s,
+                                 const Plan& plan, CUdeviceptr ws) {
+  pj::CombineParams p{};
+  p.part_o = reinterpret_cast<const float*>(ws + plan.part_o_offset);
+  p.part_lse = reinterpret_cast<const float*>(ws + plan.part_lse_offset);
+  p.out = a.output.data;
+  p.o_stride_seq = a.output.strides[0];
+  p.o_stride_head = a.output.strides[1];
+  p.lse = o.return_lse ? static_cast<float*>(a.lse.data) : nullptr;
+  p.lse_stride_seq = o.return_lse ? a.lse.strides[0] : 0;
+  p.num_heads = s.num_heads;
+  p.num_splits = plan.info.num_splits;
+  return p;
+}
+
+}  // namespace pagedjit::attention

@@ -1,0 +1,16 @@
+// Fills the kernels' parameter structs from a validated call and its plan.
+#pragma once
+#include <cuda.h>
+
+#include "attention/planner.hpp"
+#include "pagedjit/paged_attention.hpp"
+#include "pj_params.cuh"
+
+namespace pagedjit::attention {
+
+pj::DecodeParams decode_params(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
+                               const ProblemShape& shape, const Plan& plan, CUdeviceptr workspace);
+pj::CombineParams combine_params(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
+                                 const ProblemShape& shape, const Plan& plan, CUdeviceptr workspace);
+
+}  // namespace pagedjit::attention

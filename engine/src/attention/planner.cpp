@@ -1,0 +1,141 @@
+#include "attention/planner.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "jit/nvrtc_compiler.hpp"
+#include "pagedjit/engine.hpp"
+#include "pagedjit/errors.hpp"
+#include "pj_params.cuh"
+
+namespace pagedjit::attention {
+namespace {
+
+struct TileConfig {
+  int tile, warps, stages;
+};
+
+// Preferred first: big tiles and deep pipelines keep the most bytes in flight.
+constexpr TileConfig kTileConfigs[] = {{64, 4, 3}, {64, 4, 2}, {32, 2, 3}, {32, 2, 2}, {16, 1, 3}, {16, 1, 2}};
+
+int smem_of(const ProblemShape& s, const TileConfig& c, bool simt) {
+  return pj::decode_smem(s.head_dim, int(dtype_size(s.dtype)), c.tile, c.warps, c.stages, simt).total;
+}
+
+// Rough per-thread register use, for the occupancy estimate only.
+int regs_estimate(const ProblemShape& s, bool simt) {
+  return simt || s.head_dim > 128 ? 255 : 200;
+}
+
+int ctas_per_sm(const DeviceInfo& d, int smem, int threads, int regs) {
+  const int by_smem = std::max(1, d.max_smem_per_sm / (smem + 1024));
+  const int by_regs = std::max(1, d.regs_per_sm / (threads * regs));
+  return std::min({by_smem, by_regs, 32});
+}
+
+}  // namespace
+
+Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d) {
+  Plan plan;
+  LaunchInfo& info = plan.info;
+  const bool simt = s.dtype == DType::f32;
+  const int group = s.group();
+
+  // Tile shape: a forced one (pages_per_compute_block), else the first that
+  // lets two CTAs share an SM, else the first that fits at all.
+  TileConfig cfg{0, 0, 0};
+  if (o.pages_per_compute_block) {
+    const int tokens = std::clamp(*o.pages_per_compute_block * s.page_size, 16, 64) / 16 * 16;
+    cfg = {tokens, tokens / 16, 3};
+    if (smem_of(s, cfg, simt) > d.max_smem_per_block) cfg.stages = 2;
+  } else {
+    for (const auto& c : kTileConfigs)
+      if (smem_of(s, c, simt) + 1024 <= d.max_smem_per_sm / 2) {
+        cfg = c;
+        break;
+      }
+    if (cfg.tile == 0)
+      for (const auto& c : kTileConfigs)
+        if (smem_of(s, c, simt) <= d.max_smem_per_block) {
+          cfg = c;
+          break;
+        }
+  }
+  const int smem = cfg.tile ? smem_of(s, cfg, simt) : 0;
+  if (cfg.tile == 0 || smem > d.max_smem_per_block)
+    throw NotSupported("query", fmt::format("head_dim {} with {} needs more shared memory than {} offers", s.head_dim,
+                                            dtype_name(s.dtype), d.name));
+
+  info.compute = simt ? "simt" : "mma";
+  info.tile_tokens = cfg.tile;
+  info.warps = cfg.warps;
+  info.stages = cfg.stages;
+  info.threads = cfg.warps * 32;
+  info.smem_bytes = smem;
+  info.head_chunks = (group + pj::kTileRows - 1) / pj::kTileRows;
+  info.heads_per_cta = (group + info.head_chunks - 1) / info.head_chunks;
+
+  // Partitions: enough CTAs to fill every SM, none smaller than kMinChunkTokens.
+  const std::int64_t units = std::int64_t(s.num_seqs) * s.num_kv_heads * info.head_chunks;
+  const std::int64_t slots = std::int64_t(d.sm_count) * ctas_per_sm(d, smem, info.threads, regs_estimate(s, simt));
+  const std::int64_t max_useful =
+      std::max<std::int64_t>(1, (s.max_context_len + kMinChunkTokens - 1) / kMinChunkTokens);
+  if (o.num_splits >= 1) {
+    info.num_splits = o.num_splits;
+    info.source = "user";
+  } else {
+    info.source = "heuristic";
+    std::int64_t splits = 1;
+    if (units > 0 && units * 10 < slots * 8) splits = std::max<std::int64_t>(1, slots / units);
+    info.num_splits = int(std::clamp<std::int64_t>(splits, 1, std::min<std::int64_t>(max_useful, 65535)));
+  }
+  info.chunk_tokens = 0;
+
+  const std::string arch = jit::clamp_arch(d.arch());
+  plan.decode.kind = jit::KernelKind::decode;
+  plan.decode.kv_dtype = s.dtype;
+  plan.decode.out_dtype = s.out_dtype;
+  plan.decode.head_dim = s.head_dim;
+  plan.decode.tile_tokens = cfg.tile;
+  plan.decode.warps = cfg.warps;
+  plan.decode.stages = cfg.stages;
+  plan.decode.compute = simt ? jit::Compute::simt : jit::Compute::mma;
+  plan.decode.arch = arch;
+  info.decode_kernel = plan.decode.name_expression();
+
+  info.grid[0] = s.num_kv_heads * info.head_chunks;
+  info.grid[1] = s.num_seqs;
+  info.grid[2] = info.num_splits;
+
+  // Filled even without splits: precompile builds it for split calls of this shape.
+  plan.combine.kind = jit::KernelKind::combine;
+  plan.combine.kv_dtype = s.dtype;
+  plan.combine.out_dtype = s.out_dtype;
+  plan.combine.head_dim = s.head_dim;
+  plan.combine.arch = arch;
+  if (info.num_splits > 1) {
+    info.combine_kernel = plan.combine.name_expression();
+    const std::int64_t rows = std::int64_t(s.num_seqs) * s.num_heads * info.num_splits;
+    plan.part_o_offset = 0;
+    plan.part_lse_offset = rows * s.head_dim * 4;
+    info.workspace_bytes = (plan.part_lse_offset + rows * 4 + 255) / 256 * 256;
+  }
+  return plan;
+}
+
+}  // namespace pagedjit::attention
+
+namespace pagedjit {
+
+LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device) {
+  return attention::make_plan(shape, options, device).info;
+}
+
+std::string LaunchInfo::describe() const {
+  return fmt::format("splits={} tile={} warps={} stages={} {} heads/cta={}x{} grid=[{},{},{}] smem={}B ws={}B src={}",
+                     num_splits, tile_tokens, warps, stages, compute, heads_per_cta, head_chunks, grid[0], grid[1],
+                     grid[2], smem_bytes, workspace_bytes, source);
+}
+
+}  // namespace pagedjit

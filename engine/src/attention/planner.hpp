@@ -1,0 +1,24 @@
+// Turns a validated problem into a launch plan: which kernel specializations,
+// how many partitions, what grid. Pure host code: no driver, testable anywhere.
+#pragma once
+#include <cstdint>
+
+#include "jit/kernel_spec.hpp"
+#include "pagedjit/device.hpp"
+#include "pagedjit/paged_attention.hpp"
+
+namespace pagedjit::attention {
+
+struct Plan {
+  LaunchInfo info;
+  jit::KernelSpec decode;
+  jit::KernelSpec combine;                              // used when info.num_splits > 1
+  std::int64_t part_o_offset = 0, part_lse_offset = 0;  // in the workspace, bytes
+};
+
+// Smallest partition worth its fp32 partial traffic and combine work.
+constexpr int kMinChunkTokens = 256;
+
+Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device);
+
+}  // namespace pagedjit::attention

@@ -1,0 +1,236 @@
+// The call, top to bottom: validate -> plan -> kernel specs -> compile or fetch
+// -> launch.
+#include "pagedjit/engine.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "attention/launch.hpp"
+#include "attention/planner.hpp"
+#include "jit/kernel_cache.hpp"
+#include "pagedjit/driver.hpp"
+#include "pagedjit/errors.hpp"
+
+namespace pagedjit {
+namespace {
+
+// Makes the engine's context current for a scope, restoring the caller's.
+class ContextScope {
+ public:
+  ContextScope(const DriverApi& d, CUcontext ctx) : d_(d) {
+    CUcontext cur = nullptr;
+    check(d_.cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
+    if (cur != ctx) {
+      check(d_.cuCtxPushCurrent(ctx), "cuCtxPushCurrent");
+      pushed_ = true;
+    }
+  }
+  ~ContextScope() {
+    CUcontext popped = nullptr;
+    if (pushed_) d_.cuCtxPopCurrent(&popped);
+  }
+
+ private:
+  const DriverApi& d_;
+  bool pushed_ = false;
+};
+
+DeviceInfo query_device(const DriverApi& d, CUdevice dev, int ordinal) {
+  DeviceInfo info;
+  info.ordinal = ordinal;
+  char name[256] = {};
+  check(d.cuDeviceGetName(name, sizeof(name), dev), "cuDeviceGetName");
+  info.name = name;
+  auto attr = [&](CUdevice_attribute a) {
+    int v = 0;
+    check(d.cuDeviceGetAttribute(&v, a, dev), "cuDeviceGetAttribute");
+    return v;
+  };
+  info.cc_major = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+  info.cc_minor = attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+  info.sm_count = attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+  info.max_smem_per_block = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
+  info.max_smem_per_sm = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
+  info.regs_per_sm = attr(CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR);
+  info.l2_bytes = attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE);
+  size_t mem = 0;
+  check(d.cuDeviceTotalMem(&mem, dev), "cuDeviceTotalMem");
+  info.total_memory = static_cast<long long>(mem);
+  return info;
+}
+
+// A compiled kernel loaded into this engine's context.
+struct LoadedKernel {
+  CUlibrary library = nullptr;
+  CUkernel kernel = nullptr;
+  CUfunction function = nullptr;
+  int smem_limit = 0;  // dynamic shared memory the kernel is currently allowed
+};
+
+struct Workspace {
+  CUdeviceptr ptr = 0;
+  std::int64_t bytes = 0;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  const DriverApi& drv;
+  EngineOptions options;
+  DeviceInfo info;
+  CUdevice dev = 0;
+  CUcontext ctx = nullptr;
+  std::mutex mu;
+  std::map<jit::KernelSpec, LoadedKernel> kernels;
+  std::unordered_map<CUstream, Workspace> workspaces;
+
+  Impl(int ordinal, EngineOptions opts) : drv(driver()), options(opts) {
+    int count = 0;
+    check(drv.cuDeviceGetCount(&count), "cuDeviceGetCount");
+    if (ordinal < 0 || ordinal >= count)
+      throw DriverError(ErrorCode::no_device, 0, "cuDeviceGet",
+                        fmt::format("no CUDA device {} (this machine has {})", ordinal, count));
+    check(drv.cuDeviceGet(&dev, ordinal), "cuDeviceGet");
+    info = query_device(drv, dev, ordinal);
+    check(drv.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
+  }
+
+  ~Impl() {
+    {
+      ContextScope scope(drv, ctx);
+      drv.cuCtxSynchronize();
+      for (auto& [stream, ws] : workspaces)
+        if (ws.ptr) drv.cuMemFree(ws.ptr);
+      for (auto& [spec, k] : kernels)
+        if (k.library) drv.cuLibraryUnload(k.library);
+    }
+    drv.cuDevicePrimaryCtxRelease(dev);
+  }
+
+  // The loaded kernel for `spec`, allowed `smem` bytes of dynamic shared
+  // memory. Compiles outside the lock, so calls needing different kernels
+  // compile in parallel (the process-wide cache compiles each key once).
+  CUfunction kernel(const jit::KernelSpec& spec, int smem) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = kernels.find(spec);
+      if (it != kernels.end() && (smem <= 48 * 1024 || smem <= it->second.smem_limit)) return it->second.function;
+    }
+    auto compiled = jit::KernelCache::global().get(spec);
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = kernels.find(spec);
+    if (it == kernels.end()) {
+      LoadedKernel k;
+      check(drv.cuLibraryLoadData(&k.library, compiled->binary.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
+            "cuLibraryLoadData");
+      check(drv.cuLibraryGetKernel(&k.kernel, k.library, compiled->lowered_name.c_str()), "cuLibraryGetKernel");
+      check(drv.cuKernelGetFunction(&k.function, k.kernel), "cuKernelGetFunction");
+      it = kernels.emplace(spec, k).first;
+    }
+    LoadedKernel& k = it->second;
+    if (smem > 48 * 1024 && smem > k.smem_limit) {
+      check(drv.cuKernelSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem, k.kernel, dev),
+            "cuKernelSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+      k.smem_limit = smem;
+    }
+    return k.function;
+  }
+
+  // Scratch for split partials, one buffer per stream so concurrent streams
+  // never share it. Growing frees the old buffer in stream order.
+  CUdeviceptr workspace(CUstream stream, std::int64_t bytes) {
+    Workspace& ws = workspaces[stream];
+    if (ws.bytes < bytes) {
+      if (ws.ptr) check(drv.cuMemFreeAsync(ws.ptr, stream), "cuMemFreeAsync");
+      ws.ptr = 0;
+      ws.bytes = 0;
+      check(drv.cuMemAllocAsync(&ws.ptr, size_t(bytes), stream), "cuMemAllocAsync");
+      ws.bytes = bytes;
+    }
+    return ws.ptr;
+  }
+
+  void check_device_data(const PagedAttentionArgs& args, const ProblemShape& s, CUstream stream);
+};
+
+void Engine::Impl::check_device_data(const PagedAttentionArgs& a, const ProblemShape& s, CUstream stream) {
+  check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  std::vector<int> lens(size_t(s.num_seqs));
+  check(drv.cuMemcpyDtoH(lens.data(), reinterpret_cast<CUdeviceptr>(a.context_lens.data), lens.size() * 4),
+        "cuMemcpyDtoH(context_lens)");
+  std::vector<int> row(size_t(s.max_blocks));
+  const std::int64_t capacity = std::int64_t(s.max_blocks) * s.page_size;
+  for (int i = 0; i < s.num_seqs; ++i) {
+    if (lens[size_t(i)] < 0)
+      throw DeviceDataError(i, fmt::format("context_lens[{}] = {} is negative", i, lens[size_t(i)]));
+    if (lens[size_t(i)] > capacity)
+      throw DeviceDataError(i, fmt::format("context_lens[{}] = {} exceeds the block table's capacity {} "
+                                           "(max_blocks {} x page_size {}); the excess tokens would be ignored",
+                                           i, lens[size_t(i)], capacity, s.max_blocks, s.page_size));
+    const int used = int((std::int64_t(lens[size_t(i)]) + s.page_size - 1) / s.page_size);
+    if (used == 0) continue;
+    const auto base = reinterpret_cast<CUdeviceptr>(a.block_tables.data) +
+                      CUdeviceptr(std::int64_t(i) * a.block_tables.strides[0] * 4);
+    check(drv.cuMemcpyDtoH(row.data(), base, size_t(used) * 4), "cuMemcpyDtoH(block_tables)");
+    for (int j = 0; j < used; ++j)
+      if (row[size_t(j)] < 0 || row[size_t(j)] >= s.num_blocks)
+        throw DeviceDataError(i, fmt::format("block_tables[{}][{}] = {} is outside [0, {}) but holds tokens of the "
+                                             "sequence (context_len {}); those tokens would be masked",
+                                             i, j, row[size_t(j)], s.num_blocks, lens[size_t(i)]));
+  }
+}
+
+Engine::Engine(int ordinal, EngineOptions options) : impl_(std::make_unique<Impl>(ordinal, options)) {}
+Engine::~Engine() = default;
+
+const DeviceInfo& Engine::device() const {
+  return impl_->info;
+}
+
+LaunchInfo Engine::plan(const PagedAttentionArgs& args, const PagedAttentionOptions& options) const {
+  return attention::make_plan(validate_call(args, options), options, impl_->info).info;
+}
+
+LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
+                                   CUstream stream) {
+  const ProblemShape shape = validate_call(args, options);
+  const attention::Plan plan = attention::make_plan(shape, options, impl_->info);
+  if (shape.num_seqs == 0) return plan.info;
+
+  Impl& m = *impl_;
+  ContextScope scope(m.drv, m.ctx);
+  if (m.options.validate_device_data) m.check_device_data(args, shape, stream);
+
+  CUfunction decode = m.kernel(plan.decode, plan.info.smem_bytes);
+  CUfunction combine = plan.info.num_splits > 1 ? m.kernel(plan.combine, plan.info.num_splits * 4) : nullptr;
+  std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
+  const CUdeviceptr ws = plan.info.workspace_bytes ? m.workspace(stream, plan.info.workspace_bytes) : 0;
+
+  pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws);
+  void* decode_args[] = {&dp};
+  const auto& g = plan.info.grid;
+  check(m.drv.cuLaunchKernel(decode, unsigned(g[0]), unsigned(g[1]), unsigned(g[2]), unsigned(plan.info.threads), 1, 1,
+                             unsigned(plan.info.smem_bytes), stream, decode_args, nullptr),
+        "cuLaunchKernel(paged_decode)");
+  if (combine) {
+    pj::CombineParams cp = attention::combine_params(args, options, shape, plan, ws);
+    void* combine_args[] = {&cp};
+    check(m.drv.cuLaunchKernel(combine, unsigned(shape.num_heads), unsigned(shape.num_seqs), 1, 128, 1, 1,
+                               unsigned(plan.info.num_splits * 4), stream, combine_args, nullptr),
+          "cuLaunchKernel(paged_combine)");
+  }
+  return plan.info;
+}
+
+LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device) {
+  const attention::Plan plan = attention::make_plan(shape, options, device);
+  jit::KernelCache::global().get(plan.decode);
+  jit::KernelCache::global().get(plan.combine);  // what a split call of this shape would also need
+  return plan.info;
+}
+
+}  // namespace pagedjit

@@ -1,0 +1,70 @@
+#include "jit/kernel_spec.hpp"
+
+#include <fmt/format.h>
+
+#include "pagedjit/errors.hpp"
+
+namespace pagedjit::jit {
+namespace {
+
+const char* tag(DType d) {
+  switch (d) {
+    case DType::f32:
+      return "pj::f32";
+    case DType::f16:
+      return "pj::f16";
+    case DType::bf16:
+      return "pj::bf16";
+    case DType::i32:
+      break;
+  }
+  throw InvalidArgument("KernelSpec.dtype", "fp32, fp16 or bf16", dtype_name(d));
+}
+
+}  // namespace
+
+const char* compute_name(Compute c) {
+  return c == Compute::mma ? "mma" : "simt";
+}
+
+void KernelSpec::check() const {
+  if (head_dim <= 0 || head_dim % 16 != 0 || head_dim > 512)
+    throw InvalidArgument("KernelSpec.head_dim", "a multiple of 16 in [16, 512]", std::to_string(head_dim));
+  tag(out_dtype);
+  if (kind == KernelKind::combine) return;
+  tag(kv_dtype);
+  if (warps < 1 || warps > 8) throw InvalidArgument("KernelSpec.warps", "1..8", std::to_string(warps));
+  if (tile_tokens <= 0 || tile_tokens % (16 * warps) != 0)
+    throw InvalidArgument("KernelSpec.tile_tokens", fmt::format("a positive multiple of 16 * warps = {}", 16 * warps),
+                          std::to_string(tile_tokens));
+  if (stages < 2 || stages > 8) throw InvalidArgument("KernelSpec.stages", "2..8", std::to_string(stages));
+  if (compute == Compute::mma && kv_dtype == DType::f32)
+    throw InvalidArgument("KernelSpec.compute", "simt for fp32 (tensor cores have no fp32-exact mode)", "mma");
+}
+
+std::string KernelSpec::name_expression() const {
+  if (kind == KernelKind::combine) return fmt::format("pj::paged_combine<{}, {}>", tag(out_dtype), head_dim);
+  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}>", tag(kv_dtype), tag(out_dtype), head_dim,
+                     tile_tokens, warps, stages, compute == Compute::mma ? "true" : "false");
+}
+
+std::vector<std::string> KernelSpec::compile_options() const {
+  return {"--gpu-architecture=" + arch, "-std=c++17", "--device-as-default-execution-space", "-DNDEBUG"};
+}
+
+int KernelSpec::threads() const {
+  return kind == KernelKind::combine ? 128 : warps * 32;
+}
+
+std::string KernelSpec::key(const std::string& source_hash, const std::string& nvrtc_version) const {
+  return fmt::format("pagedjit-cache-v{}|{}|arch={}|options={}|sources={}|nvrtc={}", kCacheFormatVersion,
+                     name_expression(), arch, fmt::join(compile_options(), " "), source_hash, nvrtc_version);
+}
+
+std::string KernelSpec::readable() const {
+  if (kind == KernelKind::combine) return fmt::format("combine {} d{} {}", dtype_name(out_dtype), head_dim, arch);
+  return fmt::format("decode {}->{} d{} tile{} w{} s{} {} {}", dtype_name(kv_dtype), dtype_name(out_dtype), head_dim,
+                     tile_tokens, warps, stages, compute_name(compute), arch);
+}
+
+}  // namespace pagedjit::jit

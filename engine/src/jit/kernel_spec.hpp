@@ -1,0 +1,50 @@
+// One specialization of a kernel template. The single source of both the
+// NVRTC name expression (what gets compiled) and the cache key (what names the
+// result), so the two cannot disagree.
+#pragma once
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "pagedjit/tensor.hpp"
+
+namespace pagedjit::jit {
+
+enum class KernelKind { decode, combine };
+enum class Compute { mma, simt };
+
+const char* compute_name(Compute c);
+
+struct KernelSpec {
+  KernelKind kind = KernelKind::decode;
+  DType kv_dtype = DType::bf16;  // query and KV cache (decode only)
+  DType out_dtype = DType::bf16;
+  int head_dim = 0;
+  int tile_tokens = 0;             // decode only
+  int warps = 0;                   // decode only
+  int stages = 0;                  // decode only
+  Compute compute = Compute::mma;  // decode only
+  std::string arch;                // exact NVRTC target, e.g. "sm_90a"
+
+  // "pj::paged_decode<pj::bf16, pj::bf16, 128, 64, 4, 3, true>"
+  std::string name_expression() const;
+  // NVRTC options: a function of the spec alone.
+  std::vector<std::string> compile_options() const;
+  // Threads per CTA the kernel is built for.
+  int threads() const;
+  // Full cache key text: format version, name expression, arch, options,
+  // source hash and NVRTC version. Any change to any of them is a miss.
+  std::string key(const std::string& source_hash, const std::string& nvrtc_version) const;
+  // Short readable name for logs and cache listings.
+  std::string readable() const;
+  // Throws InvalidArgument when the template cannot be instantiated with these values.
+  void check() const;
+
+  auto tie() const { return std::tie(kind, kv_dtype, out_dtype, head_dim, tile_tokens, warps, stages, compute, arch); }
+  bool operator<(const KernelSpec& o) const { return tie() < o.tie(); }
+  bool operator==(const KernelSpec& o) const { return tie() == o.tie(); }
+};
+
+constexpr int kCacheFormatVersion = 1;
+
+}  // namespace pagedjit::jit

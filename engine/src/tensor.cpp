@@ -1,0 +1,109 @@
+#include "pagedjit/tensor.hpp"
+
+#include <fmt/format.h>
+
+#include "pagedjit/errors.hpp"
+
+namespace pagedjit {
+
+std::size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::f32:
+      return 4;
+    case DType::f16:
+      return 2;
+    case DType::bf16:
+      return 2;
+    case DType::i32:
+      return 4;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::f32:
+      return "fp32";
+    case DType::f16:
+      return "fp16";
+    case DType::bf16:
+      return "bf16";
+    case DType::i32:
+      return "int32";
+  }
+  return "?";
+}
+
+DType parse_dtype(const std::string& n) {
+  if (n == "fp32" || n == "f32" || n == "float32" || n == "float") return DType::f32;
+  if (n == "fp16" || n == "f16" || n == "float16" || n == "half") return DType::f16;
+  if (n == "bf16" || n == "bfloat16") return DType::bf16;
+  if (n == "int32" || n == "i32") return DType::i32;
+  throw InvalidArgument("dtype", "one of fp32, fp16, bf16, int32", "'" + n + "'");
+}
+
+const char* layout_name(CacheLayout l) {
+  switch (l) {
+    case CacheLayout::blocks_heads:
+      return "blocks_heads";
+    case CacheLayout::heads_blocks:
+      return "heads_blocks";
+    case CacheLayout::blocks_tokens:
+      return "blocks_tokens";
+  }
+  return "?";
+}
+
+CacheLayout parse_layout(const std::string& n) {
+  if (n == "blocks_heads") return CacheLayout::blocks_heads;
+  if (n == "heads_blocks") return CacheLayout::heads_blocks;
+  if (n == "blocks_tokens") return CacheLayout::blocks_tokens;
+  throw InvalidArgument("layout", "one of blocks_heads, heads_blocks, blocks_tokens", "'" + n + "'");
+}
+
+TensorView::TensorView(void* ptr, DType dt, std::initializer_list<std::int64_t> dims) : data(ptr), dtype(dt) {
+  if (dims.size() > kMaxRank) throw InvalidArgument("TensorView", "rank <= 4", std::to_string(dims.size()));
+  rank = int(dims.size());
+  int i = 0;
+  for (auto d : dims) shape[i++] = d;
+  std::int64_t s = 1;
+  for (int k = rank - 1; k >= 0; --k) {
+    strides[k] = s;
+    s *= shape[k];
+  }
+}
+
+TensorView::TensorView(void* ptr, DType dt, std::initializer_list<std::int64_t> dims,
+                       std::initializer_list<std::int64_t> element_strides)
+    : TensorView(ptr, dt, dims) {
+  if (element_strides.size() != dims.size())
+    throw InvalidArgument("TensorView", fmt::format("{} strides", dims.size()), std::to_string(element_strides.size()));
+  int i = 0;
+  for (auto s : element_strides) strides[i++] = s;
+}
+
+std::int64_t TensorView::numel() const {
+  std::int64_t n = 1;
+  for (int i = 0; i < rank; ++i) n *= shape[i];
+  return n;
+}
+
+bool TensorView::is_contiguous() const {
+  std::int64_t s = 1;
+  for (int k = rank - 1; k >= 0; --k) {
+    if (shape[k] != 1 && strides[k] != s) return false;
+    s *= shape[k];
+  }
+  return true;
+}
+
+std::string TensorView::describe() const {
+  std::string dims, st;
+  for (int i = 0; i < rank; ++i) {
+    dims += fmt::format("{}{}", i ? ", " : "", shape[i]);
+    st += fmt::format("{}{}", i ? ", " : "", strides[i]);
+  }
+  return fmt::format("{}[{}] strides [{}]", dtype_name(dtype), dims, st);
+}
+
+}  // namespace pagedjit

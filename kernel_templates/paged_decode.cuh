@@ -1,0 +1,182 @@
+// Paged-attention decode: one CTA per (KV head, head chunk) x sequence x partition.
+//
+// The CTA computes every query head of its GQA group (up to 16) against each
+// key/value it loads, so the cache is read once per KV head. Tiles of TILE
+// tokens stream through a STAGES-deep cp.async pipeline; each of the WARPS
+// warps takes a TILE/WARPS-token slice of every tile and keeps its own online
+// softmax state, and the warps merge once at the end. With one partition the
+// CTA writes the final output; otherwise fp32 partials that paged_combine
+// reduces by log-sum-exp.
+#pragma once
+#include "pj_params.cuh"
+#include "pj_ptx.cuh"
+#include "pj_tile_loader.cuh"
+#include "pj_warp_attention.cuh"
+
+namespace pj {
+
+template <class T, class OUT, int HEAD_DIM, int TILE, int WARPS, int STAGES, bool MMA>
+__global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
+  typedef typename T::storage S;
+  constexpr int NT = WARPS * 32;
+  constexpr int WT = TILE / WARPS;  // tokens per warp per tile
+  static_assert(HEAD_DIM % 16 == 0, "head_dim must be a multiple of 16");
+  static_assert(TILE % (16 * WARPS) == 0, "each warp takes whole 16-token slices");
+  static_assert(STAGES >= 2, "the pipeline needs two stages");
+  static_assert(!MMA || T::mma, "tensor-core path needs fp16 or bf16");
+  constexpr DecodeSmem L = decode_smem(HEAD_DIM, T::bytes, TILE, WARPS, STAGES, !MMA);
+  typedef typename conditional<MMA, MmaMath<T, HEAD_DIM>, SimtMath<T, HEAD_DIM>>::type Math;
+
+  extern __shared__ __align__(16) char smem[];
+  char* q_smem = smem;
+  float* p_tiles = reinterpret_cast<float*>(smem + L.q_bytes);
+  char* pipe = smem + L.q_bytes + L.ptile_bytes;
+  unsigned char* flags = reinterpret_cast<unsigned char*>(pipe + STAGES * L.stage_bytes);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int head_chunk = blockIdx.x % p.head_chunks;
+  const int kvh = blockIdx.x / p.head_chunks;
+  const int seq = blockIdx.y;
+  const int split = blockIdx.z;
+  const int h0 = kvh * p.group + head_chunk * p.heads_per_cta;
+  const int nrows = min(p.heads_per_cta, p.group - head_chunk * p.heads_per_cta);
+
+  // Tokens past the table's capacity are ignored (the validation mode reports them).
+  const int len = max(0, min(p.context_lens[seq], p.max_blocks << p.page_shift));
+  const int start = p.window > 0 ? max(0, len - p.window) : 0;
+  int begin, end;
+  if (p.chunk_tokens > 0) {
+    begin = start + split * p.chunk_tokens;
+    end = split == p.num_splits - 1 ? len : min(len, begin + p.chunk_tokens);
+  } else {
+    const int per = ((len - start + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
+    begin = start + split * per;
+    end = split == p.num_splits - 1 ? len : min(len, begin + per);
+  }
+  const int ntiles = begin < end ? (end - begin + TILE - 1) / TILE : 0;
+
+  // Query rows of this CTA; padding rows are zero.
+  {
+    constexpr int CPR = HEAD_DIM * T::bytes / 16;
+    const S* q = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq;
+    for (int c = tid; c < kTileRows * CPR; c += NT) {
+      const int r = c / CPR, col = c % CPR;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (r < nrows) v = *reinterpret_cast<const uint4*>(q + i64(h0 + r) * p.q_stride_head + col * (16 / T::bytes));
+      *reinterpret_cast<uint4*>(q_smem + r * L.row_pitch + col * 16) = v;
+    }
+  }
+
+  const S* k_head = static_cast<const S*>(p.k) + i64(kvh) * p.k_stride_head;
+  const S* v_head = static_cast<const S*>(p.v) + i64(kvh) * p.v_stride_head;
+  const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
+
+  TileLoader<T, HEAD_DIM, TILE, NT> loader;
+  auto stage_k = [&](int s) { return pipe + s * L.stage_bytes; };
+  auto stage_v = [&](int s) { return pipe + s * L.stage_bytes + TILE * L.row_pitch; };
+  auto stage_flags = [&](int s) { return flags + s * L.flag_bytes; };
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ntiles) {
+      loader.fetch_pages(p, bt_row, begin + s * TILE, end);
+      loader.issue(p, k_head, v_head, begin + s * TILE, stage_k(s), stage_v(s), stage_flags(s), L.row_pitch);
+    }
+    cp_async_commit();
+  }
+  if (STAGES - 1 < ntiles) loader.fetch_pages(p, bt_row, begin + (STAGES - 1) * TILE, end);
+  __syncthreads();  // query tile visible
+
+  Math math;
+  math.prepare(q_smem, L.row_pitch);
+  WarpState<HEAD_DIM> st;
+  st.init();
+
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // tile t visible to all; the slot refilled below is no longer read
+    const int tn = t + STAGES - 1;
+    if (tn < ntiles) {
+      const int s = tn % STAGES;
+      loader.issue(p, k_head, v_head, begin + tn * TILE, stage_k(s), stage_v(s), stage_flags(s), L.row_pitch);
+      if (tn + 1 < ntiles) loader.fetch_pages(p, bt_row, begin + (tn + 1) * TILE, end);
+    }
+    cp_async_commit();
+
+    const int s = t % STAGES;
+#pragma unroll
+    for (int ks = 0; ks < WT / 16; ++ks) {
+      const int tok0 = warp * WT + ks * 16;
+      float sc[2][4];
+      math.scores(q_smem, stage_k(s), L.row_pitch, tok0, nrows, sc);
+      st.online_softmax(sc, p, stage_flags(s), tok0);
+      math.accumulate(st, sc, stage_v(s), L.row_pitch, tok0, p_tiles + warp * kTileRows * 16);
+    }
+  }
+
+  // Merge the warps' states through shared memory (aliases the pipeline).
+  cp_async_wait<0>();
+  __syncthreads();
+  float* m_buf = reinterpret_cast<float*>(pipe);
+  float* l_buf = m_buf + WARPS * kTileRows;
+  float* o_buf = l_buf + WARPS * kTileRows;
+  {
+    const int g = lane / 4, tig = lane % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = st.l[r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      if (tig == 0) {
+        m_buf[warp * kTileRows + g + 8 * r] = st.m[r];
+        l_buf[warp * kTileRows + g + 8 * r] = l;
+      }
+    }
+    float* ow = o_buf + warp * kTileRows * HEAD_DIM;
+#pragma unroll
+    for (int dt = 0; dt < HEAD_DIM / 8; ++dt) {
+      const int d = dt * 8 + 2 * tig;
+      *reinterpret_cast<float2*>(ow + g * HEAD_DIM + d) = make_float2(st.o[dt][0], st.o[dt][1]);
+      *reinterpret_cast<float2*>(ow + (g + 8) * HEAD_DIM + d) = make_float2(st.o[dt][2], st.o[dt][3]);
+    }
+  }
+  __syncthreads();
+
+  const bool split_mode = p.num_splits > 1;
+  for (int idx = tid; idx < nrows * (HEAD_DIM / 4); idx += NT) {
+    const int row = idx / (HEAD_DIM / 4);
+    const int d = (idx % (HEAD_DIM / 4)) * 4;
+    float mx = neg_inf();
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) mx = fmaxf(mx, m_buf[w * kTileRows + row]);
+    float l = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (mx != neg_inf()) {
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) {
+        const float f = fast_exp2(m_buf[w * kTileRows + row] - mx);
+        l += l_buf[w * kTileRows + row] * f;
+        const float4 o = *reinterpret_cast<const float4*>(o_buf + (w * kTileRows + row) * HEAD_DIM + d);
+        acc.x += o.x * f, acc.y += o.y * f, acc.z += o.z * f, acc.w += o.w * f;
+      }
+    }
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
+    const int head = h0 + row;
+    if (split_mode) {
+      const i64 part = (i64(seq) * p.num_heads + head) * p.num_splits + split;
+      *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
+      if (d == 0) p.part_lse[part] = l > 0.f ? mx + log2f(l) : neg_inf();
+    } else {
+      typename OUT::storage* o =
+          static_cast<typename OUT::storage*>(p.out) + i64(seq) * p.o_stride_seq + i64(head) * p.o_stride_head + d;
+      o[0] = from_float(OUT(), acc.x);
+      o[1] = from_float(OUT(), acc.y);
+      o[2] = from_float(OUT(), acc.z);
+      o[3] = from_float(OUT(), acc.w);
+      if (d == 0 && p.lse) p.lse[i64(seq) * p.lse_stride_seq + head] = l > 0.f ? (mx + log2f(l)) * kLn2 : neg_inf();
+    }
+  }
+}
+
+}  // namespace pj

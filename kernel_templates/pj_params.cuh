@@ -1,0 +1,91 @@
+// Launch parameters shared by the host engine and the kernels.
+// This header is compiled twice: by NVRTC (device side) and by the host C++
+// compiler (engine/src). Keeping one definition means the struct layout the
+// host fills can never drift from the one the kernel reads.
+#pragma once
+
+namespace pj {
+
+typedef long long i64;
+
+// Arguments of the decode kernel. Strides are in elements. The three cache
+// layouts of the SPEC reduce to (page, head, slot) strides, so the kernel
+// never needs to know which layout the caller uses.
+struct DecodeParams {
+  const void* q;
+  i64 q_stride_seq, q_stride_head;
+
+  const void* k;
+  const void* v;
+  i64 k_stride_page, k_stride_head, k_stride_slot;
+  i64 v_stride_page, v_stride_head, v_stride_slot;
+
+  const int* context_lens;
+  const int* block_tables;
+  i64 bt_stride;   // elements between two sequences' rows of the table
+  int max_blocks;  // entries per row that may be used
+  int num_blocks;  // physical pages in the cache: entries outside [0, num_blocks) are masked
+
+  void* out;  // final output (num_splits == 1)
+  i64 o_stride_seq, o_stride_head;
+  float* lse;  // natural-log sum-exp, [seq][head], may be null
+  i64 lse_stride_seq;
+
+  float* part_o;    // [seq][head][split][head_dim] fp32 partial outputs (num_splits > 1)
+  float* part_lse;  // [seq][head][split] log2-domain sum-exp of each partial
+
+  int num_heads, group;  // query heads; query heads per KV head
+  int heads_per_cta;     // query heads one CTA handles (<= 16)
+  int head_chunks;       // CTAs per KV head = ceil(group / heads_per_cta)
+  int page_shift;        // log2(page_size)
+  int num_splits;        // partitions per sequence (grid.z)
+  int chunk_tokens;      // > 0: fixed partition length; 0: len split evenly
+  int window;            // > 0: attend only the last `window` tokens
+  float scale;           // logits = scale * q.k
+  float soft_cap;        // > 0: logits = cap * tanh(logits / cap)
+};
+
+// Arguments of the log-sum-exp combine of split partials.
+struct CombineParams {
+  const float* part_o;
+  const float* part_lse;
+  void* out;
+  i64 o_stride_seq, o_stride_head;
+  float* lse;
+  i64 lse_stride_seq;
+  int num_heads, num_splits;
+};
+
+// Rows of the MMA tile: the query heads of one CTA are padded to 16.
+constexpr int kTileRows = 16;
+
+// Dynamic shared memory of the decode kernel, in bytes. Used by the kernel to
+// carve its buffers and by the host to size the launch.
+struct DecodeSmem {
+  int row_pitch;    // bytes per K/V/Q row in shared memory (padded against bank conflicts)
+  int q_bytes;      // the query tile
+  int stage_bytes;  // one pipeline stage: K and V tiles
+  int flag_bytes;   // per stage, one validity byte per token (rounded to 16)
+  int ptile_bytes;  // per-warp fp32 probability tile (SIMT path only)
+  int merge_bytes;  // cross-warp merge buffers (aliases the stages)
+  int total;
+};
+
+constexpr int round_up16(int x) {
+  return (x + 15) / 16 * 16;
+}
+
+constexpr DecodeSmem decode_smem(int head_dim, int elem_bytes, int tile_tokens, int warps, int stages, bool simt) {
+  DecodeSmem s{};
+  s.row_pitch = head_dim * elem_bytes + 16;
+  s.q_bytes = kTileRows * s.row_pitch;
+  s.stage_bytes = 2 * tile_tokens * s.row_pitch;
+  s.flag_bytes = round_up16(tile_tokens);
+  s.ptile_bytes = simt ? warps * kTileRows * 16 * 4 : 0;
+  s.merge_bytes = warps * kTileRows * (head_dim + 2) * 4;
+  const int pipeline = stages * (s.stage_bytes + s.flag_bytes);
+  s.total = s.q_bytes + s.ptile_bytes + (pipeline > s.merge_bytes ? pipeline : s.merge_bytes);
+  return s;
+}
+
+}  // namespace pj

@@ -1,0 +1,211 @@
+// One warp's share of a tile: scores for 16 tokens against the (up to 16)
+// query heads of the CTA, online softmax, and accumulation of p.V.
+//
+// Fragment ownership follows the m16n8k16 MMA accumulator layout for both
+// paths: lane owns rows g = lane/4 and g + 8 (query heads), and per 8-column
+// n-tile the columns 2*(lane%4) and +1 (tokens for scores, dims for output).
+// The SIMT path (fp32, or any dtype on request) computes the same fragments
+// with FMAs from shared memory, so softmax and epilogue code are shared.
+#pragma once
+#include "pj_params.cuh"
+#include "pj_ptx.cuh"
+
+namespace pj {
+
+// Running softmax state of the two rows a lane owns, plus its output fragments.
+template <int HEAD_DIM>
+struct WarpState {
+  float o[HEAD_DIM / 8][4];
+  float m[2];  // running max (log2 domain) of rows g and g+8
+  float l[2];  // this lane's partial row sums (reduced over the quad at the end)
+
+  __device__ __forceinline__ void init() {
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    m[0] = m[1] = neg_inf();
+    l[0] = l[1] = 0.f;
+  }
+
+  // s: raw scores of 16 tokens (two n-tiles); turns them into probabilities in
+  // place and rescales the accumulator when the running max moves.
+  __device__ __forceinline__ void online_softmax(float (&s)[2][4], const DecodeParams& p, const unsigned char* flags,
+                                                 int tok0) {
+    const int tig = threadIdx.x % 4;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float x = s[nt][i] * p.scale;
+        if (p.soft_cap > 0.f) x = p.soft_cap * tanhf(x / p.soft_cap);
+        const bool valid = flags[tok0 + nt * 8 + 2 * tig + (i & 1)] != 0;
+        s[nt][i] = valid ? x * kLog2e : neg_inf();
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      // All masked so far: keep everything at zero (avoids -inf - -inf).
+      const float alpha = m_new == neg_inf() ? 1.f : fast_exp2(m[r] - m_new);
+      const float base = m_new == neg_inf() ? 0.f : m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float e = fast_exp2(s[nt][2 * r + c] - base);
+          s[nt][2 * r + c] = e;
+          sum += e;
+        }
+      }
+      l[r] = l[r] * alpha + sum;
+      m[r] = m_new;
+#pragma unroll
+      for (int i = 0; i < HEAD_DIM / 8; ++i) {
+        o[i][2 * r] *= alpha;
+        o[i][2 * r + 1] *= alpha;
+      }
+    }
+  }
+};
+
+// Tensor-core path (fp16 / bf16).
+template <class T, int HEAD_DIM>
+struct MmaMath {
+  static constexpr bool kQInRegs = HEAD_DIM <= 128;
+  u32 qf[kQInRegs ? HEAD_DIM / 16 : 1][4];
+
+  // The A fragments of Q (rows = heads, cols = dims) for k-step kd.
+  __device__ __forceinline__ void load_q_frag(const char* q_smem, int pitch, int kd, u32 (&a)[4]) const {
+    const int lane = threadIdx.x % 32;
+    const int i = lane / 8;
+    const int row = (lane & 7) + (i & 1) * 8;
+    const int col = kd * 16 + (i >> 1) * 8;
+    ldmatrix_x4(smem_addr(q_smem + row * pitch + col * 2), a[0], a[1], a[2], a[3]);
+  }
+
+  __device__ __forceinline__ void prepare(const char* q_smem, int pitch) {
+    if constexpr (kQInRegs) {
+#pragma unroll
+      for (int kd = 0; kd < HEAD_DIM / 16; ++kd) load_q_frag(q_smem, pitch, kd, qf[kd]);
+    }
+  }
+
+  // Scores of tokens [tok0, tok0 + 16) of the tile.
+  __device__ __forceinline__ void scores(const char* q_smem, const char* k_smem, int pitch, int tok0, int,
+                                         float (&s)[2][4]) const {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    const int krow = tok0 + (lane & 7) + (lane >> 4) * 8;
+    const int kcol = ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int kd = 0; kd < HEAD_DIM / 16; ++kd) {
+      u32 a[4];
+      if constexpr (kQInRegs) {
+        a[0] = qf[kd][0], a[1] = qf[kd][1], a[2] = qf[kd][2], a[3] = qf[kd][3];
+      } else {
+        load_q_frag(q_smem, pitch, kd, a);
+      }
+      u32 b0, b1, b2, b3;
+      ldmatrix_x4(smem_addr(k_smem + krow * pitch + (kd * 16 + kcol) * 2), b0, b1, b2, b3);
+      mma16816(T(), s[0], a, b0, b1);
+      mma16816(T(), s[1], a, b2, b3);
+    }
+  }
+
+  // o += P . V for tokens [tok0, tok0 + 16); P comes straight from the score
+  // fragments (the accumulator layout of two n-tiles is the A layout).
+  __device__ __forceinline__ void accumulate(WarpState<HEAD_DIM>& st, const float (&pr)[2][4], const char* v_smem,
+                                             int pitch, int tok0, float*) const {
+    const int lane = threadIdx.x % 32;
+    u32 a[4];
+    a[0] = pack2(T(), pr[0][0], pr[0][1]);
+    a[1] = pack2(T(), pr[0][2], pr[0][3]);
+    a[2] = pack2(T(), pr[1][0], pr[1][1]);
+    a[3] = pack2(T(), pr[1][2], pr[1][3]);
+    const int i = lane / 8;
+    const int vrow = tok0 + (lane & 7) + (i & 1) * 8;
+    const int vcol = (i >> 1) * 8;
+#pragma unroll
+    for (int dp = 0; dp < HEAD_DIM / 16; ++dp) {
+      u32 b0, b1, b2, b3;
+      ldmatrix_x4_trans(smem_addr(v_smem + vrow * pitch + (dp * 16 + vcol) * 2), b0, b1, b2, b3);
+      mma16816(T(), st.o[2 * dp], a, b0, b1);
+      mma16816(T(), st.o[2 * dp + 1], a, b2, b3);
+    }
+  }
+};
+
+// CUDA-core path: same fragments, computed from shared memory. Used for fp32
+// (tensor cores have no fp32-exact mode) and as a cross-check of the MMA path.
+template <class T, int HEAD_DIM>
+struct SimtMath {
+  typedef typename T::storage S;
+  static constexpr int kVec = 16 / T::bytes;
+
+  __device__ __forceinline__ void prepare(const char*, int) {}
+
+  __device__ __forceinline__ void scores(const char* q_smem, const char* k_smem, int pitch, int tok0, int nrows,
+                                         float (&s)[2][4]) const {
+    const int lane = threadIdx.x % 32;
+    const int g = lane / 4, tig = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + (i >> 1) * 8;
+        const int tok = tok0 + nt * 8 + 2 * tig + (i & 1);
+        float acc = 0.f;
+        if (row < nrows) {
+          const uint4* qv = reinterpret_cast<const uint4*>(q_smem + row * pitch);
+          const uint4* kv = reinterpret_cast<const uint4*>(k_smem + tok * pitch);
+#pragma unroll 4
+          for (int c = 0; c < HEAD_DIM / kVec; ++c) {
+            float qf[kVec], kf[kVec];
+            unpack16(T(), qv[c], qf);
+            unpack16(T(), kv[c], kf);
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) acc = fmaf(qf[e], kf[e], acc);
+          }
+        }
+        s[nt][i] = acc;
+      }
+    }
+  }
+
+  // p_tile: this warp's 16x16 fp32 scratch; probabilities are exchanged through
+  // it because each output column needs all 16 tokens of a row.
+  __device__ __forceinline__ void accumulate(WarpState<HEAD_DIM>& st, const float (&pr)[2][4], const char* v_smem,
+                                             int pitch, int tok0, float* p_tile) const {
+    const int lane = threadIdx.x % 32;
+    const int g = lane / 4, tig = lane % 4;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) p_tile[(g + (i >> 1) * 8) * 16 + nt * 8 + 2 * tig + (i & 1)] = pr[nt][i];
+    }
+    __syncwarp();
+#pragma unroll 2
+    for (int t = 0; t < 16; ++t) {
+      const float p0 = p_tile[g * 16 + t];
+      const float p1 = p_tile[(g + 8) * 16 + t];
+      const S* vrow = reinterpret_cast<const S*>(v_smem + (tok0 + t) * pitch);
+#pragma unroll
+      for (int dt = 0; dt < HEAD_DIM / 8; ++dt) {
+        const int d = dt * 8 + 2 * tig;
+        const float v0 = to_float(T(), vrow[d]);
+        const float v1 = to_float(T(), vrow[d + 1]);
+        st.o[dt][0] = fmaf(p0, v0, st.o[dt][0]);
+        st.o[dt][1] = fmaf(p0, v1, st.o[dt][1]);
+        st.o[dt][2] = fmaf(p1, v0, st.o[dt][2]);
+        st.o[dt][3] = fmaf(p1, v1, st.o[dt][3]);
+      }
+    }
+    __syncwarp();
+  }
+};
+
+}  // namespace pj

@@ -1,0 +1,259 @@
+// The kernels against the float64 CPU reference on fresh random problems.
+// Every output is poisoned (NaN) before each run, so an unwritten element fails.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "attention/planner.hpp"
+#include "gpu.hpp"
+#include "jit/kernel_cache.hpp"
+#include "pagedjit/driver.hpp"
+#include "pagedjit/errors.hpp"
+#include "pagedjit/testing.hpp"
+
+using namespace pagedjit;
+
+namespace {
+
+double tolerance(DType dt) {
+  return dt == DType::f32 ? 1e-5 : dt == DType::f16 ? 2e-3 : 1e-2;
+}
+double tolerance(DType in, DType out) {
+  return std::max(tolerance(in), tolerance(out));
+}
+
+struct Case {
+  testing::ProblemConfig cfg;
+  PagedAttentionOptions opts;
+  std::string describe() const {
+    return fmt::format("{} splits={} window={} softcap={} lse={} max_ctx={} holes={} share={}", cfg.describe(),
+                       opts.num_splits, opts.sliding_window ? *opts.sliding_window : 0,
+                       opts.attn_logits_soft_cap ? *opts.attn_logits_soft_cap : 0.f, cfg.with_lse,
+                       opts.max_context_len ? *opts.max_context_len : -1, cfg.holes, cfg.share_pages);
+  }
+};
+
+int pick(std::mt19937_64& rng, std::initializer_list<int> v) {
+  return *(v.begin() + std::ptrdiff_t(rng() % v.size()));
+}
+
+// A random valid call over the space the engine supports.
+Case random_case(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto uni = [&](int lo, int hi) { return lo + int(rng() % std::uint64_t(hi - lo + 1)); };
+  Case c;
+  testing::ProblemConfig& g = c.cfg;
+  g.seed = seed;
+  g.dtype = std::array<DType, 3>{DType::bf16, DType::f16, DType::f32}[rng() % 3];
+  g.out_dtype = rng() % 4 == 0 ? std::array<DType, 3>{DType::bf16, DType::f16, DType::f32}[rng() % 3] : g.dtype;
+  g.head_dim = pick(rng, {64, 128, 256, 64, 128, 16, 80, 96, 192});
+  g.page_size = rng() % 2 ? 16 : 1 << uni(0, 8);
+  g.num_kv_heads = uni(1, 4);
+  const int group = pick(rng, {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20});
+  g.num_heads = g.num_kv_heads * group;
+  g.layout = std::array<CacheLayout, 3>{CacheLayout::blocks_heads, CacheLayout::heads_blocks,
+                                        CacheLayout::blocks_tokens}[rng() % 3];
+  g.pad_elems = rng() % 4 == 0 ? 16 : 0;
+  const int seqs = uni(1, 6);
+  g.context_lens.clear();
+  for (int s = 0; s < seqs; ++s) {
+    switch (rng() % 6) {
+      case 0:
+        g.context_lens.push_back(uni(1, 3));
+        break;
+      case 1:
+        g.context_lens.push_back(g.page_size * uni(1, 8) + uni(-1, 1));
+        break;
+      case 2:
+        g.context_lens.push_back(uni(0, 2) == 0 ? 0 : uni(1, 64));
+        break;
+      default:
+        g.context_lens.push_back(uni(1, 700));
+        break;
+    }
+    g.context_lens.back() = std::max(0, g.context_lens.back());
+  }
+  if (rng() % 5 == 0)
+    g.max_blocks =
+        (*std::max_element(g.context_lens.begin(), g.context_lens.end()) + g.page_size - 1) / g.page_size + uni(1, 4);
+  g.holes = rng() % 6 == 0 ? 1 : 0;
+  g.share_pages = rng() % 6 == 0;
+  g.with_lse = rng() % 3 == 0;
+  PagedAttentionOptions& o = c.opts;
+  o.num_splits = pick(rng, {0, 0, 1, 2, 3, 5, 9});
+  if (rng() % 5 == 0) o.sliding_window = pick(rng, {1, 7, 64, 300, 5000});
+  if (rng() % 5 == 0) o.attn_logits_soft_cap = pick(rng, {1, 5, 30});
+  if (rng() % 4 == 0) o.attn_scale = 0.05f * float(uni(1, 40));
+  if (rng() % 4 == 0) o.max_context_len = uni(1, 800);  // may be smaller than a real length: a hint only
+  return c;
+}
+
+// Runs one case: poison, launch, compare. Returns the relative error.
+double run_case(const Case& c, CUstream stream = nullptr) {
+  testing::DeviceProblem prob(c.cfg);
+  PagedAttentionOptions o = c.opts;
+  o.return_lse = c.cfg.with_lse;
+  prob.poison_outputs();
+  pjtest::engine().paged_attention(prob.args(), o, stream);
+  check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+  const testing::ErrorStats e = prob.check(o);
+  const double tol = tolerance(c.cfg.dtype, c.cfg.out_dtype);
+  INFO(c.describe());
+  INFO(fmt::format("rel_l2={:.3e} max_abs={:.3e} nonfinite={} lse_ok={} lse_max_abs={:.3e}", e.rel_l2, e.max_abs,
+                   e.nonfinite, e.lse_ok, e.lse_max_abs));
+  CHECK(e.nonfinite == 0);
+  CHECK(e.rel_l2 < tol);
+  CHECK(e.lse_ok);
+  CHECK(e.lse_max_abs < (c.cfg.dtype == DType::f32 ? 1e-4 : 2e-2));
+  return e.rel_l2;
+}
+
+// Compiles the kernels of many cases in parallel before they run one by one.
+void warm(const std::vector<Case>& cases) {
+  std::set<jit::KernelSpec> specs;
+  for (const Case& c : cases) {
+    const testing::HostProblem host(c.cfg);
+    PagedAttentionOptions o = c.opts;
+    o.return_lse = c.cfg.with_lse;
+    const auto plan = attention::make_plan(validate_call(host.args(), o), o, pjtest::engine().device());
+    specs.insert(plan.decode);
+    specs.insert(plan.combine);
+  }
+  std::vector<std::future<void>> jobs;
+  for (const auto& s : specs)
+    jobs.push_back(std::async(std::launch::async, [s] { jit::KernelCache::global().get(s); }));
+  for (auto& j : jobs) j.get();
+  MESSAGE(fmt::format("compiled {} specializations", specs.size()));
+}
+
+}  // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("gpu: seed example, bf16, all split modes" * pjtest::skip_without_gpu()) {
+    for (int splits : {0, 1, 2, 4}) {
+      Case c;
+      c.cfg.context_lens = {32, 64, 48, 80};
+      c.cfg.max_blocks = 8;
+      c.cfg.spare_blocks = 86;
+      c.opts.num_splits = splits;
+      run_case(c);
+    }
+  }
+
+  TEST_CASE("gpu: random configurations against the float64 reference" * pjtest::skip_without_gpu()) {
+    const int n = 150;
+    std::vector<Case> cases;
+    for (int i = 0; i < n; ++i) cases.push_back(random_case(1000 + std::uint64_t(i)));
+    warm(cases);
+    double worst[3] = {0, 0, 0};
+    for (const Case& c : cases) {
+      const double e = run_case(c);
+      double& w = worst[int(c.cfg.dtype)];
+      w = std::max(w, e);
+    }
+    MESSAGE(fmt::format("{} random configurations; worst rel L2: fp32 {:.2e}, fp16 {:.2e}, bf16 {:.2e}", n, worst[0],
+                        worst[1], worst[2]));
+  }
+
+  TEST_CASE("gpu: edge cases" * pjtest::skip_without_gpu()) {
+    Case c;
+    c.cfg.dtype = c.cfg.out_dtype = DType::f32;
+    c.cfg.num_heads = 8;
+    c.cfg.num_kv_heads = 2;
+    c.cfg.head_dim = 128;
+    c.cfg.with_lse = true;
+    SUBCASE("zero, one and page-boundary lengths") {
+      c.cfg.context_lens = {0, 1, 15, 16, 17, 0, 63, 64, 65};
+    }
+    SUBCASE("partition boundaries +-1 with 4 splits") {
+      c.cfg.context_lens = {255, 256, 257, 511, 512, 513};
+      c.opts.num_splits = 4;
+    }
+    SUBCASE("window of 1 and window longer than the context") {
+      c.cfg.context_lens = {1, 50, 300};
+      c.opts.sliding_window = 1;
+      SUBCASE("") {}
+      SUBCASE("long") {
+        c.opts.sliding_window = 100000;
+      }
+    }
+    SUBCASE("a -1 inside the used range is masked, never read") {
+      c.cfg.context_lens = {100, 200, 40};
+      c.cfg.holes = 2;
+    }
+    SUBCASE("prefix sharing: one physical page in several tables") {
+      c.cfg.context_lens = {40, 40, 33, 90};
+      c.cfg.share_pages = true;
+    }
+    SUBCASE("max_context_len smaller than a real length") {
+      c.cfg.context_lens = {1000, 10};
+      c.opts.max_context_len = 16;
+      c.opts.num_splits = 0;
+    }
+    SUBCASE("all sequences empty") {
+      c.cfg.context_lens = {0, 0};
+    }
+    SUBCASE("bf16 with 64 splits of a long context") {
+      c.cfg.dtype = c.cfg.out_dtype = DType::bf16;
+      c.cfg.context_lens = {4000};
+      c.opts.num_splits = 64;
+    }
+    run_case(c);
+  }
+
+  TEST_CASE("gpu: deterministic, bitwise, across calls and streams" * pjtest::skip_without_gpu()) {
+    testing::ProblemConfig cfg;
+    cfg.num_heads = 32;
+    cfg.num_kv_heads = 8;
+    cfg.head_dim = 128;
+    cfg.context_lens = {3000, 17, 1200, 4096};
+    testing::DeviceProblem prob(cfg);
+    const DriverApi& d = driver();
+    CUstream s2;
+    check(d.cuStreamCreate(&s2, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    std::vector<float> first;
+    for (int i = 0; i < 4; ++i) {
+      prob.poison_outputs();
+      pjtest::engine().paged_attention(prob.args(), {}, i % 2 ? s2 : nullptr);
+      check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+      const std::vector<float> out = prob.output();
+      if (i == 0)
+        first = out;
+      else
+        CHECK(std::memcmp(first.data(), out.data(), out.size() * 4) == 0);
+    }
+    d.cuStreamDestroy(s2);
+  }
+
+  TEST_CASE("gpu: a device ordinal that does not exist is no_device" * pjtest::skip_without_gpu()) {
+    try {
+      Engine e(device_count());
+      FAIL("an engine was created for a missing device");
+    } catch (const DriverError& e) {
+      CHECK(e.code() == ErrorCode::no_device);
+    }
+  }
+
+  TEST_CASE("gpu: validation mode reports the first bad sequence" * pjtest::skip_without_gpu()) {
+    testing::ProblemConfig cfg;
+    cfg.context_lens = {40, 100, 70};
+    cfg.holes = 2;  // sequences 0 and 1 get a -1 in their used range
+    testing::DeviceProblem prob(cfg);
+    EngineOptions eo;
+    eo.validate_device_data = true;
+    Engine checked(0, eo);
+    try {
+      checked.paged_attention(prob.args(), {}, nullptr);
+      FAIL("bad block table not reported");
+    } catch (const DeviceDataError& e) {
+      CHECK(e.sequence() == 0);
+      CHECK(std::string(e.what()).find("block_tables[0]") != std::string::npos);
+    }
+  }
+}

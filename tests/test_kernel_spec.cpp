@@ -1,0 +1,86 @@
+// KernelSpec: one struct gives the name expression and the key.
+#include <doctest/doctest.h>
+
+#include <set>
+#include <string>
+
+#include "jit/kernel_spec.hpp"
+#include "pagedjit/errors.hpp"
+
+using namespace pagedjit;
+using jit::KernelSpec;
+
+namespace {
+KernelSpec decode_spec() {
+  KernelSpec s;
+  s.kind = jit::KernelKind::decode;
+  s.kv_dtype = DType::bf16;
+  s.out_dtype = DType::f16;
+  s.head_dim = 128;
+  s.tile_tokens = 64;
+  s.warps = 4;
+  s.stages = 3;
+  s.compute = jit::Compute::mma;
+  s.arch = "sm_90a";
+  return s;
+}
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("kernel spec: name expression carries every template parameter") {
+    CHECK(decode_spec().name_expression() == "pj::paged_decode<pj::bf16, pj::f16, 128, 64, 4, 3, true>");
+    KernelSpec c = decode_spec();
+    c.kind = jit::KernelKind::combine;
+    CHECK(c.name_expression() == "pj::paged_combine<pj::f16, 128>");
+  }
+
+  TEST_CASE("kernel spec: every field that changes the binary changes the key") {
+    std::set<std::string> keys;
+    const KernelSpec b = decode_spec();
+    keys.insert(b.key("H", "13.0"));
+    auto add = [&](KernelSpec s) { CHECK(keys.insert(s.key("H", "13.0")).second); };
+    KernelSpec s = b;
+    s.kv_dtype = DType::f16, add(s);
+    s = b, s.out_dtype = DType::f32, add(s);
+    s = b, s.head_dim = 64, add(s);
+    s = b, s.tile_tokens = 32, add(s);
+    s = b, s.warps = 2, s.tile_tokens = 64, add(s);
+    s = b, s.stages = 2, add(s);
+    s = b, s.compute = jit::Compute::simt, add(s);
+    s = b, s.arch = "sm_80", add(s);
+    CHECK(keys.insert(b.key("other-sources", "13.0")).second);
+    CHECK(keys.insert(b.key("H", "13.1")).second);
+  }
+
+  TEST_CASE("kernel spec: key text holds version, arch, options, sources and NVRTC version") {
+    const std::string k = decode_spec().key("abc123", "13.0");
+    CHECK(k.find("pagedjit-cache-v") == 0);
+    CHECK(k.find("arch=sm_90a") != std::string::npos);
+    CHECK(k.find("--gpu-architecture=sm_90a") != std::string::npos);
+    CHECK(k.find("sources=abc123") != std::string::npos);
+    CHECK(k.find("nvrtc=13.0") != std::string::npos);
+    CHECK(k.find(decode_spec().name_expression()) != std::string::npos);
+  }
+
+  TEST_CASE("kernel spec: equal specs compare equal, different ones order") {
+    KernelSpec a = decode_spec(), b = decode_spec();
+    CHECK(a == b);
+    b.stages = 2;
+    CHECK_FALSE(a == b);
+    CHECK((a < b) != (b < a));
+  }
+
+  TEST_CASE("kernel spec: check() refuses what the template cannot instantiate") {
+    KernelSpec s = decode_spec();
+    s.head_dim = 72;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.tile_tokens = 48;  // not a multiple of 16 * 4 warps
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.stages = 1;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.kv_dtype = DType::f32;  // mma has no fp32 path
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s.compute = jit::Compute::simt;
+    CHECK_NOTHROW(s.check());
+  }
+}

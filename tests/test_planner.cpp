@@ -1,0 +1,85 @@
+// The planner: splits, head chunks, shared memory, workspace.
+#include <doctest/doctest.h>
+
+#include "attention/planner.hpp"
+#include "pagedjit/engine.hpp"
+
+using namespace pagedjit;
+
+namespace {
+ProblemShape shape(int seqs, int heads, int kv_heads, int ctx, int head_dim = 128, DType dt = DType::bf16) {
+  ProblemShape s;
+  s.num_seqs = seqs;
+  s.num_heads = heads;
+  s.num_kv_heads = kv_heads;
+  s.head_dim = head_dim;
+  s.page_size = 16;
+  s.max_blocks = (ctx + 15) / 16;
+  s.num_blocks = seqs * s.max_blocks;
+  s.dtype = s.out_dtype = dt;
+  s.max_context_len = ctx;
+  return s;
+}
+const DeviceInfo h100 = DeviceInfo::h100_sxm();
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("planner: a large batch needs no split") {
+    const LaunchInfo p = plan_problem(shape(64, 32, 8, 4096), {}, h100);
+    CHECK(p.num_splits == 1);
+    CHECK(p.combine_kernel.empty());
+    CHECK(p.workspace_bytes == 0);
+    CHECK(p.grid[0] == 8);
+    CHECK(p.grid[1] == 64);
+  }
+
+  TEST_CASE("planner: one long sequence is split to fill the SMs") {
+    const LaunchInfo p = plan_problem(shape(1, 32, 8, 131072), {}, h100);
+    CHECK(p.num_splits >= h100.sm_count / 8);
+    CHECK(std::int64_t(p.num_splits) * 8 <= 2 * h100.sm_count);
+    CHECK_FALSE(p.combine_kernel.empty());
+    CHECK(p.workspace_bytes >= std::int64_t(32) * p.num_splits * (128 + 1) * 4);
+    CHECK(p.source == "heuristic");
+  }
+
+  TEST_CASE("planner: short contexts are not split below the minimum chunk") {
+    const LaunchInfo p = plan_problem(shape(1, 8, 8, 300), {}, h100);
+    CHECK(p.num_splits <= 2);
+  }
+
+  TEST_CASE("planner: the user's num_splits wins") {
+    PagedAttentionOptions o;
+    o.num_splits = 7;
+    const LaunchInfo p = plan_problem(shape(64, 32, 8, 4096), o, h100);
+    CHECK(p.num_splits == 7);
+    CHECK(p.grid[2] == 7);
+    CHECK(p.source == "user");
+  }
+
+  TEST_CASE("planner: groups above 16 are cut into balanced head chunks") {
+    const LaunchInfo p = plan_problem(shape(4, 40, 2, 1024), {}, h100);  // group 20
+    CHECK(p.head_chunks == 2);
+    CHECK(p.heads_per_cta == 10);
+    CHECK(p.grid[0] == 4);
+    const LaunchInfo q = plan_problem(shape(4, 64, 1, 1024), {}, h100);  // group 64
+    CHECK(q.head_chunks == 4);
+    CHECK(q.heads_per_cta == 16);
+  }
+
+  TEST_CASE("planner: shared memory fits the device for every dtype and head_dim") {
+    for (DType dt : {DType::f16, DType::bf16, DType::f32})
+      for (int d = 16; d <= 256; d += 16) {
+        const LaunchInfo p = plan_problem(shape(8, 8, 8, 2048, d, dt), {}, h100);
+        CHECK(p.smem_bytes <= h100.max_smem_per_block);
+        CHECK(p.tile_tokens % (16 * p.warps) == 0);
+      }
+  }
+
+  TEST_CASE("planner: pages_per_compute_block sets the tile") {
+    PagedAttentionOptions o;
+    o.pages_per_compute_block = 2;  // 32 tokens of 16-token pages
+    const LaunchInfo p = plan_problem(shape(8, 8, 8, 2048), o, h100);
+    CHECK(p.tile_tokens == 32);
+    CHECK(p.warps == 2);
+  }
+}

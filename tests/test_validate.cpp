@@ -1,0 +1,168 @@
+// One test per validation rule: the right error type, naming the argument.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <limits>
+#include <string>
+
+#include "pagedjit/engine.hpp"
+#include "pagedjit/errors.hpp"
+#include "pagedjit/testing.hpp"
+
+using namespace pagedjit;
+
+namespace {
+
+testing::HostProblem& base() {
+  static testing::HostProblem p([] {
+    testing::ProblemConfig c;
+    c.num_heads = 8;
+    c.num_kv_heads = 2;
+    c.head_dim = 64;
+    c.context_lens = {5, 17};
+    c.with_lse = true;
+    return c;
+  }());
+  return p;
+}
+
+template <class E>
+void expect_error(const std::function<void(PagedAttentionArgs&, PagedAttentionOptions&)>& mutate,
+                  const std::string& arg) {
+  PagedAttentionArgs a = base().args();
+  PagedAttentionOptions o;
+  o.return_lse = true;
+  mutate(a, o);
+  try {
+    validate_call(a, o);
+    FAIL("no error for argument ", arg);
+  } catch (const E& e) {
+    CHECK(e.argument() == arg);
+    CHECK(std::string(e.what()).find(arg) != std::string::npos);
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("validate: the baseline call is valid") {
+    PagedAttentionOptions o;
+    o.return_lse = true;
+    const ProblemShape s = validate_call(base().args(), o);
+    CHECK(s.num_seqs == 2);
+    CHECK(s.group() == 4);
+    CHECK(s.page_size == 16);
+    CHECK(s.max_context_len == s.max_blocks * 16);
+  }
+
+  TEST_CASE("validate: query rank") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.query.rank = 2; }, "query");
+  }
+  TEST_CASE("validate: query dtype") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.query.dtype = DType::i32; }, "query");
+  }
+  TEST_CASE("validate: head_dim not a multiple of 16") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.query.shape[2] = 72; }, "query");
+  }
+  TEST_CASE("validate: head_dim beyond this version") {
+    expect_error<NotSupported>([](auto& a, auto&) { a.query.shape[2] = 512; }, "query");
+  }
+  TEST_CASE("validate: num_heads not a multiple of num_kv_heads") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.query.shape[1] = 7, a.output.shape[1] = 7; }, "query");
+  }
+  TEST_CASE("validate: cache head_dim differs from the query's") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.key_cache.shape[3] = 128, a.value_cache.shape[3] = 128; },
+                                  "key_cache");
+  }
+  TEST_CASE("validate: key and value caches disagree") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.value_cache.shape[0] -= 1; }, "value_cache");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.value_cache.dtype = DType::f16; }, "value_cache");
+  }
+  TEST_CASE("validate: cache dtype differs from the query's") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.key_cache.dtype = DType::f32; }, "key_cache");
+  }
+  TEST_CASE("validate: page_size not a power of two") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.key_cache.shape[2] = 12, a.value_cache.shape[2] = 12; },
+                                  "key_cache");
+  }
+  TEST_CASE("validate: page_size above 256") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.key_cache.shape[2] = 512, a.value_cache.shape[2] = 512; },
+                                  "key_cache");
+  }
+  TEST_CASE("validate: context_lens shape and dtype") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.context_lens.shape[0] = 3; }, "context_lens");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.context_lens.dtype = DType::f32; }, "context_lens");
+  }
+  TEST_CASE("validate: block_tables shape, dtype and stride") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.block_tables.rank = 1; }, "block_tables");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.block_tables.dtype = DType::f16; }, "block_tables");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.block_tables.strides[1] = 2; }, "block_tables");
+  }
+  TEST_CASE("validate: output shape and dtype") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.output.shape[1] = 4; }, "output");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.output.dtype = DType::i32; }, "output");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.output.strides[2] = 2; }, "output");
+  }
+  TEST_CASE("validate: lse shape and dtype when requested") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.lse.shape[1] = 3; }, "lse");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.lse.dtype = DType::f16; }, "lse");
+  }
+  TEST_CASE("validate: null pointers") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.query.data = nullptr; }, "query");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.value_cache.data = nullptr; }, "value_cache");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.block_tables.data = nullptr; }, "block_tables");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.lse.data = nullptr; }, "lse");
+  }
+  TEST_CASE("validate: misaligned pointer and strides") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.key_cache.data = static_cast<char*>(a.key_cache.data) + 2; },
+                                  "key_cache");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.query.strides[1] += 1; }, "query");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.value_cache.strides[3] = 2; }, "value_cache");
+  }
+  TEST_CASE("validate: negative num_splits") {
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.num_splits = -1; }, "options.num_splits");
+  }
+  TEST_CASE("validate: soft cap <= 0") {
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.attn_logits_soft_cap = 0.f; }, "options.attn_logits_soft_cap");
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.attn_logits_soft_cap = -1.f; },
+                                  "options.attn_logits_soft_cap");
+  }
+  TEST_CASE("validate: window <= 0") {
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.sliding_window = 0; }, "options.sliding_window");
+  }
+  TEST_CASE("validate: non-finite scale, NaN mask value") {
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.attn_scale = std::numeric_limits<float>::infinity(); },
+                                  "options.attn_scale");
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.mask_value = std::numeric_limits<float>::quiet_NaN(); },
+                                  "options.mask_value");
+  }
+  TEST_CASE("validate: pages_per_compute_block is validated") {
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.pages_per_compute_block = 0; },
+                                  "options.pages_per_compute_block");
+    PagedAttentionOptions o;
+    o.pages_per_compute_block = 2;
+    CHECK_NOTHROW(validate_call(base().args(), o));
+  }
+  TEST_CASE("validate: negative max_context_len") {
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.max_context_len = -5; }, "options.max_context_len");
+  }
+  TEST_CASE("validate: megacore_mode and inline_seq_dim=false are NotSupported") {
+    expect_error<NotSupported>([](auto&, auto& o) { o.megacore_mode = "parallel"; }, "options.megacore_mode");
+    expect_error<NotSupported>([](auto&, auto& o) { o.inline_seq_dim = false; }, "options.inline_seq_dim");
+  }
+  TEST_CASE("validate: the three layouts read their axes") {
+    for (CacheLayout l : {CacheLayout::blocks_heads, CacheLayout::heads_blocks, CacheLayout::blocks_tokens}) {
+      testing::ProblemConfig c;
+      c.num_heads = 6;
+      c.num_kv_heads = 3;
+      c.page_size = 8;
+      c.layout = l;
+      c.context_lens = {9};
+      testing::HostProblem p(c);
+      const ProblemShape s = validate_call(p.args(), {});
+      CHECK(s.num_kv_heads == 3);
+      CHECK(s.page_size == 8);
+      CHECK(s.num_blocks == p.num_blocks());
+    }
+  }
+}
