@@ -97,6 +97,11 @@ struct Engine::Impl {
     check(drv.cuDeviceGet(&dev, ordinal), "cuDeviceGet");
     info = query_device(drv, dev, ordinal);
     check(drv.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
+    // Like the runtime API: a thread with no current context gets this
+    // device's primary context, so the caller's own allocations just work.
+    CUcontext cur = nullptr;
+    check(drv.cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
+    if (!cur) check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
   }
 
   ~Impl() {

@@ -20,8 +20,10 @@ struct EngineOptions {
 
 class Engine {
  public:
-  // Binds to device `ordinal` (its primary context). Throws DriverError when
-  // there is no driver or no such device.
+  // Binds to device `ordinal` (its primary context), and makes that context
+  // current on the calling thread if the thread has none. Calls push the
+  // engine's context when another one is current, and restore it after.
+  // Throws DriverError when there is no driver or no such device.
   explicit Engine(int ordinal = 0, EngineOptions options = {});
   ~Engine();
   Engine(const Engine&) = delete;

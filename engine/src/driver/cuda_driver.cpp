@@ -30,9 +30,13 @@ DriverError stub_error(const char* path, const char* call) {
                                  path));
 }
 
-void resolve(GetProcAddressFn get, const char* path, const char* name, void** slot) {
+// `version` is the CUDA version whose ABI matches cuda.h's declaration: the
+// newest for nearly all entry points. A few changed signature without the
+// header following (CUDA 13.0's cuCtxSynchronize takes a context; cuda.h
+// still declares the 2.0 form), so those pin the version they are declared at.
+void resolve(GetProcAddressFn get, const char* path, const char* name, void** slot, int version = CUDA_VERSION) {
   CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SUCCESS;
-  const CUresult r = get(name, slot, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &status);
+  const CUresult r = get(name, slot, version, CU_GET_PROC_ADDRESS_DEFAULT, &status);
   if (r == CUDA_ERROR_STUB_LIBRARY) throw stub_error(path, name);
   if (r != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || *slot == nullptr) {
     const ErrorCode code =
@@ -97,7 +101,7 @@ Loaded load() {
     PJ_RESOLVE(cuCtxSetCurrent);
     PJ_RESOLVE(cuCtxPushCurrent);
     PJ_RESOLVE(cuCtxPopCurrent);
-    PJ_RESOLVE(cuCtxSynchronize);
+    resolve(get, path, "cuCtxSynchronize", reinterpret_cast<void**>(&a.cuCtxSynchronize), 2000);
     PJ_RESOLVE(cuLibraryLoadData);
     PJ_RESOLVE(cuLibraryUnload);
     PJ_RESOLVE(cuLibraryGetKernel);
