@@ -30,8 +30,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   extern __shared__ __align__(16) char smem[];
   char* q_smem = smem;
   float* p_tiles = reinterpret_cast<float*>(smem + L.q_bytes);
-  char* pipe = smem + L.q_bytes + L.ptile_bytes;
-  unsigned char* flags = reinterpret_cast<unsigned char*>(pipe + STAGES * L.stage_bytes);
+  int* ids_ring = reinterpret_cast<int*>(smem + L.q_bytes + L.ptile_bytes);
+  char* pipe = smem + L.q_bytes + L.ptile_bytes + L.ids_bytes;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int head_chunk = blockIdx.x % p.head_chunks;
@@ -71,21 +71,27 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const S* v_head = static_cast<const S*>(p.v) + i64(kvh) * p.v_stride_head;
   const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
 
-  TileLoader<T, HEAD_DIM, TILE, NT> loader;
-  auto stage_k = [&](int s) { return pipe + s * L.stage_bytes; };
-  auto stage_v = [&](int s) { return pipe + s * L.stage_bytes + TILE * L.row_pitch; };
-  auto stage_flags = [&](int s) { return flags + s * L.flag_bytes; };
+  typedef TileLoader<T, HEAD_DIM, TILE, NT> Loader;
+  Loader loader;
+  auto stage_k = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes; };
+  auto stage_v = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes + TILE * L.row_pitch; };
+  // Page ids of tile t live in slot t % (STAGES + 1): written a pipeline depth
+  // before the copies that read them, kept until the tile's compute is done.
+  auto ids = [&](int t) { return ids_ring + (t % (STAGES + 1)) * TILE; };
 
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < ntiles) {
-      loader.fetch_pages(p, bt_row, begin + s * TILE, end);
-      loader.issue(p, k_head, v_head, begin + s * TILE, stage_k(s), stage_v(s), stage_flags(s), L.row_pitch);
+  for (int t = 0; t < STAGES; ++t) {
+    if (t < ntiles) {
+      loader.load_ids(p, bt_row, begin + t * TILE, end);
+      loader.store_ids(ids(t));
     }
+  }
+  __syncthreads();  // page ids and the query tile visible
+#pragma unroll
+  for (int t = 0; t < STAGES - 1; ++t) {
+    if (t < ntiles) Loader::issue(p, k_head, v_head, begin + t * TILE, ids(t), stage_k(t), stage_v(t), L.row_pitch);
     cp_async_commit();
   }
-  if (STAGES - 1 < ntiles) loader.fetch_pages(p, bt_row, begin + (STAGES - 1) * TILE, end);
-  __syncthreads();  // query tile visible
 
   Math math;
   math.prepare(q_smem, L.row_pitch);
@@ -94,24 +100,23 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
 
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<STAGES - 2>();
-    __syncthreads();  // tile t visible to all; the slot refilled below is no longer read
+    __syncthreads();  // tile t visible to all; the stage refilled below is no longer read
     const int tn = t + STAGES - 1;
-    if (tn < ntiles) {
-      const int s = tn % STAGES;
-      loader.issue(p, k_head, v_head, begin + tn * TILE, stage_k(s), stage_v(s), stage_flags(s), L.row_pitch);
-      if (tn + 1 < ntiles) loader.fetch_pages(p, bt_row, begin + (tn + 1) * TILE, end);
-    }
+    if (tn < ntiles)
+      Loader::issue(p, k_head, v_head, begin + tn * TILE, ids(tn), stage_k(tn), stage_v(tn), L.row_pitch);
     cp_async_commit();
+    const bool more = t + STAGES < ntiles;
+    if (more) loader.load_ids(p, bt_row, begin + (t + STAGES) * TILE, end);
 
-    const int s = t % STAGES;
 #pragma unroll
     for (int ks = 0; ks < WT / 16; ++ks) {
       const int tok0 = warp * WT + ks * 16;
       float sc[2][4];
-      math.scores(q_smem, stage_k(s), L.row_pitch, tok0, nrows, sc);
-      st.online_softmax(sc, p, stage_flags(s), tok0);
-      math.accumulate(st, sc, stage_v(s), L.row_pitch, tok0, p_tiles + warp * kTileRows * 16);
+      math.scores(q_smem, stage_k(t), L.row_pitch, tok0, nrows, sc);
+      st.online_softmax(sc, p, ids(t), tok0);
+      math.accumulate(st, sc, stage_v(t), L.row_pitch, tok0, p_tiles + warp * kTileRows * 16);
     }
+    if (more) loader.store_ids(ids(t + STAGES));
   }
 
   // Merge the warps' states through shared memory (aliases the pipeline).

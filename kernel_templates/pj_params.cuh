@@ -65,7 +65,7 @@ struct DecodeSmem {
   int row_pitch;    // bytes per K/V/Q row in shared memory (padded against bank conflicts)
   int q_bytes;      // the query tile
   int stage_bytes;  // one pipeline stage: K and V tiles
-  int flag_bytes;   // per stage, one validity byte per token (rounded to 16)
+  int ids_bytes;    // ring of STAGES + 1 page-id slots, one int per token (-1: masked)
   int ptile_bytes;  // per-warp fp32 probability tile (SIMT path only)
   int merge_bytes;  // cross-warp merge buffers (aliases the stages)
   int total;
@@ -80,11 +80,11 @@ constexpr DecodeSmem decode_smem(int head_dim, int elem_bytes, int tile_tokens, 
   s.row_pitch = head_dim * elem_bytes + 16;
   s.q_bytes = kTileRows * s.row_pitch;
   s.stage_bytes = 2 * tile_tokens * s.row_pitch;
-  s.flag_bytes = round_up16(tile_tokens);
+  s.ids_bytes = (stages + 1) * tile_tokens * 4;
   s.ptile_bytes = simt ? warps * kTileRows * 16 * 4 : 0;
   s.merge_bytes = warps * kTileRows * (head_dim + 2) * 4;
-  const int pipeline = stages * (s.stage_bytes + s.flag_bytes);
-  s.total = s.q_bytes + s.ptile_bytes + (pipeline > s.merge_bytes ? pipeline : s.merge_bytes);
+  const int pipeline = stages * s.stage_bytes;
+  s.total = s.q_bytes + s.ptile_bytes + s.ids_bytes + (pipeline > s.merge_bytes ? pipeline : s.merge_bytes);
   return s;
 }
 

@@ -28,8 +28,8 @@ struct WarpState {
 
   // s: raw scores of 16 tokens (two n-tiles); turns them into probabilities in
   // place and rescales the accumulator when the running max moves.
-  __device__ __forceinline__ void online_softmax(float (&s)[2][4], const DecodeParams& p, const unsigned char* flags,
-                                                 int tok0) {
+  // ids: the tile's page ids (-1 = masked token).
+  __device__ __forceinline__ void online_softmax(float (&s)[2][4], const DecodeParams& p, const int* ids, int tok0) {
     const int tig = threadIdx.x % 4;
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
@@ -37,7 +37,7 @@ struct WarpState {
       for (int i = 0; i < 4; ++i) {
         float x = s[nt][i] * p.scale;
         if (p.soft_cap > 0.f) x = p.soft_cap * tanhf(x / p.soft_cap);
-        const bool valid = flags[tok0 + nt * 8 + 2 * tig + (i & 1)] != 0;
+        const bool valid = ids[tok0 + nt * 8 + 2 * tig + (i & 1)] >= 0;
         s[nt][i] = valid ? x * kLog2e : neg_inf();
       }
     }
