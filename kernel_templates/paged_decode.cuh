@@ -1,4 +1,5 @@
-// Paged-attention decode: one CTA per (KV head, head chunk) x sequence x partition.
+// Paged-attention decode: one CTA per (KV head, head chunk, output-dim chunk)
+// x sequence x partition.
 //
 // The CTA computes every query head of its GQA group (up to 16) against each
 // key/value it loads, so the cache is read once per KV head. Tiles of TILE
@@ -6,7 +7,8 @@
 // warps takes a TILE/WARPS-token slice of every tile and keeps its own online
 // softmax state, and the warps merge once at the end. With one partition the
 // CTA writes the final output; otherwise fp32 partials that paged_combine
-// reduces by log-sum-exp.
+// reduces by log-sum-exp. Head dims above 256 are cut into DV-dim output
+// chunks (each CTA still reads whole keys), which bounds the accumulator.
 #pragma once
 #include "pj_params.cuh"
 #include "pj_ptx.cuh"
@@ -15,17 +17,17 @@
 
 namespace pj {
 
-template <class T, class OUT, int HEAD_DIM, int TILE, int WARPS, int STAGES, bool MMA>
+template <class T, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA>
 __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
   typedef typename T::storage S;
   constexpr int NT = WARPS * 32;
   constexpr int WT = TILE / WARPS;  // tokens per warp per tile
-  static_assert(HEAD_DIM % 16 == 0, "head_dim must be a multiple of 16");
+  static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
   static_assert(TILE % (16 * WARPS) == 0, "each warp takes whole 16-token slices");
   static_assert(STAGES >= 2, "the pipeline needs two stages");
   static_assert(!MMA || T::mma, "tensor-core path needs fp16 or bf16");
-  constexpr DecodeSmem L = decode_smem(HEAD_DIM, T::bytes, TILE, WARPS, STAGES, !MMA);
-  typedef typename conditional<MMA, MmaMath<T, HEAD_DIM>, SimtMath<T, HEAD_DIM>>::type Math;
+  constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, T::bytes, TILE, WARPS, STAGES, !MMA);
+  typedef typename conditional<MMA, MmaMath<T, HEAD_DIM, DV>, SimtMath<T, HEAD_DIM, DV>>::type Math;
 
   extern __shared__ __align__(16) char smem[];
   char* q_smem = smem;
@@ -34,8 +36,13 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   char* pipe = smem + L.q_bytes + L.ptile_bytes + L.ids_bytes;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int head_chunk = blockIdx.x % p.head_chunks;
-  const int kvh = blockIdx.x / p.head_chunks;
+  // Output-dim chunks of one head chunk are adjacent: they read the same keys,
+  // so the second read mostly hits L2.
+  const int dv_chunk = blockIdx.x % p.dv_chunks;
+  const int head_chunk = (blockIdx.x / p.dv_chunks) % p.head_chunks;
+  const int kvh = blockIdx.x / (p.dv_chunks * p.head_chunks);
+  const int dv0 = dv_chunk * DV;
+  const int dv_len = min(DV, HEAD_DIM - dv0);
   const int seq = blockIdx.y;
   const int split = blockIdx.z;
   const int h0 = kvh * p.group + head_chunk * p.heads_per_cta;
@@ -68,17 +75,20 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   }
 
   const S* k_head = static_cast<const S*>(p.k) + i64(kvh) * p.k_stride_head;
-  const S* v_head = static_cast<const S*>(p.v) + i64(kvh) * p.v_stride_head;
+  const S* v_head = static_cast<const S*>(p.v) + i64(kvh) * p.v_stride_head + dv0;
   const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
 
-  typedef TileLoader<T, HEAD_DIM, TILE, NT> Loader;
+  typedef TileLoader<T, HEAD_DIM, DV, TILE, NT> Loader;
   Loader loader;
   auto stage_k = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes; };
   auto stage_v = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes + TILE * L.row_pitch; };
+
   // Page ids of tile t live in slot t % (STAGES + 1): written a pipeline depth
   // before the copies that read them, kept until the tile's compute is done.
   auto ids = [&](int t) { return ids_ring + (t % (STAGES + 1)) * TILE; };
-
+  auto issue = [&](int t) {
+    Loader::issue(p, k_head, v_head, dv_len, begin + t * TILE, ids(t), stage_k(t), stage_v(t), L.row_pitch, L.v_pitch);
+  };
 #pragma unroll
   for (int t = 0; t < STAGES; ++t) {
     if (t < ntiles) {
@@ -89,21 +99,20 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   __syncthreads();  // page ids and the query tile visible
 #pragma unroll
   for (int t = 0; t < STAGES - 1; ++t) {
-    if (t < ntiles) Loader::issue(p, k_head, v_head, begin + t * TILE, ids(t), stage_k(t), stage_v(t), L.row_pitch);
+    if (t < ntiles) issue(t);
     cp_async_commit();
   }
 
   Math math;
   math.prepare(q_smem, L.row_pitch);
-  WarpState<HEAD_DIM> st;
+  WarpState<DV> st;
   st.init();
 
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<STAGES - 2>();
     __syncthreads();  // tile t visible to all; the stage refilled below is no longer read
     const int tn = t + STAGES - 1;
-    if (tn < ntiles)
-      Loader::issue(p, k_head, v_head, begin + tn * TILE, ids(tn), stage_k(tn), stage_v(tn), L.row_pitch);
+    if (tn < ntiles) issue(tn);
     cp_async_commit();
     const bool more = t + STAGES < ntiles;
     if (more) loader.load_ids(p, bt_row, begin + (t + STAGES) * TILE, end);
@@ -114,7 +123,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       float sc[2][4];
       math.scores(q_smem, stage_k(t), L.row_pitch, tok0, nrows, sc);
       st.online_softmax(sc, p, ids(t), tok0);
-      math.accumulate(st, sc, stage_v(t), L.row_pitch, tok0, p_tiles + warp * kTileRows * 16);
+      math.accumulate(st, sc, stage_v(t), L.v_pitch, tok0, p_tiles + warp * kTileRows * 16, dv_len);
     }
     if (more) loader.store_ids(ids(t + STAGES));
   }
@@ -137,20 +146,21 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
         l_buf[warp * kTileRows + g + 8 * r] = l;
       }
     }
-    float* ow = o_buf + warp * kTileRows * HEAD_DIM;
+    float* ow = o_buf + warp * kTileRows * DV;
 #pragma unroll
-    for (int dt = 0; dt < HEAD_DIM / 8; ++dt) {
+    for (int dt = 0; dt < DV / 8; ++dt) {
       const int d = dt * 8 + 2 * tig;
-      *reinterpret_cast<float2*>(ow + g * HEAD_DIM + d) = make_float2(st.o[dt][0], st.o[dt][1]);
-      *reinterpret_cast<float2*>(ow + (g + 8) * HEAD_DIM + d) = make_float2(st.o[dt][2], st.o[dt][3]);
+      *reinterpret_cast<float2*>(ow + g * DV + d) = make_float2(st.o[dt][0], st.o[dt][1]);
+      *reinterpret_cast<float2*>(ow + (g + 8) * DV + d) = make_float2(st.o[dt][2], st.o[dt][3]);
     }
   }
   __syncthreads();
 
   const bool split_mode = p.num_splits > 1;
-  for (int idx = tid; idx < nrows * (HEAD_DIM / 4); idx += NT) {
-    const int row = idx / (HEAD_DIM / 4);
-    const int d = (idx % (HEAD_DIM / 4)) * 4;
+  for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
+    const int row = idx / (dv_len / 4);
+    const int dl = (idx % (dv_len / 4)) * 4;  // within the chunk
+    const int d = dv0 + dl;                   // within the head
     float mx = neg_inf();
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) mx = fmaxf(mx, m_buf[w * kTileRows + row]);
@@ -161,7 +171,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       for (int w = 0; w < WARPS; ++w) {
         const float f = fast_exp2(m_buf[w * kTileRows + row] - mx);
         l += l_buf[w * kTileRows + row] * f;
-        const float4 o = *reinterpret_cast<const float4*>(o_buf + (w * kTileRows + row) * HEAD_DIM + d);
+        const float4 o = *reinterpret_cast<const float4*>(o_buf + (w * kTileRows + row) * DV + dl);
         acc.x += o.x * f, acc.y += o.y * f, acc.z += o.z * f, acc.w += o.w * f;
       }
     }

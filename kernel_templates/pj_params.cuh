@@ -37,6 +37,7 @@ struct DecodeParams {
   int num_heads, group;  // query heads; query heads per KV head
   int heads_per_cta;     // query heads one CTA handles (<= 16)
   int head_chunks;       // CTAs per KV head = ceil(group / heads_per_cta)
+  int dv_chunks;         // CTAs per head chunk, each writing up to DV output dims
   int page_shift;        // log2(page_size)
   int num_splits;        // partitions per sequence (grid.z)
   int chunk_tokens;      // > 0: fixed partition length; 0: len split evenly
@@ -62,7 +63,8 @@ constexpr int kTileRows = 16;
 // Dynamic shared memory of the decode kernel, in bytes. Used by the kernel to
 // carve its buffers and by the host to size the launch.
 struct DecodeSmem {
-  int row_pitch;    // bytes per K/V/Q row in shared memory (padded against bank conflicts)
+  int row_pitch;    // bytes per Q or K row in shared memory (padded against bank conflicts)
+  int v_pitch;      // bytes per V row (DV dims)
   int q_bytes;      // the query tile
   int stage_bytes;  // one pipeline stage: K and V tiles
   int ids_bytes;    // ring of STAGES + 1 page-id slots, one int per token (-1: masked)
@@ -75,14 +77,16 @@ constexpr int round_up16(int x) {
   return (x + 15) / 16 * 16;
 }
 
-constexpr DecodeSmem decode_smem(int head_dim, int elem_bytes, int tile_tokens, int warps, int stages, bool simt) {
+constexpr DecodeSmem decode_smem(int head_dim, int dv, int elem_bytes, int tile_tokens, int warps, int stages,
+                                 bool simt) {
   DecodeSmem s{};
   s.row_pitch = head_dim * elem_bytes + 16;
+  s.v_pitch = dv * elem_bytes + 16;
   s.q_bytes = kTileRows * s.row_pitch;
-  s.stage_bytes = 2 * tile_tokens * s.row_pitch;
+  s.stage_bytes = tile_tokens * (s.row_pitch + s.v_pitch);
   s.ids_bytes = (stages + 1) * tile_tokens * 4;
   s.ptile_bytes = simt ? warps * kTileRows * 16 * 4 : 0;
-  s.merge_bytes = warps * kTileRows * (head_dim + 2) * 4;
+  s.merge_bytes = warps * kTileRows * (dv + 2) * 4;
   const int pipeline = stages * s.stage_bytes;
   s.total = s.q_bytes + s.ptile_bytes + s.ids_bytes + (pipeline > s.merge_bytes ? pipeline : s.merge_bytes);
   return s;

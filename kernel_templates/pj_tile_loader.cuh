@@ -12,13 +12,13 @@
 
 namespace pj {
 
-template <class T, int HEAD_DIM, int TILE, int NT>
+// Keys are loaded whole (HEAD_DIM); values only the DV dims this CTA outputs.
+template <class T, int HEAD_DIM, int DV, int TILE, int NT>
 struct TileLoader {
   typedef typename T::storage S;
   static constexpr int kElemsPerChunk = 16 / T::bytes;
-  static constexpr int kChunksPerRow = HEAD_DIM / kElemsPerChunk;
-  static constexpr int kChunks = TILE * kChunksPerRow;
-  static constexpr int kPerThread = (kChunks + NT - 1) / NT;
+  static constexpr int kChunksK = HEAD_DIM / kElemsPerChunk;  // per row
+  static constexpr int kChunksV = DV / kElemsPerChunk;
   static constexpr int kIdsPerThread = (TILE + NT - 1) / NT;
 
   // Physical page of token `tok`, or -1 when it is masked.
@@ -46,27 +46,37 @@ struct TileLoader {
     }
   }
 
-  // Issue the asynchronous copies of one tile whose page ids are in `ids`.
-  // k_head / v_head already point at this CTA's KV head.
-  static __device__ __forceinline__ void issue(const DecodeParams& p, const S* k_head, const S* v_head, int tile_begin,
-                                               const int* ids, char* k_smem, char* v_smem, int row_pitch) {
-    const int slot_mask = (1 << p.page_shift) - 1;
+  // Copies `chunks_per_row` 16-byte chunks of each of the tile's rows from
+  // `head` (this CTA's KV head, first dim) into `smem` rows of `pitch` bytes.
+  template <int kPerRowMax>
+  static __device__ __forceinline__ void copy_rows(const S* head, i64 stride_page, i64 stride_slot, int page_shift,
+                                                   int tile_begin, const int* ids, char* smem, int pitch,
+                                                   int chunks_per_row) {
+    const int slot_mask = (1 << page_shift) - 1;
+    constexpr int kPerThread = (TILE * kPerRowMax + NT - 1) / NT;
+    const int chunks = TILE * chunks_per_row;
 #pragma unroll 4
     for (int j = 0; j < kPerThread; ++j) {
       const int c = int(threadIdx.x) + j * NT;
-      if (c >= kChunks) break;
-      const int row = c / kChunksPerRow;
-      const int col = c % kChunksPerRow;
+      if (c >= chunks) break;
+      const int row = c / chunks_per_row;
+      const int col = c % chunks_per_row;
       const int pg = ids[row];
       const i64 slot = (tile_begin + row) & slot_mask;
-      const i64 elem = i64(col) * kElemsPerChunk;
-      const S* ksrc = pg >= 0 ? k_head + i64(pg) * p.k_stride_page + slot * p.k_stride_slot + elem : k_head;
-      const S* vsrc = pg >= 0 ? v_head + i64(pg) * p.v_stride_page + slot * p.v_stride_slot + elem : v_head;
-      const int bytes = pg >= 0 ? 16 : 0;
-      const int off = row * row_pitch + col * 16;
-      cp_async16(smem_addr(k_smem + off), ksrc, bytes);
-      cp_async16(smem_addr(v_smem + off), vsrc, bytes);
+      const S* src = pg >= 0 ? head + i64(pg) * stride_page + slot * stride_slot + i64(col) * kElemsPerChunk : head;
+      cp_async16(smem_addr(smem + row * pitch + col * 16), src, pg >= 0 ? 16 : 0);
     }
+  }
+
+  // Issue the asynchronous copies of one tile whose page ids are in `ids`.
+  // v_head points at this CTA's first output dim; dv_len <= DV dims are loaded.
+  static __device__ __forceinline__ void issue(const DecodeParams& p, const S* k_head, const S* v_head, int dv_len,
+                                               int tile_begin, const int* ids, char* k_smem, char* v_smem, int k_pitch,
+                                               int v_pitch) {
+    copy_rows<kChunksK>(k_head, p.k_stride_page, p.k_stride_slot, p.page_shift, tile_begin, ids, k_smem, k_pitch,
+                        kChunksK);
+    copy_rows<kChunksV>(v_head, p.v_stride_page, p.v_stride_slot, p.page_shift, tile_begin, ids, v_smem, v_pitch,
+                        DV == HEAD_DIM ? kChunksV : dv_len / kElemsPerChunk);
   }
 };
 

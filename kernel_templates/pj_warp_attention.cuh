@@ -13,15 +13,15 @@
 namespace pj {
 
 // Running softmax state of the two rows a lane owns, plus its output fragments.
-template <int HEAD_DIM>
+template <int DV>
 struct WarpState {
-  float o[HEAD_DIM / 8][4];
+  float o[DV / 8][4];
   float m[2];  // running max (log2 domain) of rows g and g+8
   float l[2];  // this lane's partial row sums (reduced over the quad at the end)
 
   __device__ __forceinline__ void init() {
 #pragma unroll
-    for (int i = 0; i < HEAD_DIM / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    for (int i = 0; i < DV / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     m[0] = m[1] = neg_inf();
     l[0] = l[1] = 0.f;
   }
@@ -63,7 +63,7 @@ struct WarpState {
       l[r] = l[r] * alpha + sum;
       m[r] = m_new;
 #pragma unroll
-      for (int i = 0; i < HEAD_DIM / 8; ++i) {
+      for (int i = 0; i < DV / 8; ++i) {
         o[i][2 * r] *= alpha;
         o[i][2 * r + 1] *= alpha;
       }
@@ -71,8 +71,9 @@ struct WarpState {
   }
 };
 
-// Tensor-core path (fp16 / bf16).
-template <class T, int HEAD_DIM>
+// Tensor-core path (fp16 / bf16). Scores use all HEAD_DIM dims; the output
+// covers DV dims, of which the first dv_len are real (a partial last chunk).
+template <class T, int HEAD_DIM, int DV>
 struct MmaMath {
   static constexpr bool kQInRegs = HEAD_DIM <= 128;
   u32 qf[kQInRegs ? HEAD_DIM / 16 : 1][4];
@@ -118,8 +119,8 @@ struct MmaMath {
 
   // o += P . V for tokens [tok0, tok0 + 16); P comes straight from the score
   // fragments (the accumulator layout of two n-tiles is the A layout).
-  __device__ __forceinline__ void accumulate(WarpState<HEAD_DIM>& st, const float (&pr)[2][4], const char* v_smem,
-                                             int pitch, int tok0, float*) const {
+  __device__ __forceinline__ void accumulate(WarpState<DV>& st, const float (&pr)[2][4], const char* v_smem, int pitch,
+                                             int tok0, float*, int dv_len) const {
     const int lane = threadIdx.x % 32;
     u32 a[4];
     a[0] = pack2(T(), pr[0][0], pr[0][1]);
@@ -130,7 +131,8 @@ struct MmaMath {
     const int vrow = tok0 + (lane & 7) + (i & 1) * 8;
     const int vcol = (i >> 1) * 8;
 #pragma unroll
-    for (int dp = 0; dp < HEAD_DIM / 16; ++dp) {
+    for (int dp = 0; dp < DV / 16; ++dp) {
+      if (DV != HEAD_DIM && dp * 16 >= dv_len) break;
       u32 b0, b1, b2, b3;
       ldmatrix_x4_trans(smem_addr(v_smem + vrow * pitch + (dp * 16 + vcol) * 2), b0, b1, b2, b3);
       mma16816(T(), st.o[2 * dp], a, b0, b1);
@@ -141,7 +143,7 @@ struct MmaMath {
 
 // CUDA-core path: same fragments, computed from shared memory. Used for fp32
 // (tensor cores have no fp32-exact mode) and as a cross-check of the MMA path.
-template <class T, int HEAD_DIM>
+template <class T, int HEAD_DIM, int DV>
 struct SimtMath {
   typedef typename T::storage S;
   static constexpr int kVec = 16 / T::bytes;
@@ -178,8 +180,8 @@ struct SimtMath {
 
   // p_tile: this warp's 16x16 fp32 scratch; probabilities are exchanged through
   // it because each output column needs all 16 tokens of a row.
-  __device__ __forceinline__ void accumulate(WarpState<HEAD_DIM>& st, const float (&pr)[2][4], const char* v_smem,
-                                             int pitch, int tok0, float* p_tile) const {
+  __device__ __forceinline__ void accumulate(WarpState<DV>& st, const float (&pr)[2][4], const char* v_smem, int pitch,
+                                             int tok0, float* p_tile, int dv_len) const {
     const int lane = threadIdx.x % 32;
     const int g = lane / 4, tig = lane % 4;
 #pragma unroll
@@ -194,7 +196,8 @@ struct SimtMath {
       const float p1 = p_tile[(g + 8) * 16 + t];
       const S* vrow = reinterpret_cast<const S*>(v_smem + (tok0 + t) * pitch);
 #pragma unroll
-      for (int dt = 0; dt < HEAD_DIM / 8; ++dt) {
+      for (int dt = 0; dt < DV / 8; ++dt) {
+        if (DV != HEAD_DIM && dt * 8 >= dv_len) break;
         const int d = dt * 8 + 2 * tig;
         const float v0 = to_float(T(), vrow[d]);
         const float v1 = to_float(T(), vrow[d + 1]);

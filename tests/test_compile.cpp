@@ -37,7 +37,7 @@ TEST_SUITE("cpu") {
   TEST_CASE("compile: every dtype and head_dim of the planner, decode and combine, for sm_90a") {
     const DeviceInfo h100 = DeviceInfo::h100_sxm();
     for (DType dt : {DType::f16, DType::bf16, DType::f32})
-      for (int d : {64, 128, 256}) {
+      for (int d : {64, 128, 256, 320, 512}) {
         CAPTURE(dtype_name(dt));
         CAPTURE(d);
         const attention::Plan plan = attention::make_plan(shape(dt, d, 8, 2), {}, h100);

@@ -52,7 +52,7 @@ Case random_case(std::uint64_t seed) {
   g.seed = seed;
   g.dtype = std::array<DType, 3>{DType::bf16, DType::f16, DType::f32}[rng() % 3];
   g.out_dtype = rng() % 4 == 0 ? std::array<DType, 3>{DType::bf16, DType::f16, DType::f32}[rng() % 3] : g.dtype;
-  g.head_dim = pick(rng, {64, 128, 256, 64, 128, 16, 80, 96, 192});
+  g.head_dim = pick(rng, {64, 128, 256, 64, 128, 16, 80, 96, 192, 272, 512});
   g.page_size = rng() % 2 ? 16 : 1 << uni(0, 8);
   g.num_kv_heads = uni(1, 4);
   const int group = pick(rng, {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20});

@@ -17,6 +17,7 @@ KernelSpec decode_spec() {
   s.kv_dtype = DType::bf16;
   s.out_dtype = DType::f16;
   s.head_dim = 128;
+  s.v_dims = 128;
   s.tile_tokens = 64;
   s.warps = 4;
   s.stages = 3;
@@ -28,7 +29,7 @@ KernelSpec decode_spec() {
 
 TEST_SUITE("cpu") {
   TEST_CASE("kernel spec: name expression carries every template parameter") {
-    CHECK(decode_spec().name_expression() == "pj::paged_decode<pj::bf16, pj::f16, 128, 64, 4, 3, true>");
+    CHECK(decode_spec().name_expression() == "pj::paged_decode<pj::bf16, pj::f16, 128, 128, 64, 4, 3, true>");
     KernelSpec c = decode_spec();
     c.kind = jit::KernelKind::combine;
     CHECK(c.name_expression() == "pj::paged_combine<pj::f16, 128>");
@@ -44,6 +45,7 @@ TEST_SUITE("cpu") {
     s = b, s.out_dtype = DType::f32, add(s);
     s = b, s.head_dim = 64, add(s);
     s = b, s.tile_tokens = 32, add(s);
+    s = b, s.v_dims = 64, add(s);
     s = b, s.warps = 2, s.tile_tokens = 64, add(s);
     s = b, s.stages = 2, add(s);
     s = b, s.compute = jit::Compute::simt, add(s);
@@ -75,6 +77,8 @@ TEST_SUITE("cpu") {
     s.head_dim = 72;
     CHECK_THROWS_AS(s.check(), InvalidArgument);
     s = decode_spec(), s.tile_tokens = 48;  // not a multiple of 16 * 4 warps
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.v_dims = 136;
     CHECK_THROWS_AS(s.check(), InvalidArgument);
     s = decode_spec(), s.stages = 1;
     CHECK_THROWS_AS(s.check(), InvalidArgument);

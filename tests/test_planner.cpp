@@ -68,10 +68,14 @@ TEST_SUITE("cpu") {
 
   TEST_CASE("planner: shared memory fits the device for every dtype and head_dim") {
     for (DType dt : {DType::f16, DType::bf16, DType::f32})
-      for (int d = 16; d <= 256; d += 16) {
+      for (int d = 16; d <= 512; d += 16) {
         const LaunchInfo p = plan_problem(shape(8, 8, 8, 2048, d, dt), {}, h100);
         CHECK(p.smem_bytes <= h100.max_smem_per_block);
         CHECK(p.tile_tokens % (16 * p.warps) == 0);
+        CHECK(p.v_dims % 16 == 0);
+        CHECK(p.v_dims <= 256);
+        CHECK(p.v_dims * p.dv_chunks >= d);
+        CHECK(p.v_dims * (p.dv_chunks - 1) < d);
       }
   }
 

@@ -49,6 +49,7 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.group = s.group();
   p.heads_per_cta = plan.info.heads_per_cta;
   p.head_chunks = plan.info.head_chunks;
+  p.dv_chunks = plan.info.dv_chunks;
   p.page_shift = log2_exact(s.page_size);
   p.num_splits = plan.info.num_splits;
   p.chunk_tokens = plan.info.chunk_tokens;

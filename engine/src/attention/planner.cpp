@@ -19,8 +19,16 @@ struct TileConfig {
 // Preferred first: big tiles and deep pipelines keep the most bytes in flight.
 constexpr TileConfig kTileConfigs[] = {{64, 4, 3}, {64, 4, 2}, {32, 2, 3}, {32, 2, 2}, {16, 1, 3}, {16, 1, 2}};
 
+// Output dims per CTA: the whole head up to 256, else even chunks of at most
+// 256 (each CTA reads whole keys; the accumulator holds only its chunk).
+int v_dims_of(int head_dim) {
+  const int chunks = (head_dim + 255) / 256;
+  return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
+}
+
 int smem_of(const ProblemShape& s, const TileConfig& c, bool simt) {
-  return pj::decode_smem(s.head_dim, int(dtype_size(s.dtype)), c.tile, c.warps, c.stages, simt).total;
+  return pj::decode_smem(s.head_dim, v_dims_of(s.head_dim), int(dtype_size(s.dtype)), c.tile, c.warps, c.stages, simt)
+      .total;
 }
 
 // Rough per-thread register use, for the occupancy estimate only.
@@ -75,9 +83,11 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.smem_bytes = smem;
   info.head_chunks = (group + pj::kTileRows - 1) / pj::kTileRows;
   info.heads_per_cta = (group + info.head_chunks - 1) / info.head_chunks;
+  info.v_dims = v_dims_of(s.head_dim);
+  info.dv_chunks = (s.head_dim + info.v_dims - 1) / info.v_dims;
 
   // Partitions: enough CTAs to fill every SM, none smaller than kMinChunkTokens.
-  const std::int64_t units = std::int64_t(s.num_seqs) * s.num_kv_heads * info.head_chunks;
+  const std::int64_t units = std::int64_t(s.num_seqs) * s.num_kv_heads * info.head_chunks * info.dv_chunks;
   const std::int64_t slots = std::int64_t(d.sm_count) * ctas_per_sm(d, smem, info.threads, regs_estimate(s, simt));
   const std::int64_t max_useful =
       std::max<std::int64_t>(1, (s.max_context_len + kMinChunkTokens - 1) / kMinChunkTokens);
@@ -97,6 +107,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   plan.decode.kv_dtype = s.dtype;
   plan.decode.out_dtype = s.out_dtype;
   plan.decode.head_dim = s.head_dim;
+  plan.decode.v_dims = info.v_dims;
   plan.decode.tile_tokens = cfg.tile;
   plan.decode.warps = cfg.warps;
   plan.decode.stages = cfg.stages;
@@ -104,7 +115,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   plan.decode.arch = arch;
   info.decode_kernel = plan.decode.name_expression();
 
-  info.grid[0] = s.num_kv_heads * info.head_chunks;
+  info.grid[0] = s.num_kv_heads * info.head_chunks * info.dv_chunks;
   info.grid[1] = s.num_seqs;
   info.grid[2] = info.num_splits;
 

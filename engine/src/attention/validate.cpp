@@ -11,7 +11,7 @@
 namespace pagedjit {
 namespace {
 
-constexpr int kMaxHeadDim = 256;  // register budget of the current kernels
+constexpr int kMaxHeadDim = 512;
 
 bool is_float(DType d) {
   return d == DType::f32 || d == DType::f16 || d == DType::bf16;

@@ -33,6 +33,8 @@ void KernelSpec::check() const {
   tag(out_dtype);
   if (kind == KernelKind::combine) return;
   tag(kv_dtype);
+  if (v_dims <= 0 || v_dims % 16 != 0 || v_dims > head_dim)
+    throw InvalidArgument("KernelSpec.v_dims", "a multiple of 16 in [16, head_dim]", std::to_string(v_dims));
   if (warps < 1 || warps > 8) throw InvalidArgument("KernelSpec.warps", "1..8", std::to_string(warps));
   if (tile_tokens <= 0 || tile_tokens % (16 * warps) != 0)
     throw InvalidArgument("KernelSpec.tile_tokens", fmt::format("a positive multiple of 16 * warps = {}", 16 * warps),
@@ -44,8 +46,8 @@ void KernelSpec::check() const {
 
 std::string KernelSpec::name_expression() const {
   if (kind == KernelKind::combine) return fmt::format("pj::paged_combine<{}, {}>", tag(out_dtype), head_dim);
-  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}>", tag(kv_dtype), tag(out_dtype), head_dim,
-                     tile_tokens, warps, stages, compute == Compute::mma ? "true" : "false");
+  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}>", tag(kv_dtype), tag(out_dtype), head_dim,
+                     v_dims, tile_tokens, warps, stages, compute == Compute::mma ? "true" : "false");
 }
 
 std::vector<std::string> KernelSpec::compile_options() const {
@@ -63,8 +65,8 @@ std::string KernelSpec::key(const std::string& source_hash, const std::string& n
 
 std::string KernelSpec::readable() const {
   if (kind == KernelKind::combine) return fmt::format("combine {} d{} {}", dtype_name(out_dtype), head_dim, arch);
-  return fmt::format("decode {}->{} d{} tile{} w{} s{} {} {}", dtype_name(kv_dtype), dtype_name(out_dtype), head_dim,
-                     tile_tokens, warps, stages, compute_name(compute), arch);
+  return fmt::format("decode {}->{} d{}/{} tile{} w{} s{} {} {}", dtype_name(kv_dtype), dtype_name(out_dtype), head_dim,
+                     v_dims, tile_tokens, warps, stages, compute_name(compute), arch);
 }
 
 }  // namespace pagedjit::jit

@@ -20,13 +20,14 @@ struct KernelSpec {
   DType kv_dtype = DType::bf16;  // query and KV cache (decode only)
   DType out_dtype = DType::bf16;
   int head_dim = 0;
+  int v_dims = 0;                  // decode only: output dims per CTA (head_dim, or a chunk of it above 256)
   int tile_tokens = 0;             // decode only
   int warps = 0;                   // decode only
   int stages = 0;                  // decode only
   Compute compute = Compute::mma;  // decode only
   std::string arch;                // exact NVRTC target, e.g. "sm_90a"
 
-  // "pj::paged_decode<pj::bf16, pj::bf16, 128, 64, 4, 3, true>"
+  // "pj::paged_decode<pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true>"
   std::string name_expression() const;
   // NVRTC options: a function of the spec alone.
   std::vector<std::string> compile_options() const;
@@ -40,7 +41,9 @@ struct KernelSpec {
   // Throws InvalidArgument when the template cannot be instantiated with these values.
   void check() const;
 
-  auto tie() const { return std::tie(kind, kv_dtype, out_dtype, head_dim, tile_tokens, warps, stages, compute, arch); }
+  auto tie() const {
+    return std::tie(kind, kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, arch);
+  }
   bool operator<(const KernelSpec& o) const { return tie() < o.tie(); }
   bool operator==(const KernelSpec& o) const { return tie() == o.tie(); }
 };
