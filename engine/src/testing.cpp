@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <thread>
 
 #include "pagedjit/errors.hpp"
 
@@ -27,8 +29,26 @@ struct Rng {
   }
 };
 
-void fill_random(std::vector<std::uint8_t>& buf, std::int64_t n, DType dt, Rng& rng) {
-  for (std::int64_t i = 0; i < n; ++i) store_element(buf.data(), i, rng.uniform(), dt);
+// Fills n elements in parallel: fixed 1M-element blocks, each with its own
+// stream derived from (seed, block), so the data does not depend on the
+// number of threads.
+void fill_random(std::vector<std::uint8_t>& buf, std::int64_t n, DType dt, std::uint64_t seed) {
+  constexpr std::int64_t kBlock = 1 << 20;
+  const std::int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int threads =
+      int(std::clamp<std::int64_t>(std::thread::hardware_concurrency(), 1, std::max<std::int64_t>(1, blocks)));
+  std::atomic<std::int64_t> next{0};
+  auto work = [&] {
+    for (std::int64_t b; (b = next.fetch_add(1)) < blocks;) {
+      Rng rng(seed * 0x100000001B3ull + std::uint64_t(b));
+      for (std::int64_t i = b * kBlock, e = std::min(n, i + kBlock); i < e; ++i)
+        store_element(buf.data(), i, rng.uniform(), dt);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
 }
 
 }  // namespace
@@ -84,9 +104,9 @@ HostProblem::HostProblem(ProblemConfig cfg) : cfg_(std::move(cfg)) {
   q.resize(std::size_t(std::int64_t(S) * cfg_.num_heads * q_row * es));
   k.resize(std::size_t(kv_elems * es));
   v.resize(std::size_t(kv_elems * es));
-  fill_random(q, std::int64_t(S) * cfg_.num_heads * q_row, cfg_.dtype, rng);
-  fill_random(k, kv_elems, cfg_.dtype, rng);
-  fill_random(v, kv_elems, cfg_.dtype, rng);
+  fill_random(q, std::int64_t(S) * cfg_.num_heads * q_row, cfg_.dtype, rng.next());
+  fill_random(k, kv_elems, cfg_.dtype, rng.next());
+  fill_random(v, kv_elems, cfg_.dtype, rng.next());
 
   if (cfg_.poison_unused) {
     const PagedAttentionArgs a = args();
