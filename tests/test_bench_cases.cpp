@@ -1,0 +1,340 @@
+// pagedjit-bench's CPU parts: the --case parser and the cases file (with the
+// errors that point at a bad field), the peers conversion and the SVG chart.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "../tools/bench/cases.hpp"
+#include "../tools/bench/peers.hpp"
+#include "../tools/bench/svg_chart.hpp"
+
+using namespace pjbench;
+using pagedjit::CacheLayout;
+using pagedjit::DType;
+
+namespace {
+
+// The CaseError a bad case string throws.
+CaseError case_error(const std::string& text) {
+  try {
+    parse_case_string(text);
+  } catch (const CaseError& e) {
+    return e;
+  }
+  FAIL("no error for: " << text);
+  return CaseError("", "");
+}
+
+CaseError file_error(const std::string& json) {
+  try {
+    parse_cases_json(json, "test.json");
+  } catch (const CaseError& e) {
+    return e;
+  }
+  FAIL("no error for: " << json);
+  return CaseError("", "");
+}
+
+// The text of `text` the error points at.
+std::string pointed(const std::string& text, const CaseError& e) {
+  REQUIRE(e.pos() != CaseError::npos);
+  return text.substr(e.pos(), e.len());
+}
+
+const char* kBase = "batch=2,q_heads=8,kv_heads=2,head_dim=64,ctx=100";
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("bench --case: the issue's example") {
+    const BenchCase c =
+        parse_case_string("name=x,batch=8,q_heads=40,kv_heads=8,head_dim=128,page_size=16,ctx=65536,dtype=fp16");
+    CHECK(c.name == "x");
+    CHECK(c.batch == 8);
+    CHECK(c.q_heads == 40);
+    CHECK(c.kv_heads == 8);
+    CHECK(c.head_dim == 128);
+    CHECK(c.page_size == 16);
+    CHECK(c.dtype == DType::f16);
+    CHECK(c.layout == CacheLayout::blocks_heads);
+    CHECK(c.ctx.kind == ContextSpec::Kind::fixed);
+    CHECK(c.context_lens() == std::vector<int>(8, 65536));
+    CHECK(c.uniform_lengths());
+    CHECK(c.origin == "--case");
+    // BENCHMARK.md: sum(context_lens) * kv_heads * head_dim * 2 * bytes + q and output bytes.
+    CHECK(c.kv_bytes() == 8ll * 65536 * 8 * 128 * 2 * 2);
+    CHECK(c.bytes() == c.kv_bytes() + 2ll * 8 * 40 * 128 * 2);
+    const auto p = c.problem(0);
+    CHECK(p.num_heads == 40);
+    CHECK(p.num_kv_heads == 8);
+    CHECK(p.dtype == DType::f16);
+    CHECK(p.out_dtype == DType::f16);
+    CHECK(p.context_lens.size() == 8);
+    CHECK(c.problem(1).seed != p.seed);  // another input set: other data and page order
+  }
+
+  TEST_CASE("bench --case: defaults, suffixes and options") {
+    const BenchCase c = parse_case_string(kBase);
+    CHECK(c.page_size == 16);
+    CHECK(c.dtype == DType::bf16);
+    CHECK(c.splits == 0);
+    CHECK(!c.window);
+    CHECK(!c.soft_cap);
+    CHECK(c.name == "b2_h8x2_d64_p16_c100_bf16");
+
+    const BenchCase d = parse_case_string(
+        "batch=1,q_heads=4,kv_heads=4,head_dim=128,ctx=32k,layout=heads_blocks,window=1k,soft_cap=30.5,splits=4,"
+        "seed=7,kv_dtype=bf16,page_size=64");
+    CHECK(d.ctx.value == 32768);
+    CHECK(d.layout == CacheLayout::heads_blocks);
+    CHECK(d.page_size == 64);
+    REQUIRE(d.window);
+    CHECK(*d.window == 1024);
+    REQUIRE(d.soft_cap);
+    CHECK(*d.soft_cap == doctest::Approx(30.5));
+    CHECK(d.splits == 4);
+    CHECK(d.seed == 7);
+    const auto o = d.options();
+    CHECK(o.num_splits == 4);
+    CHECK(o.sliding_window.value() == 1024);
+    CHECK(o.attn_logits_soft_cap.value() == doctest::Approx(30.5));
+    // A window bounds what a call must read.
+    CHECK(d.tokens() == 32768);
+    CHECK(d.tokens_read() == 1024);
+    CHECK(d.kv_bytes() == 1024ll * 4 * 128 * 2 * 2);
+  }
+
+  TEST_CASE("bench --case: ctx=var:N gives reproducible uniform lengths in [1, N]") {
+    const BenchCase c = parse_case_string("batch=500,q_heads=8,kv_heads=8,head_dim=64,ctx=var:8192,seed=3");
+    CHECK(c.ctx.kind == ContextSpec::Kind::uniform_random);
+    CHECK(!c.uniform_lengths());
+    const auto lens = c.context_lens();
+    REQUIRE(lens.size() == 500);
+    int lo = 1 << 30, hi = 0;
+    for (int l : lens) lo = std::min(lo, l), hi = std::max(hi, l);
+    CHECK(lo >= 1);
+    CHECK(hi <= 8192);
+    CHECK(hi - lo > 4000);            // spread over the range
+    CHECK(c.context_lens() == lens);  // the same lengths every time (and for every input set)
+    CHECK(c.problem(0).context_lens == c.problem(5).context_lens);
+    const BenchCase other = parse_case_string("batch=500,q_heads=8,kv_heads=8,head_dim=64,ctx=var:8192,seed=4");
+    CHECK(other.context_lens() != lens);
+    CHECK(parse_case_string("batch=3,q_heads=8,kv_heads=8,head_dim=64,ctx=var:4k").ctx.value == 4096);
+  }
+
+  TEST_CASE("bench --case: a bad field is named and pointed at") {
+    struct Bad {
+      std::string text, field, at;
+    };
+    const std::string b = kBase;
+    const std::vector<Bad> bad = {
+        {"name=x,batch=eight,q_heads=8,kv_heads=2,head_dim=64,ctx=100", "batch", "batch=eight"},
+        {"batch=0,q_heads=8,kv_heads=2,head_dim=64,ctx=100", "batch", "batch=0"},
+        {"batch=-3,q_heads=8,kv_heads=2,head_dim=64,ctx=100", "batch", "batch=-3"},
+        {"batch=2,q_heads=6,kv_heads=4,head_dim=64,ctx=100", "q_heads", "q_heads=6"},
+        {"batch=2,q_heads=8,kv_heads=x,head_dim=64,ctx=100", "kv_heads", "kv_heads=x"},
+        {"batch=2,q_heads=8,kv_heads=2,head_dim=,ctx=100", "head_dim", "head_dim="},
+        {b + ",ctx=200", "ctx", "ctx=200"},  // given twice
+        {"batch=2,q_heads=8,kv_heads=2,head_dim=64,ctx=var:0", "ctx", "ctx=var:0"},
+        {"batch=2,q_heads=8,kv_heads=2,head_dim=64,ctx=long", "ctx", "ctx=long"},
+        {"batch=2,q_heads=8,kv_heads=2,head_dim=64,ctx=0", "ctx", "ctx=0"},
+        {b + ",dtype=fp8", "dtype", "dtype=fp8"},
+        {b + ",dtype=int32", "dtype", "dtype=int32"},
+        {b + ",kv_dtype=fp16", "kv_dtype", "kv_dtype=fp16"},
+        {b + ",layout=nhd", "layout", "layout=nhd"},
+        {b + ",window=0", "window", "window=0"},
+        {b + ",soft_cap=-1", "soft_cap", "soft_cap=-1"},
+        {b + ",soft_cap=abc", "soft_cap", "soft_cap=abc"},
+        {b + ",soft_cap=inf", "soft_cap", "soft_cap=inf"},
+        {b + ",splits=-1", "splits", "splits=-1"},
+        {b + ",page_size=0", "page_size", "page_size=0"},
+        {b + ",batchsize=4", "batchsize", "batchsize=4"},
+        {b + ",name=a<b", "name", "name=a<b"},
+        {b + ",page_size", "page_size", "page_size"},
+        {b + ",", "case", ""},
+        {"batch=2,,q_heads=8,kv_heads=2,head_dim=64,ctx=100", "case", ""},
+        {"batch=99999999999,q_heads=8,kv_heads=2,head_dim=64,ctx=100", "batch", "batch=99999999999"},
+    };
+    for (const Bad& x : bad) {
+      CAPTURE(x.text);
+      const CaseError e = case_error(x.text);
+      CHECK(e.field() == x.field);
+      CHECK(std::string(e.what()).find(x.field) != std::string::npos);
+      if (!x.at.empty()) CHECK(pointed(x.text, e) == x.at);
+    }
+  }
+
+  TEST_CASE("bench --case: a missing required field names it") {
+    for (const char* f : {"batch", "q_heads", "kv_heads", "head_dim", "ctx"}) {
+      std::string text;
+      for (const char* item : {"batch=2", "q_heads=8", "kv_heads=2", "head_dim=64", "ctx=100"})
+        if (std::string(item).rfind(f, 0) != 0) text += (text.empty() ? "" : ",") + std::string(item);
+      CAPTURE(text);
+      const CaseError e = case_error(text);
+      CHECK(e.field() == f);
+      CHECK(std::string(e.what()).find("missing") != std::string::npos);
+    }
+    CHECK(case_error("").field() == "case");
+  }
+
+  TEST_CASE("bench --case: the error message has a caret line under the field") {
+    const std::string text = "name=x,batch=8,q_heads=40,kv_heads=8,head_dim=128,ctx=lots";
+    const CaseError e = case_error(text);
+    const std::string msg = format_case_error(text, e);
+    const auto nl1 = msg.find('\n'), nl2 = msg.find('\n', nl1 + 1);
+    REQUIRE(nl2 != std::string::npos);
+    const std::string first = msg.substr(0, nl1), second = msg.substr(nl1 + 1, nl2 - nl1 - 1),
+                      third = msg.substr(nl2 + 1);
+    CHECK(first.find("ctx") != std::string::npos);
+    CHECK(first.find("lots") != std::string::npos);
+    const auto col = second.find("ctx=lots");
+    REQUIRE(col != std::string::npos);
+    CHECK(third.find('^') == col);
+    CHECK(third.substr(col) == std::string(std::string("ctx=lots").size(), '^'));
+  }
+
+  TEST_CASE("bench cases file: the format of bench/cases.json") {
+    const std::string json = R"({
+      "about": "test", "dtype": "fp16",
+      "cases": [
+        {"name": "a", "batch": 4, "q_heads": 32, "kv_heads": 8, "head_dim": 128, "page_size": 16, "ctx": 4096},
+        {"name": "v", "batch": 3, "q_heads": 8, "kv_heads": 8, "head_dim": 64, "page_size": 16,
+         "ctx": {"lengths": [5, 0, 1000]}},
+        {"name": "r", "batch": 3, "q_heads": 8, "kv_heads": 8, "head_dim": 64, "ctx": "var:100", "dtype": "bf16"},
+        {"name": "s", "q_heads": 8, "kv_heads": 8, "head_dim": 64, "ctx": {"lengths": [7, 8]}, "soft_cap": 50}
+      ]})";
+    const auto cases = parse_cases_json(json, "test.json");
+    REQUIRE(cases.size() == 4);
+    CHECK(cases[0].name == "a");
+    CHECK(cases[0].dtype == DType::f16);  // the top-level default
+    CHECK(cases[0].origin == "test.json");
+    CHECK(cases[0].tokens() == 4 * 4096);
+    CHECK(cases[1].context_lens() == std::vector<int>{5, 0, 1000});
+    CHECK(!cases[1].uniform_lengths());
+    CHECK(cases[1].tokens() == 1005);
+    CHECK(cases[2].dtype == DType::bf16);  // a case's own value wins
+    CHECK(cases[2].ctx.kind == ContextSpec::Kind::uniform_random);
+    CHECK(cases[3].batch == 2);  // from the lengths
+    CHECK(cases[3].soft_cap.value() == doctest::Approx(50));
+
+    const auto sel = select_cases(cases, "r,a");
+    REQUIRE(sel.size() == 2);
+    CHECK(sel[0].name == "r");
+    CHECK(sel[1].name == "a");
+    try {
+      select_cases(cases, "a,zz");
+      FAIL("no error");
+    } catch (const CaseError& e) {
+      CHECK(e.field() == "only");
+      CHECK(std::string(e.what()).find("zz") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("bench cases file: errors name the case and the field") {
+    const auto one = [](const std::string& fields) { return R"({"cases": [{"name": "c1", )" + fields + "}]}"; };
+    const std::string ok = R"("batch": 2, "q_heads": 8, "kv_heads": 2, "head_dim": 64)";
+    struct Bad {
+      std::string json, field;
+    };
+    const std::vector<Bad> bad = {
+        {one(ok + R"(, "ctx": -5)"), "ctx"},
+        {one(ok + R"(, "ctx": {"lengths": [1, 2, 3]})"), "ctx"},  // 3 lengths for batch 2
+        {one(ok + R"(, "ctx": {"lengths": []})"), "ctx"},
+        {one(ok + R"(, "ctx": {"lengths": [1, -2]})"), "ctx"},
+        {one(ok + R"(, "ctx": {"max": 3})"), "ctx"},
+        {one(ok + R"(, "ctx": 10, "batch_size": 3)"), "batch_size"},
+        {one(ok + R"(, "ctx": 10, "dtype": true)"), "dtype"},
+        {one(R"("batch": 2, "q_heads": 8, "head_dim": 64, "ctx": 10)"), "kv_heads"},
+        {R"({"cases": [{"batch": 2, "q_heads": 8, "kv_heads": 2, "head_dim": 64, "ctx": 10}]})", "name"},
+        {R"({"cases": [{"name": "a", )" + ok + R"(, "ctx": 1}, {"name": "a", )" + ok + R"(, "ctx": 2}]})", "name"},
+        {R"({"dtype": "fp9", "cases": []})", "dtype"},
+        {R"({"cases": 3})", "cases"},
+        {R"({"cases": [)", "cases"},
+    };
+    for (const Bad& x : bad) {
+      CAPTURE(x.json);
+      const CaseError e = file_error(x.json);
+      CHECK(e.field() == x.field);
+      CHECK(e.pos() == CaseError::npos);
+      CHECK(std::string(e.what()).find("test.json") != std::string::npos);
+    }
+    const CaseError e = file_error(one(ok + R"(, "ctx": -5)"));
+    CHECK(std::string(e.what()).find("\"c1\"") != std::string::npos);
+  }
+
+  TEST_CASE("bench peers: milliseconds become fractions of this run's read bandwidth") {
+    // Two cases: uniform lengths (compared by time) and explicit lengths (only
+    // through the peer's own token count, or a fraction of copy).
+    Json run;
+    run["bandwidth"] = Json{{"copy_GBps", 3000.0}, {"read_GBps", 3100.0}};
+    run["cases"] = Json::array();
+    run["cases"].push_back(Json{{"name", "u"},
+                                {"uniform_lengths", true},
+                                {"bytes", 1e9},
+                                {"kv_bytes", 0.99e9},
+                                {"tokens_read", 1000},
+                                {"GBps", 2900.0},
+                                {"time_ms", 1e9 / 2900e6},
+                                {"error", nullptr}});
+    run["cases"].push_back(Json{{"name", "v"},
+                                {"uniform_lengths", false},
+                                {"bytes", 1e9},
+                                {"kv_bytes", 1e9},
+                                {"tokens_read", 1000},
+                                {"GBps", 2800.0},
+                                {"error", nullptr}});
+    const Json peers = Json::parse(R"({
+      "gpu": "test GPU", "copy_GBps": 2000,
+      "peers": {"p1": {"u": 0.5, "v": 1.0}, "p2": {"u": 0.4, "v": 2.0}, "p3": {"v": 9.0}},
+      "tokens": {"p2": {"v": 3000}},
+      "p3_v_fraction_of_copy": 0.5
+    })");
+    const Json out = compare_with_peers_json(run, peers, "peers.json");
+    CHECK(out["names"].size() == 3);
+    const Json& u = out["cases"][0];
+    CHECK(u["best_peer"] == "p2");
+    CHECK(u["best_peer_ms"].get<double>() == doctest::Approx(0.4));
+    CHECK(u["peers"]["p1"]["frac_read"].get<double>() == doctest::Approx(1e9 / 0.5e-3 / 1e9 / 3100));
+    CHECK(u["ratio"].get<double>() == doctest::Approx(0.4 / (1e9 / 2900e6)));
+    CHECK(!u["partial"].get<bool>());
+    const Json& v = out["cases"][1];
+    CHECK(!v["peers"]["p1"]["comparable"].get<bool>());  // other lengths, nothing to convert with
+    CHECK(v["partial"].get<bool>());
+    // p2 read 3x the tokens: 3e9 bytes in 2 ms = 1500 GB/s; p3: 0.5 of 2000 GB/s = 1000 GB/s.
+    CHECK(v["peers"]["p2"]["GBps"].get<double>() == doctest::Approx(1500));
+    CHECK(v["peers"]["p3"]["GBps"].get<double>() == doctest::Approx(1000));
+    CHECK(v["best_peer"] == "p2");
+    CHECK(v["best_peer_ms"].is_null());  // not the same bytes: compared per byte
+    CHECK(v["ratio"].get<double>() == doctest::Approx(2800.0 / 1500));
+    // A partial comparison may miss the best peer: it stays out of the geomean.
+    CHECK(out["geomean_cases"] == 1);
+    CHECK(out["geomean_excludes_partial"] == 1);
+    CHECK(out["geomean_ratio"].get<double>() == doctest::Approx(2900.0 / 2500));
+  }
+
+  TEST_CASE("bench svg: title, axes, legend, every case and peer") {
+    Json run;
+    run["gpu"] = Json{{"name", "Test GPU & co"}};
+    run["bandwidth"] = Json{{"copy_GBps", 3000.0}, {"read_GBps", 3100.0}};
+    run["settings"] = Json{{"reps", 200}};
+    run["cases"] = Json::array();
+    for (const char* name : {"case_one", "case_two", "broken"}) {
+      Json row{{"name", name},    {"frac_read", 0.91}, {"GBps", 2821.0},          {"bytes", 1e9},
+               {"kv_bytes", 1e9}, {"tokens_read", 10}, {"uniform_lengths", true}, {"error", nullptr}};
+      if (std::string(name) == "broken") row["error"] = "not_supported: no";
+      run["cases"].push_back(row);
+    }
+    run["peers"] = compare_with_peers_json(
+        run, Json::parse(R"({"gpu": "H", "peers": {"peerA": {"case_one": 0.4}, "peerB": {"case_two": 0.3}}})"),
+        "/x/peers.json");
+    const std::string svg = render_svg(run);
+    CHECK(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0) == 0);
+    CHECK(svg.find("</svg>") != std::string::npos);
+    for (const char* text : {"fraction of read bandwidth per case", "fraction of read-only bandwidth", ">case<",
+                             "legend", "pagedjit (this run)", "peerA", "peerB", "case_one", "case_two", "broken",
+                             "target: 0.95 of read", "Test GPU &amp; co", "peers.json", ">error<"})
+      CHECK_MESSAGE(svg.find(text) != std::string::npos, text);
+    CHECK(svg.find("Test GPU & co") == std::string::npos);  // escaped
+  }
+}

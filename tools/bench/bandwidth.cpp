@@ -1,0 +1,77 @@
+#include "bandwidth.hpp"
+
+#include <algorithm>
+
+#include "pagedjit/driver.hpp"
+
+namespace pjbench {
+
+Bandwidth measure_bandwidth(const HelperKernels& kernels, const pagedjit::DeviceInfo& device, CUstream stream,
+                            int reps) {
+  const pagedjit::DriverApi& d = pagedjit::driver();
+  std::size_t free_b = 0, total_b = 0;
+  pagedjit::check(d.cuMemGetInfo(&free_b, &total_b), "cuMemGetInfo");
+  constexpr std::size_t kGiB = std::size_t(1) << 30, kUnit = std::size_t(64) << 20;
+  const std::size_t bytes = std::max(kUnit, std::min(4 * kGiB, free_b / 3) / kUnit * kUnit);
+  pagedjit::DeviceBuffer buf(bytes);
+  pagedjit::DeviceBuffer sink(std::size_t(device.sm_count) * 8 * 4 + 256);
+  // Not zeros: a pattern with every word non-zero.
+  pagedjit::check(d.cuMemsetD32(buf.ptr(), 0x3f800001u, bytes / 4), "cuMemsetD32");
+
+  Bandwidth bw;
+  bw.reps = reps;
+  // Copy: the first half onto the second half.
+  const std::size_t half = bytes / 2;
+  const CUdeviceptr src = buf.ptr(), dst = buf.ptr() + half;
+  const auto copy_ms =
+      time_calls(stream, 2, reps, [&](int) { pagedjit::check(d.cuMemcpyDtoD(dst, src, half), "cuMemcpyDtoD"); });
+  bw.copy_ms = summarize(copy_ms);
+  bw.copy_bytes = std::int64_t(2 * half);
+  bw.copy_GBps = double(bw.copy_bytes) / (bw.copy_ms.median * 1e-3) / 1e9;
+
+  // Read: the whole buffer, over a few grid shapes; the best median wins.
+  bw.read_bytes = std::int64_t(bytes);
+  unsigned long long n16 = bytes / 16;
+  CUdeviceptr src_ptr = buf.ptr(), sink_ptr = sink.ptr();
+  void* params[] = {&src_ptr, &n16, &sink_ptr};
+  for (int per_sm : {1, 2, 4, 8})
+    for (int threads : {256, 512, 1024}) {
+      ReadGrid g;
+      g.blocks = device.sm_count * per_sm;
+      g.threads = threads;
+      const auto ms = time_calls(stream, 2, reps, [&](int) {
+        pagedjit::check(d.cuLaunchKernel(kernels.read(), unsigned(g.blocks), 1, 1, unsigned(threads), 1, 1, 0, stream,
+                                         params, nullptr),
+                        "cuLaunchKernel(pj_bench_read)");
+      });
+      g.ms = summarize(ms).median;
+      g.GBps = double(bw.read_bytes) / (g.ms * 1e-3) / 1e9;
+      bw.read_grids.push_back(g);
+      if (g.GBps > bw.best_read.GBps) bw.best_read = g;
+    }
+  bw.read_GBps = bw.best_read.GBps;
+  pagedjit::check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  return bw;
+}
+
+Json bandwidth_json(const Bandwidth& bw) {
+  Json grids = Json::array();
+  for (const ReadGrid& g : bw.read_grids)
+    grids.push_back(Json{{"blocks", g.blocks}, {"threads", g.threads}, {"ms", g.ms}, {"GBps", g.GBps}});
+  return Json{{"copy_GBps", bw.copy_GBps},
+              {"read_GBps", bw.read_GBps},
+              {"copy_method", "cuMemcpyDtoD of half the buffer onto the other half; bytes read + written; median"},
+              {"copy_bytes", bw.copy_bytes},
+              {"copy_ms", bw.copy_ms.median},
+              {"copy_min_ms", bw.copy_ms.min},
+              {"read_method", "NVRTC reduction kernel, 16-byte loads, 8 in flight per thread; best grid by median"},
+              {"read_bytes", bw.read_bytes},
+              {"best_read", Json{{"blocks", bw.best_read.blocks},
+                                 {"threads", bw.best_read.threads},
+                                 {"ms", bw.best_read.ms},
+                                 {"GBps", bw.best_read.GBps}}},
+              {"read_grids", grids},
+              {"reps", bw.reps}};
+}
+
+}  // namespace pjbench

@@ -1,0 +1,370 @@
+// pagedjit-bench: the benchmark behind every performance claim of the
+// project (see ../shared/BENCHMARK.md). Measures the GPU's copy and read
+// bandwidth, then each case as a fraction of them, then the small-call costs.
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bandwidth.hpp"
+#include "case_runner.hpp"
+#include "cases.hpp"
+#include "gpu_info.hpp"
+#include "helper_kernels.hpp"
+#include "json.hpp"
+#include "pagedjit/pagedjit.hpp"
+#include "peers.hpp"
+#include "report.hpp"
+#include "small_calls.hpp"
+#include "svg_chart.hpp"
+
+#ifndef PAGEDJIT_BENCH_SOURCE_DIR
+#define PAGEDJIT_BENCH_SOURCE_DIR "."
+#endif
+
+using namespace pjbench;
+
+namespace {
+
+constexpr const char* kUsage = R"(pagedjit-bench: paged-attention decode benchmark (see BENCHMARK.md)
+
+usage: pagedjit-bench [options]
+
+Measures the GPU's copy and read-only bandwidth, then each case: median of
+CUDA-event timings after warm-up, inputs kept out of L2, checked against the
+CPU reference on two sequences. Prints one row per case, then the small-call
+section (host cost, tiny-call GPU time, compile time).
+
+cases:
+  --cases FILE        cases file (default: bench/cases.json in the current
+                      directory, else in the source tree, else ../shared/bench/)
+  --case SPEC         a case on the command line (repeatable), e.g.
+                        name=x,batch=8,q_heads=40,kv_heads=8,head_dim=128,page_size=16,ctx=65536,dtype=fp16
+                      fields: name batch q_heads kv_heads head_dim page_size(16)
+                        ctx (N, Nk, or var:MAX = uniform random lengths in [1, MAX])
+                        dtype(bf16|fp16|fp32) layout(blocks_heads|heads_blocks|blocks_tokens)
+                        window soft_cap splits(0 = engine) seed kv_dtype(= dtype for now)
+                      with --case, the file's cases run only when --cases is given
+  --only NAME[,NAME]  run only these cases
+  --list              print the selected cases and exit (no GPU needed)
+
+timing:
+  --reps N            timed calls per case (default 200, at least 100)
+  --warmup N          untimed calls first (default 20)
+  --l2 MODE           auto (default: rotate input sets whose KV exceeds 3x L2,
+                      or flush with a memset when that needs too many), rotate, flush
+  --no-small          skip the small-call section
+  --device N          GPU ordinal (default 0)
+
+output:
+  --json FILE         everything measured, as JSON
+  --svg FILE          bar chart of the fraction of read bandwidth per case
+  --peers FILE        peers' timings (peers.<peer>.<case> = ms, e.g. bench/peers-h100.json):
+                      their fraction of this run's read bandwidth, and the ratio
+                      best-peer time / ours per case
+  --svg-from-json F   no GPU: load an earlier --json output, print its table and
+                      write --svg (and --json, with --peers recomputed) from it
+  --help              this text
+
+exit status: 0 all cases ran and passed the check; 1 a case failed or no GPU;
+2 bad usage or a bad case.
+)";
+
+struct Options {
+  std::string cases_file, only, json, svg, peers, svg_from_json;
+  std::vector<std::string> case_specs;
+  RunSettings settings;
+  bool small = true, list = false, help = false;
+  int device = 0;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  fmt::print(stderr, "pagedjit-bench: {}\n(try --help)\n", msg);
+  std::exit(2);
+}
+
+int int_arg(const std::string& opt, const std::string& v, int min) {
+  try {
+    std::size_t used = 0;
+    const long x = std::stol(v, &used);
+    if (used == v.size() && x >= min && x <= 1000000000) return int(x);
+  } catch (const std::exception&) {
+  }
+  usage_error(fmt::format("{} expects an integer >= {}, got \"{}\"", opt, min, v));
+}
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      o.help = true;
+    } else if (a == "--cases") {
+      o.cases_file = value();
+    } else if (a == "--case") {
+      o.case_specs.push_back(value());
+    } else if (a == "--only") {
+      o.only = value();
+    } else if (a == "--list") {
+      o.list = true;
+    } else if (a == "--reps") {
+      o.settings.reps = int_arg(a, value(), 100);
+    } else if (a == "--warmup") {
+      o.settings.warmup = int_arg(a, value(), 1);
+    } else if (a == "--l2") {
+      const std::string m = value();
+      if (m == "auto")
+        o.settings.l2 = L2Mode::automatic;
+      else if (m == "rotate")
+        o.settings.l2 = L2Mode::rotate;
+      else if (m == "flush")
+        o.settings.l2 = L2Mode::flush;
+      else
+        usage_error(fmt::format("--l2 expects auto, rotate or flush, got \"{}\"", m));
+    } else if (a == "--no-small") {
+      o.small = false;
+    } else if (a == "--device") {
+      o.device = int_arg(a, value(), 0);
+    } else if (a == "--json") {
+      o.json = value();
+    } else if (a == "--svg") {
+      o.svg = value();
+    } else if (a == "--peers") {
+      o.peers = value();
+    } else if (a == "--svg-from-json") {
+      o.svg_from_json = value();
+    } else {
+      usage_error(fmt::format("unknown option \"{}\"", a));
+    }
+  }
+  return o;
+}
+
+bool readable(const std::string& path) {
+  return std::ifstream(path).good();
+}
+
+std::string default_cases_file() {
+  const std::string src = PAGEDJIT_BENCH_SOURCE_DIR;
+  for (const std::string& p : {std::string("bench/cases.json"), src + "/bench/cases.json",
+                               std::string("../shared/bench/cases.json"), src + "/../shared/bench/cases.json"})
+    if (readable(p)) return p;
+  usage_error("no cases file found (looked for bench/cases.json here and in " + src +
+              ", and ../shared/bench/cases.json); give --cases FILE or --case SPEC");
+}
+
+std::vector<BenchCase> select(const Options& o) {
+  std::vector<BenchCase> cases;
+  if (!o.cases_file.empty() || o.case_specs.empty()) {
+    const std::string file = o.cases_file.empty() ? default_cases_file() : o.cases_file;
+    try {
+      cases = load_cases_file(file);
+    } catch (const CaseError& e) {
+      fmt::print(stderr, "pagedjit-bench: {}\n", e.what());
+      std::exit(2);
+    }
+  }
+  for (const std::string& spec : o.case_specs) {
+    try {
+      cases.push_back(parse_case_string(spec));
+    } catch (const CaseError& e) {
+      fmt::print(stderr, "pagedjit-bench: {}\n", format_case_error(spec, e));
+      std::exit(2);
+    }
+  }
+  try {
+    check_unique_names(cases);
+    if (!o.only.empty()) cases = select_cases(cases, o.only);
+  } catch (const CaseError& e) {
+    fmt::print(stderr, "pagedjit-bench: {}\n", e.what());
+    std::exit(2);
+  }
+  return cases;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Writes the requested files; returns the errors (printed after the table).
+std::vector<std::string> write_outputs(const Options& o, const Json& run) {
+  std::vector<std::string> errors;
+  try {
+    if (!o.json.empty()) write_json_file(o.json, run);
+  } catch (const std::exception& e) {
+    errors.push_back(e.what());
+  }
+  try {
+    if (!o.svg.empty()) write_text_file(o.svg, render_svg(run));
+  } catch (const std::exception& e) {
+    errors.push_back(fmt::format("--svg: {}", e.what()));
+  }
+  return errors;
+}
+
+int print_and_finish(const Options& o, const Json& run, int status) {
+  const std::vector<std::string> errors = write_outputs(o, run);
+  fmt::print("\n{}", format_report(run));
+  if (!o.json.empty() && errors.empty()) fmt::print("wrote {}\n", o.json);
+  if (!o.svg.empty() && errors.empty()) fmt::print("wrote {}\n", o.svg);
+  for (const auto& e : errors) fmt::print(stderr, "pagedjit-bench: {}\n", e);
+  return errors.empty() ? status : 1;
+}
+
+// --svg-from-json: everything from an earlier run's JSON, no GPU.
+int from_json(const Options& o) {
+  Json run;
+  try {
+    run = read_json_file(o.svg_from_json);
+    if (!o.peers.empty()) run["peers"] = compare_with_peers(run, o.peers);
+    render_svg(run);  // fails early on a JSON that is not a run
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "pagedjit-bench: {}\n", e.what());
+    return 2;
+  }
+  Options out = o;
+  if (out.json == o.svg_from_json) out.json.clear();
+  return print_and_finish(out, run, 0);
+}
+
+// Makes the device's primary context current for this thread (the engine
+// then needs no push/pop, and the helper kernels and buffers live in it).
+class PrimaryContext {
+ public:
+  explicit PrimaryContext(int ordinal) {
+    const pagedjit::DriverApi& d = pagedjit::driver();
+    pagedjit::check(d.cuDeviceGet(&dev_, ordinal), "cuDeviceGet");
+    pagedjit::check(d.cuDevicePrimaryCtxRetain(&ctx_, dev_), "cuDevicePrimaryCtxRetain");
+    pagedjit::check(d.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+  }
+  ~PrimaryContext() { pagedjit::driver().cuDevicePrimaryCtxRelease(dev_); }
+  PrimaryContext(const PrimaryContext&) = delete;
+  PrimaryContext& operator=(const PrimaryContext&) = delete;
+
+ private:
+  CUdevice dev_ = 0;
+  CUcontext ctx_ = nullptr;
+};
+
+int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const Json& command) {
+  Json peers_file;
+  if (!o.peers.empty()) {
+    try {
+      peers_file = read_json_file(o.peers);
+      if (!peers_file.contains("peers")) throw std::runtime_error(o.peers + ": no \"peers\" object");
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "pagedjit-bench: {}\n", e.what());
+      return 2;
+    }
+  }
+  pagedjit::Engine engine(o.device);
+  PrimaryContext context(o.device);
+  const pagedjit::DeviceInfo& dev = engine.device();
+  CUstream stream = nullptr;
+
+  Json run;
+  run["tool"] = "pagedjit-bench";
+  run["version"] = pagedjit::kVersion;
+  run["date_utc"] = utc_now();
+  run["command"] = command;
+  run["gpu"] = gpu_info_json(dev);
+  fmt::print("{} ({} SMs, {}), driver {}\n", dev.name, dev.sm_count, dev.arch(),
+             run["gpu"]["driver_version"].get<std::string>());
+
+  const HelperKernels kernels(dev);
+  fmt::print("measuring copy and read bandwidth ...\n");
+  const Bandwidth bw = measure_bandwidth(kernels, dev, stream);
+  run["bandwidth"] = bandwidth_json(bw);
+  fmt::print("  copy {:.1f} GB/s, read {:.1f} GB/s (grid {}x{})\n", bw.copy_GBps, bw.read_GBps, bw.best_read.blocks,
+             bw.best_read.threads);
+  run["settings"] = Json{{"reps", o.settings.reps},
+                         {"warmup", o.settings.warmup},
+                         {"l2", l2_mode_name(o.settings.l2)},
+                         {"max_sets", o.settings.max_sets},
+                         {"memory_budget", o.settings.memory_budget},
+                         {"stream", "legacy default stream"}};
+
+  int status = 0;
+  std::set<std::pair<pagedjit::DType, int>> compiled;
+  run["cases"] = Json::array();
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const BenchCase& c = cases[i];
+    fmt::print("[{}/{}] {}: {} ({:.0f} MB to read) ...\n", i + 1, cases.size(), c.name, c.shape_text(),
+               double(c.bytes()) / 1e6);
+    std::fflush(stdout);
+    Json row = run_case(engine, c, bw, o.settings, stream);
+    compiled.insert({c.dtype, c.head_dim});
+    if (!row["error"].is_null()) {
+      fmt::print("  ERROR {}\n", row["error"].get<std::string>());
+      status = 1;
+    } else {
+      const bool pass = row["check"]["pass"].get<bool>();
+      if (!pass) status = 1;
+      fmt::print("  {:.4f} ms, {:.1f} GB/s = {:.3f} of read; rel err {} {}; {}\n", row["time_ms"].get<double>(),
+                 row["GBps"].get<double>(), row["frac_read"].get<double>(),
+                 row["check"]["rel_l2"].is_number() ? fmt::format("{:.1e}", row["check"]["rel_l2"].get<double>())
+                                                    : std::string("NaN"),
+                 pass ? "ok" : "FAIL", row["l2"]["text"].get<std::string>());
+    }
+    run["cases"].push_back(row);
+  }
+  if (o.small) {
+    fmt::print("small calls ...\n");
+    std::fflush(stdout);
+    compiled.insert({pagedjit::DType::bf16, 128});
+    run["small_calls"] = run_small_calls(engine, kernels, compiled, o.settings, stream);
+  }
+  if (!o.peers.empty()) run["peers"] = compare_with_peers_json(run, peers_file, o.peers);
+  return print_and_finish(o, run, status);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      fmt::print("{}", kUsage);
+      return 0;
+    }
+  const Options o = parse_options(argc, argv);
+  if (o.help) {
+    fmt::print("{}", kUsage);
+    return 0;
+  }
+  if (!o.svg_from_json.empty()) return from_json(o);
+  const std::vector<BenchCase> cases = select(o);
+  if (o.list) {
+    for (const BenchCase& c : cases)
+      fmt::print("{:<20} {}  tokens {}  {:.0f} MB to read  ({})\n", c.name, c.shape_text(), c.tokens(),
+                 double(c.bytes()) / 1e6, c.origin);
+    return 0;
+  }
+  if (pagedjit::device_count() == 0) {
+    fmt::print(stderr, "pagedjit-bench: no GPU: {}\n", pagedjit::device_unavailable_reason());
+    return 1;
+  }
+  Json command = Json::array();
+  for (int i = 0; i < argc; ++i) command.push_back(argv[i]);
+  try {
+    return run_benchmark(o, cases, command);
+  } catch (const pagedjit::Error& e) {
+    fmt::print(stderr, "pagedjit-bench: {} ({})\n", e.what(), pagedjit::error_code_name(e.code()));
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "pagedjit-bench: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,193 @@
+#include "report.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace pjbench {
+namespace {
+
+double num(const Json& j, const char* key, double fallback = 0) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : fallback;
+}
+
+std::string str(const Json& j, const char* key, const std::string& fallback = "") {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : fallback;
+}
+
+const Json* peer_entry(const Json& run, const std::string& name) {
+  if (!run.contains("peers") || !run["peers"].contains("cases")) return nullptr;
+  for (const Json& pc : run["peers"]["cases"])
+    if (str(pc, "case") == name) return &pc;
+  return nullptr;
+}
+
+std::string gpu_line(const Json& run) {
+  if (!run.contains("gpu")) return "GPU: unknown";
+  const Json& g = run["gpu"];
+  std::string s = fmt::format("GPU: {} ({} SMs, {}, {:.0f} MB L2, driver {}, NVRTC {})", str(g, "name", "?"),
+                              num(g, "sm_count"), str(g, "arch", "?"), num(g, "l2_bytes") / 1e6,
+                              str(g, "driver_version", "?"), str(g, "nvrtc_version", "?"));
+  if (g.contains("sm_clock_khz") && g["sm_clock_khz"].is_number())
+    s += fmt::format(", SM clock {:.0f} MHz", num(g, "sm_clock_khz") / 1e3);
+  if (g.contains("memory_clock_khz") && g["memory_clock_khz"].is_number())
+    s += fmt::format(", memory {:.0f} MHz x {:.0f} bit = {:.0f} GB/s datasheet", num(g, "memory_clock_khz") / 1e3,
+                     num(g, "memory_bus_bits"), num(g, "datasheet_GBps"));
+  return s;
+}
+
+std::string small_calls_text(const Json& sc) {
+  std::string o = fmt::format("\nsmall calls ({}):\n", str(sc, "case", "tiny"));
+  if (sc.contains("error")) o += fmt::format("  ERROR: {}\n", str(sc, "error"));
+  if (sc.contains("host")) {
+    const Json& h = sc["host"];
+    o += fmt::format("  host cost, warm Engine::paged_attention: {:7.2f} us/call ({} launch{} per call)\n",
+                     num(h, "engine_us"), num(h, "engine_launches_per_call"),
+                     num(h, "engine_launches_per_call") == 1 ? "" : "es");
+    o += fmt::format("  host cost, bare cuLaunchKernel (empty): {:7.2f} us/call   -> engine overhead {:+.2f} us\n",
+                     num(h, "bare_launch_us"), num(h, "overhead_us"));
+  }
+  if (sc.contains("events"))
+    o += fmt::format("  GPU time, one by one (event pairs):     {:7.2f} us/call   (includes launch gaps)\n",
+                     num(sc["events"], "us"));
+  if (sc.contains("graph")) {
+    const Json& g = sc["graph"];
+    if (g.contains("error"))
+      o += fmt::format("  GPU time, CUDA graph replay: ERROR {}\n", str(g, "error"));
+    else
+      o += fmt::format(
+          "  GPU time, CUDA graph replay:            {:7.2f} us/call   ({} calls per graph, "
+          "non-default stream)\n",
+          num(g, "us_per_call"), num(g, "calls_per_graph"));
+  }
+  if (sc.contains("compile")) {
+    const Json& c = sc["compile"];
+    if (c.contains("error")) o += fmt::format("  cold compile: ERROR {}\n", str(c, "error"));
+    if (c.contains("pair_ms"))
+      o += fmt::format("  cold compile, new dtype/head_dim ({} d{}, decode + combine): {:.0f} ms{}\n", str(c, "dtype"),
+                       num(c, "head_dim"), num(c, "pair_ms"),
+                       c.value("suspect_cache_hit", false) ? "  (under 50 ms: likely a cache hit, not a compile)" : "");
+    if (c.contains("single_ms") && c["single_ms"].is_number())
+      o += fmt::format("  cold compile, one decode specialization ({}): {:.0f} ms\n", str(c, "single_kernel"),
+                       num(c, "single_ms"));
+  }
+  if (sc.contains("warm_cache_load"))
+    o += fmt::format("  warm-cache load: {}   [TODO]\n", str(sc["warm_cache_load"], "note", "n/a"));
+  return o;
+}
+
+}  // namespace
+
+std::string format_report(const Json& run) {
+  std::string o;
+  o += fmt::format("pagedjit-bench {}: {}\n", str(run, "version", "?"), str(run, "date_utc", ""));
+  o += gpu_line(run) + "\n";
+  const Json& bw = run.at("bandwidth");
+  o += fmt::format(
+      "ceilings: copy {:.1f} GB/s (cuMemcpyDtoD, {:.2f} GB read + written), read {:.1f} GB/s "
+      "(reduction over {:.2f} GB, best grid {}x{})\n",
+      num(bw, "copy_GBps"), num(bw, "copy_bytes") / 1e9, num(bw, "read_GBps"), num(bw, "read_bytes") / 1e9,
+      bw.contains("best_read") ? num(bw["best_read"], "blocks") : 0.0,
+      bw.contains("best_read") ? num(bw["best_read"], "threads") : 0.0);
+  if (run.contains("settings"))
+    o += fmt::format(
+        "timing: median of {} CUDA-event timings per case after warm-up; L2 kept cold per case "
+        "(column L2: rotN = N input sets in turn, flush = memset between timings)\n",
+        num(run["settings"], "reps"));
+
+  const Json& cases = run.at("cases");
+  std::size_t w = 4;
+  for (const Json& r : cases) w = std::max(w, str(r, "name").size());
+  const bool peers = run.contains("peers");
+  std::string head = fmt::format("\n{:<{}}  {:>8}  {:>7}  {:>5}  {:>5}  {:>8}  {:<5}", "case", w, "ms", "GB/s", "/copy",
+                                 "/read", "rel err", "L2");
+  if (peers) head += fmt::format("  {:<22}  {:>6}", "best peer (ms)", "ratio");
+  o += head + "  config\n";
+  int failures = 0;
+  for (const Json& r : cases) {
+    const std::string name = str(r, "name");
+    if (r.contains("error") && !r["error"].is_null()) {
+      o += fmt::format("{:<{}}  ERROR {}\n", name, w, str(r, "error"));
+      ++failures;
+      continue;
+    }
+    std::string err = "-";
+    if (r.contains("check")) {
+      const Json& c = r["check"];
+      err = c["rel_l2"].is_number() ? fmt::format("{:.1e}", c["rel_l2"].get<double>()) : "NaN";
+      if (!c.value("pass", false)) {
+        err += "!";
+        ++failures;
+      }
+    }
+    std::string l2 = "?";
+    if (r.contains("l2"))
+      l2 = str(r["l2"], "mode") == "flush" ? "flush" : fmt::format("rot{}", r["l2"].value("sets", 1));
+    std::string line =
+        fmt::format("{:<{}}  {:8.4f}  {:7.1f}  {:5.3f}  {:5.3f}  {:>8}  {:<5}", name, w, num(r, "time_ms"),
+                    num(r, "GBps"), num(r, "frac_copy"), num(r, "frac_read"), err, l2);
+    if (peers) {
+      const Json* pc = peer_entry(run, name);
+      std::string best = "-", ratio = "-";
+      if (pc && (*pc)["best_peer"].is_string()) {
+        best = (*pc)["best_peer_ms"].is_number() ? fmt::format("{} {:.4f}", (*pc)["best_peer"].get<std::string>(),
+                                                               (*pc)["best_peer_ms"].get<double>())
+                                                 : fmt::format("{} (by GB/s)", (*pc)["best_peer"].get<std::string>());
+        if ((*pc)["ratio"].is_number())
+          ratio = fmt::format("{:.2f}{}", (*pc)["ratio"].get<double>(), pc->value("partial", false) ? "*" : "");
+      }
+      line += fmt::format("  {:<22}  {:>6}", best, ratio);
+    }
+    o += line + "  " + (r.contains("launch") ? str(r["launch"], "describe") : "") + "\n";
+  }
+  if (peers) {
+    const Json& p = run["peers"];
+    o += fmt::format("ratio = best-peer time / ours (>1: faster than every peer); peers from {} ({})\n", str(p, "file"),
+                     str(p, "gpu", "?"));
+    if (p["geomean_ratio"].is_number())
+      o += fmt::format("geomean ratio over {} cases: {:.3f}{}\n", num(p, "geomean_cases"), num(p, "geomean_ratio"),
+                       num(p, "geomean_excludes_partial") > 0
+                           ? fmt::format(" ({} case(s) marked * left out)", num(p, "geomean_excludes_partial"))
+                           : std::string());
+    bool any_partial = false;
+    for (const Json& pc : p["cases"]) any_partial = any_partial || pc.value("partial", false);
+    if (any_partial)
+      o += "*: some peers' timings of that case are not comparable (other lengths: give \"tokens\" in the peers file) "
+           "and were left out, so the ratio may be against a peer that is not the best; see the JSON\n";
+  }
+  if (failures) o += fmt::format("{} case(s) FAILED (error, or rel err over tolerance: marked !)\n", failures);
+  if (run.contains("small_calls")) o += small_calls_text(run["small_calls"]);
+  return o;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  if (!out) throw std::runtime_error(fmt::format("cannot write {}", path));
+}
+
+void write_json_file(const std::string& path, const Json& run) {
+  write_text_file(path, run.dump(1) + "\n");
+}
+
+Json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(fmt::format("cannot read {}", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return Json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(fmt::format("{}: not valid JSON: {}", path, e.what()));
+  }
+}
+
+}  // namespace pjbench
