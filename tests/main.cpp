@@ -2,6 +2,11 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
 #include "gpu.hpp"
 #include "pagedjit/driver.hpp"
 
@@ -20,10 +25,20 @@ pagedjit::Engine& engine() {
 }  // namespace pjtest
 
 int main(int argc, char** argv) {
+  // The tests never touch the user's kernel cache: the process-wide cache
+  // (and everything else) uses a fresh directory, removed at the end.
+  std::string cache_dir = (std::filesystem::temp_directory_path() / "pagedjit-tests-XXXXXX").string();
+  if (!::mkdtemp(cache_dir.data())) return 2;
+  ::setenv("PAGEDJIT_CACHE_DIR", cache_dir.c_str(), 1);
+  for (const char* v : {"PAGEDJIT_CACHE", "PAGEDJIT_JIT", "PAGEDJIT_CACHE_MAX_BYTES", "PAGEDJIT_CACHE_LOCKS"})
+    ::unsetenv(v);
   if (pjtest::has_gpu())
     fmt::print("[pagedjit-tests] GPU tests run on device 0: {}\n", pjtest::engine().device().name);
   else
     fmt::print("[pagedjit-tests] no GPU: GPU tests are SKIPPED ({})\n", pagedjit::device_unavailable_reason());
   doctest::Context ctx(argc, argv);
-  return ctx.run();
+  const int rc = ctx.run();
+  std::error_code ec;
+  std::filesystem::remove_all(cache_dir, ec);
+  return rc;
 }

@@ -1,11 +1,17 @@
 #include "jit/kernel_cache.hpp"
 
+#include <fmt/format.h>
+
+#include "jit/disk_store.hpp"
 #include "jit/source_set.hpp"
+#include "pagedjit/errors.hpp"
 
 namespace pagedjit::jit {
 
 KernelCache& KernelCache::global() {
   static KernelCache cache;
+  static const bool with_store = (cache.set_store(DiskStore::from_environment()), true);  // the disk cache, if enabled
+  (void)with_store;
   return cache;
 }
 
@@ -30,13 +36,22 @@ KernelCache::Kernel KernelCache::produce(const KernelSpec& spec, const std::stri
     std::lock_guard<std::mutex> lock(mu_);
     store = store_;
   }
+  std::shared_ptr<void> claim;  // held until this function returns
   if (store) {
-    if (auto hit = store->load(key)) {
+    auto hit = store->load(key);
+    if (!hit && (claim = store->claim(key))) hit = store->load(key);  // another process may have just built it
+    if (hit) {
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.store_hits;
       return std::make_shared<const CompiledKernel>(std::move(*hit));
     }
   }
+  if (jit_disabled_by_env())
+    throw CacheError(ErrorCode::jit_disabled,
+                     fmt::format("PAGEDJIT_JIT=off and kernel {} ({}) is not in the kernel cache ({}); warm the cache "
+                                 "with `pagedjit-cache warm` or unset PAGEDJIT_JIT",
+                                 spec.readable(), spec.name_expression(),
+                                 store ? store->location() : std::string("disk cache disabled")));
   auto compiled = std::make_shared<const CompiledKernel>(compile_kernel(spec, SourceSet::current()));
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -23,6 +23,11 @@ class KernelStore {
   // The entry stored under exactly this key text, or nothing.
   virtual std::optional<CompiledKernel> load(const std::string& key) = 0;
   virtual void store(const CompiledKernel& kernel) = 0;
+  // Optional claim on compiling `key` across processes, held until the result
+  // is released (nullptr: none). Waits a bounded time for another holder.
+  virtual std::shared_ptr<void> claim(const std::string& /*key*/) { return nullptr; }
+  // Where the store keeps its entries, for messages.
+  virtual std::string location() const { return {}; }
 };
 
 struct KernelCacheStats {

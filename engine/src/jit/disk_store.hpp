@@ -1,0 +1,180 @@
+// The disk cache of compiled kernels: a KernelStore keeping one self-checking
+// file per entry in a directory shared by every process of the user.
+//
+// Entry file `<fnv1a64(key) as 16 hex digits>.pjk`, integers little-endian:
+//
+//   offset  0  magic "PJKCACHE"
+//           8  u32 file format version (kDiskFormatVersion)
+//          12  u32 key length K
+//          16  u32 metadata length M
+//          20  u32 reserved (0)
+//          24  u64 payload length P
+//          32  u32 CRC-32 of bytes [0, 32), the key, the metadata and the payload
+//          36  u32 reserved (0)
+//          40  key text (K bytes), metadata JSON (M bytes), payload (P bytes: CUBIN or PTX)
+//
+// The file must be exactly 40 + K + M + P bytes. A read that finds anything
+// wrong (short file, bad magic or version, other key text, bad checksum,
+// unparsable metadata) is a miss, logged once; the caller recompiles and the
+// new entry replaces the file. Entries are published by writing a temporary
+// file in the same directory and renaming it over the entry, so a reader never
+// sees a half-written entry and losing a race to another process is harmless.
+//
+// Lock files `<hash>.lock` (O_CREAT|O_EXCL) only keep processes from compiling
+// the same key at the same time: waiting for one times out, stale ones (old,
+// or left by a dead process of this host) are broken, and nothing depends on
+// them for correctness.
+//
+// The total size of the entries is capped (least recently used go first; a hit
+// touches the entry's mtime, which is what "used" means).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "jit/kernel_cache.hpp"
+
+namespace pagedjit::jit {
+
+constexpr std::uint32_t kDiskFormatVersion = 1;
+constexpr std::size_t kDiskHeaderBytes = 40;
+constexpr const char* kEntrySuffix = ".pjk";
+constexpr const char* kLockSuffix = ".lock";
+constexpr const char* kTempSuffix = ".tmp";
+constexpr std::uint64_t kDefaultCacheMaxBytes = 1ull << 30;
+
+// CRC-32 (IEEE 802.3, as zlib), continuing from `crc` (0 to start).
+std::uint32_t crc32(const void* data, std::size_t size, std::uint32_t crc = 0);
+
+// "0123456789abcdef.pjk": the file name of `key`'s entry.
+std::string entry_file_name(const std::string& key);
+
+// Where the environment puts the disk cache:
+//   PAGEDJIT_CACHE=off (or 0/false/no)  -> disabled
+//   PAGEDJIT_CACHE_DIR set and empty    -> disabled
+//   PAGEDJIT_CACHE_DIR                  -> that directory
+//   $XDG_CACHE_HOME/pagedjit, else $HOME/.cache/pagedjit
+struct CacheLocation {
+  bool enabled = false;
+  std::string dir;     // when enabled
+  std::string reason;  // why disabled
+};
+CacheLocation cache_location_from_env();
+// PAGEDJIT_CACHE_MAX_BYTES: bytes, with an optional K/M/G/T suffix (powers
+// of 1024); 0 means no cap. Default 1 GiB. A bad value warns and gives the default.
+std::uint64_t cache_max_bytes_from_env();
+// PAGEDJIT_JIT=off (or 0/false/no): a cache miss is an error instead of a compile.
+bool jit_disabled_by_env();
+// Parses "1073741824", "512M", "1G", "1GiB"; nullopt when malformed.
+std::optional<std::uint64_t> parse_byte_size(const std::string& text);
+
+// Writes one line "pagedjit: <message>" to stderr (whole, even with other
+// threads writing).
+void log_warning(const std::string& message);
+
+enum class EntryStatus {
+  ok,
+  unreadable,    // open or read failed (other than a missing file)
+  short_file,    // smaller than its header says (truncated)
+  long_file,     // bytes after the payload
+  bad_magic,     // not an entry file
+  bad_version,   // another file format version
+  bad_header,    // lengths out of range
+  key_mismatch,  // another key's entry (hash collision) or not the expected key
+  bad_checksum,  // contents changed after writing
+  bad_metadata,  // the metadata JSON is malformed
+};
+const char* entry_status_name(EntryStatus status);
+
+// One entry file, as read by DiskStore::read_entry.
+struct EntryInfo {
+  std::string path;
+  std::string file_name;
+  std::uint64_t file_bytes = 0;
+  std::int64_t last_used = 0;  // mtime, unix seconds
+  EntryStatus status = EntryStatus::ok;
+  std::string detail;  // what is wrong, when status != ok
+  std::string key;
+  // From the metadata (when it parsed):
+  std::string readable, lowered_name;
+  bool is_ptx = false;
+  double compile_ms = 0;
+  std::int64_t created = 0;  // unix seconds
+  std::uint64_t payload_bytes = 0, log_bytes = 0;
+};
+
+struct DiskStoreOptions {
+  std::string dir;
+  std::uint64_t max_bytes = kDefaultCacheMaxBytes;  // 0: no cap
+  bool use_locks = true;
+  std::chrono::milliseconds lock_timeout{30000};  // then compile without the lock
+  std::chrono::seconds stale_lock_age{600};       // a lock this old is broken
+  bool warnings = true;                           // log_warning on bad entries and degradation
+
+  // Defaults, with max_bytes from PAGEDJIT_CACHE_MAX_BYTES and use_locks off
+  // when PAGEDJIT_CACHE_LOCKS=off.
+  static DiskStoreOptions from_env(std::string dir);
+};
+
+class DiskStore final : public KernelStore {
+ public:
+  explicit DiskStore(DiskStoreOptions options);
+  // The store the environment asks for (see cache_location_from_env), or
+  // nullptr when disk caching is disabled. Does no I/O: the directory is
+  // created by the first write.
+  static std::shared_ptr<DiskStore> from_environment();
+
+  // KernelStore
+  std::optional<CompiledKernel> load(const std::string& key) override;
+  void store(const CompiledKernel& kernel) override;
+  std::shared_ptr<void> claim(const std::string& key) override;
+  std::string location() const override { return options_.dir; }
+
+  const DiskStoreOptions& options() const { return options_; }
+  const std::string& dir() const { return options_.dir; }
+  std::string entry_path(const std::string& key) const;
+  // False once a write failed: the process then keeps new kernels in memory only.
+  bool writable() const;
+
+  // Reads the entry file at `path`. With `expected_key`, other key text is
+  // key_mismatch. With `kernel`, fills it (payload included) on success. With
+  // `verify` false, only the header, key and metadata are read (no checksum).
+  static EntryInfo read_entry(const std::string& path, const std::string* expected_key, CompiledKernel* kernel,
+                              bool verify = true);
+  // The serialized entry for `kernel` (what store() writes).
+  static std::string serialize(const CompiledKernel& kernel);
+
+  // Management (the pagedjit-cache tool).
+  struct DirContents {
+    std::vector<EntryInfo> entries;  // sorted most recently used first
+    std::vector<std::string> locks, temps;
+  };
+  DirContents scan(bool read_entries, bool verify) const;
+  // Removes least recently used entries until the total is at most `max_bytes`
+  // (never `keep`). Returns the bytes removed.
+  std::uint64_t evict_to(std::uint64_t max_bytes, const std::string& keep = {});
+
+ private:
+  bool ensure_dir();
+  void degrade(const std::string& what, int err);
+  void warn_bad_once(const std::string& path, const EntryInfo& info);
+  void after_write(const std::string& path, std::uint64_t bytes);
+
+  DiskStoreOptions options_;
+  mutable std::mutex mu_;
+  bool dir_ready_ = false;
+  bool writable_ = true;
+  std::set<std::string> warned_;
+  // Size accounting for the cap: a directory scan now and then, plus what this
+  // process wrote since.
+  bool scanned_ = false;
+  std::uint64_t approx_bytes_ = 0;
+  int writes_since_scan_ = 0;
+};
+
+}  // namespace pagedjit::jit

@@ -1,0 +1,783 @@
+// The disk cache of compiled kernels (engine/src/jit/disk_store.hpp) and the
+// pagedjit-cache tool. CPU only: compiles and caches work without a GPU.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attention/planner.hpp"
+#include "jit/disk_store.hpp"
+#include "jit/hash.hpp"
+#include "jit/kernel_cache.hpp"
+#include "jit/nvrtc_compiler.hpp"
+#include "jit/source_set.hpp"
+#include "pagedjit/errors.hpp"
+
+using namespace pagedjit;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// A fresh directory under the system temp directory, removed afterwards.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "pagedjit-disk-cache-XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec))
+      if (it->is_directory(ec)) fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(path, ec);
+  }
+  std::string str() const { return path.string(); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// Sets (or unsets) an environment variable for one scope.
+struct EnvGuard {
+  std::string name;
+  std::optional<std::string> old;
+  EnvGuard(std::string n, const char* value) : name(std::move(n)) {
+    if (const char* v = std::getenv(name.c_str())) old = v;
+    if (value)
+      ::setenv(name.c_str(), value, 1);
+    else
+      ::unsetenv(name.c_str());
+  }
+  ~EnvGuard() {
+    if (old)
+      ::setenv(name.c_str(), old->c_str(), 1);
+    else
+      ::unsetenv(name.c_str());
+  }
+};
+
+// Sends this process's stderr to a file until finish().
+struct StderrCapture {
+  std::string path;
+  int saved = -1;
+  explicit StderrCapture(std::string p) : path(std::move(p)) {
+    std::fflush(stderr);
+    saved = ::dup(2);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  std::string finish() {
+    if (saved >= 0) {
+      std::fflush(stderr);
+      ::dup2(saved, 2);
+      ::close(saved);
+      saved = -1;
+    }
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  ~StderrCapture() { finish(); }
+};
+
+int count_lines_with(const std::string& text, const std::string& what) {
+  int n = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) n += line.find(what) != std::string::npos;
+  return n;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+jit::CompiledKernel fake_kernel(const std::string& key, std::size_t bytes, unsigned seed = 1) {
+  jit::CompiledKernel k;
+  k.key = key;
+  k.readable = "fake " + key;
+  k.lowered_name = "_ZN2pj4fakeEv";
+  k.log = "no warnings";
+  k.compile_ms = 12.5;
+  k.binary.resize(bytes);
+  std::uint64_t x = 0x9E3779B97F4A7C15ull * (seed + 1);
+  for (auto& c : k.binary) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = char(x & 0xFF);
+  }
+  return k;
+}
+
+jit::DiskStoreOptions options_for(const std::string& dir) {
+  jit::DiskStoreOptions o;
+  o.dir = dir;
+  return o;
+}
+
+ProblemShape shape(DType dt, int head_dim) {
+  ProblemShape s;
+  s.num_seqs = 8;
+  s.num_heads = 8;
+  s.num_kv_heads = 8;
+  s.head_dim = head_dim;
+  s.page_size = 16;
+  s.max_blocks = 256;
+  s.num_blocks = 2048;
+  s.dtype = s.out_dtype = dt;
+  s.max_context_len = 4096;
+  return s;
+}
+
+// Quick-to-compile kernels for the tests that need real ones.
+jit::KernelSpec combine_spec(DType dt = DType::bf16) {
+  return attention::make_plan(shape(dt, 64), {}, DeviceInfo::h100_sxm()).combine;
+}
+
+std::string key_of(const jit::KernelSpec& spec) {
+  return spec.key(jit::SourceSet::current().hash, jit::nvrtc_version());
+}
+
+// A file in the documented format, built independently of the writer.
+std::string craft_entry(const std::string& key, const std::string& meta, const std::string& payload,
+                        std::uint32_t version = jit::kDiskFormatVersion) {
+  std::string h(jit::kDiskHeaderBytes, '\0');
+  std::memcpy(h.data(), "PJKCACHE", 8);
+  auto put = [&](std::size_t off, std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) h[off + std::size_t(i)] = char((v >> (8 * i)) & 0xFF);
+  };
+  put(8, version, 4);
+  put(12, key.size(), 4);
+  put(16, meta.size(), 4);
+  put(24, payload.size(), 8);
+  std::uint32_t crc = jit::crc32(h.data(), 32);
+  crc = jit::crc32(key.data(), key.size(), crc);
+  crc = jit::crc32(meta.data(), meta.size(), crc);
+  crc = jit::crc32(payload.data(), payload.size(), crc);
+  put(32, crc, 4);
+  return h + key + meta + payload;
+}
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+#ifdef PAGEDJIT_CACHE_TOOL
+struct RunResult {
+  int status = -1;
+  std::string out;
+};
+// Runs the cache tool through the shell; `env` is prefixed to the command.
+RunResult run_tool(const std::string& args, const std::string& env = "") {
+  RunResult r;
+  const std::string cmd = fmt::format("{} '{}' {}", env, PAGEDJIT_CACHE_TOOL, args);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string write_shapes(const TempDir& dir, const std::string& name, const json& shapes) {
+  const std::string path = dir / name;
+  write_file(path, shapes.dump());
+  return path;
+}
+#endif
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("disk cache: checksum, file names, sizes and the environment") {
+    CHECK(jit::crc32("123456789", 9) == 0xCBF43926u);
+    CHECK(jit::crc32("", 0) == 0u);
+    // Incremental = one shot, across the 8-byte fast path.
+    const std::string text = "the quick brown fox jumps over the lazy dog, twice over";
+    CHECK(jit::crc32(text.data() + 13, text.size() - 13, jit::crc32(text.data(), 13)) ==
+          jit::crc32(text.data(), text.size()));
+
+    const std::string name = jit::entry_file_name("some key");
+    CHECK(name == fmt::format("{:016x}.pjk", jit::fnv1a64("some key")));
+
+    CHECK(jit::parse_byte_size("1073741824") == 1073741824ull);
+    CHECK(jit::parse_byte_size("512M") == 512ull << 20);
+    CHECK(jit::parse_byte_size("2GiB") == 2ull << 30);
+    CHECK(jit::parse_byte_size("0") == 0ull);
+    CHECK_FALSE(jit::parse_byte_size("").has_value());
+    CHECK_FALSE(jit::parse_byte_size("lots").has_value());
+    CHECK_FALSE(jit::parse_byte_size("12Q").has_value());
+    CHECK_FALSE(jit::parse_byte_size("99999999999999999999").has_value());
+
+    EnvGuard off("PAGEDJIT_CACHE", nullptr);
+    {
+      EnvGuard d("PAGEDJIT_CACHE_DIR", "/some/where/");
+      const auto loc = jit::cache_location_from_env();
+      CHECK(loc.enabled);
+      CHECK(loc.dir == "/some/where");
+      EnvGuard o("PAGEDJIT_CACHE", "off");
+      CHECK_FALSE(jit::cache_location_from_env().enabled);
+      CHECK(jit::DiskStore::from_environment() == nullptr);
+    }
+    {
+      EnvGuard d("PAGEDJIT_CACHE_DIR", "");
+      CHECK_FALSE(jit::cache_location_from_env().enabled);
+      CHECK(jit::DiskStore::from_environment() == nullptr);
+    }
+    {
+      EnvGuard d("PAGEDJIT_CACHE_DIR", nullptr);
+      EnvGuard x("XDG_CACHE_HOME", "/xdg/cache");
+      CHECK(jit::cache_location_from_env().dir == "/xdg/cache/pagedjit");
+      EnvGuard x2("XDG_CACHE_HOME", nullptr);
+      EnvGuard h("HOME", "/home/someone");
+      CHECK(jit::cache_location_from_env().dir == "/home/someone/.cache/pagedjit");
+      REQUIRE(jit::DiskStore::from_environment() != nullptr);
+      CHECK(jit::DiskStore::from_environment()->dir() == "/home/someone/.cache/pagedjit");
+    }
+    {
+      EnvGuard m("PAGEDJIT_CACHE_MAX_BYTES", "64M");
+      CHECK(jit::cache_max_bytes_from_env() == 64ull << 20);
+      CHECK(jit::DiskStoreOptions::from_env("/x").max_bytes == 64ull << 20);
+    }
+    {
+      EnvGuard m("PAGEDJIT_CACHE_MAX_BYTES", nullptr);
+      CHECK(jit::cache_max_bytes_from_env() == 1ull << 30);
+    }
+    {
+      EnvGuard j("PAGEDJIT_JIT", "off");
+      CHECK(jit::jit_disabled_by_env());
+      EnvGuard j2("PAGEDJIT_JIT", "on");
+      CHECK_FALSE(jit::jit_disabled_by_env());
+    }
+  }
+
+  TEST_CASE("disk cache: the tests' process-wide cache lives in a temporary directory, not ~/.cache") {
+    const auto loc = jit::cache_location_from_env();
+    REQUIRE(loc.enabled);
+    CHECK(loc.dir.find("/.cache/") == std::string::npos);
+    const jit::KernelSpec spec = combine_spec();
+    jit::KernelCache::global().get(spec);
+    CHECK(fs::exists(loc.dir + "/" + jit::entry_file_name(key_of(spec))));
+  }
+
+  TEST_CASE("disk cache: store and load round-trip; a missing entry is a miss") {
+    TempDir tmp;
+    const std::string dir = tmp / "a/b/cache";  // created on the first write, 0700
+    jit::DiskStore store(options_for(dir));
+    CHECK_FALSE(store.load("k1").has_value());
+    CHECK_FALSE(fs::exists(dir));
+
+    const jit::CompiledKernel k = fake_kernel("k1", 5000);
+    store.store(k);
+    REQUIRE(fs::is_directory(dir));
+    struct stat st {};
+    REQUIRE(::stat(dir.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+    CHECK(files_in(dir) == std::vector<std::string>{jit::entry_file_name("k1")});  // no temp or lock file left
+
+    const auto hit = store.load("k1");
+    REQUIRE(hit.has_value());
+    CHECK(hit->key == k.key);
+    CHECK(hit->binary == k.binary);
+    CHECK(hit->lowered_name == k.lowered_name);
+    CHECK(hit->readable == k.readable);
+    CHECK(hit->log == k.log);
+    CHECK(hit->compile_ms == doctest::Approx(12.5));
+    CHECK_FALSE(hit->is_ptx);
+    CHECK_FALSE(store.load("k2").has_value());
+
+    // The documented format, written independently, reads back.
+    const json meta = {{"lowered_name", "_Z1fv"}, {"readable", "crafted"}, {"is_ptx", true}, {"compile_ms", 1.0}};
+    write_file(store.entry_path("k3"), craft_entry("k3", meta.dump(), "PTX TEXT"));
+    const auto crafted = store.load("k3");
+    REQUIRE(crafted.has_value());
+    CHECK(crafted->binary == "PTX TEXT");
+    CHECK(crafted->is_ptx);
+    CHECK(crafted->lowered_name == "_Z1fv");
+
+    // Storing again replaces the entry.
+    store.store(fake_kernel("k1", 300, 7));
+    CHECK(store.load("k1")->binary == fake_kernel("k1", 300, 7).binary);
+  }
+
+  TEST_CASE("disk cache: a compiled kernel is stored; a fresh memory cache loads it instead of compiling") {
+    TempDir tmp;
+    auto store = std::make_shared<jit::DiskStore>(options_for(tmp.str()));
+    const jit::KernelSpec spec = combine_spec();
+    jit::KernelCache a;
+    a.set_store(store);
+    const auto compiled = a.get(spec);
+    CHECK(a.stats().compiles == 1);
+    CHECK(a.stats().store_hits == 0);
+    CHECK(fs::exists(store->entry_path(key_of(spec))));
+
+    jit::KernelCache b;  // a new process, as far as memory goes
+    b.set_store(store);
+    const auto loaded = b.get(spec);
+    CHECK(b.stats().compiles == 0);
+    CHECK(b.stats().store_hits == 1);
+    CHECK(loaded->binary == compiled->binary);
+    CHECK(loaded->lowered_name == compiled->lowered_name);
+    CHECK(loaded->key == key_of(spec));
+    b.get(spec);
+    CHECK(b.stats().memory_hits == 1);
+
+    b.clear_memory();
+    b.get(spec);
+    CHECK(b.stats().store_hits == 2);
+  }
+
+  TEST_CASE("disk cache: corrupt, truncated and foreign entries are misses, logged once, then replaced") {
+    TempDir tmp;
+    jit::DiskStore store(options_for(tmp / "cache"));
+    const std::string key = "the key";
+    const jit::CompiledKernel good = fake_kernel(key, 3000);
+    const std::string bytes = jit::DiskStore::serialize(good);
+    const std::size_t key_end = jit::kDiskHeaderBytes + key.size();
+    const std::size_t meta_end = bytes.size() - good.binary.size();
+    store.store(good);
+    const std::string path = store.entry_path(key);
+    REQUIRE(read_file(path) == bytes);
+
+    struct Case {
+      std::string name;
+      std::string file;
+      jit::EntryStatus status;
+    };
+    std::vector<Case> cases;
+    for (std::size_t cut : {std::size_t(0), std::size_t(1), std::size_t(8), std::size_t(39), jit::kDiskHeaderBytes,
+                            jit::kDiskHeaderBytes + 3, key_end + 5, meta_end, meta_end + 100, bytes.size() - 1})
+      cases.push_back({fmt::format("truncated at {}", cut), bytes.substr(0, cut), jit::EntryStatus::short_file});
+    auto flipped = [&](std::size_t at) {
+      std::string b = bytes;
+      b[at] = char(b[at] ^ 0x40);
+      return b;
+    };
+    cases.push_back({"bad magic", flipped(0), jit::EntryStatus::bad_magic});
+    cases.push_back({"other format version", flipped(8), jit::EntryStatus::bad_version});
+    cases.push_back({"flipped payload byte", flipped(meta_end + 1234), jit::EntryStatus::bad_checksum});
+    cases.push_back({"flipped last payload byte", flipped(bytes.size() - 1), jit::EntryStatus::bad_checksum});
+    cases.push_back({"flipped metadata byte", flipped(key_end + 3), jit::EntryStatus::bad_checksum});
+    cases.push_back({"flipped checksum", flipped(33), jit::EntryStatus::bad_checksum});
+    cases.push_back({"flipped key byte", flipped(jit::kDiskHeaderBytes + 2), jit::EntryStatus::key_mismatch});
+    cases.push_back({"trailing bytes", bytes + "xyz", jit::EntryStatus::long_file});
+    {
+      std::string b = bytes;
+      b[31] = char(0x7f);  // payload length ~ 2^62
+      cases.push_back({"absurd payload length", b, jit::EntryStatus::bad_header});
+    }
+    cases.push_back({"another key's entry under this name (a hash collision)",
+                     jit::DiskStore::serialize(fake_kernel("another key", 3000)), jit::EntryStatus::key_mismatch});
+    cases.push_back({"valid checksum, metadata not JSON", craft_entry(key, "{not json", good.binary),
+                     jit::EntryStatus::bad_metadata});
+    cases.push_back({"valid checksum, metadata without lowered_name",
+                     craft_entry(key, R"({"is_ptx": false})", good.binary), jit::EntryStatus::bad_metadata});
+    cases.push_back({"future format version, valid checksum",
+                     craft_entry(key, R"({"lowered_name": "x", "is_ptx": false})", good.binary, 99),
+                     jit::EntryStatus::bad_version});
+    cases.push_back({"100 kB of garbage", std::string(100000, '\xAA'), jit::EntryStatus::bad_magic});
+
+    for (const Case& c : cases) {
+      CAPTURE(c.name);
+      write_file(path, c.file);
+      const jit::EntryInfo info = jit::DiskStore::read_entry(path, &key, nullptr);
+      CHECK(jit::entry_status_name(info.status) == std::string(jit::entry_status_name(c.status)));
+      StderrCapture cap(tmp / "stderr.txt");
+      CHECK_FALSE(store.load(key).has_value());
+      CHECK_FALSE(store.load(key).has_value());  // logged once, not per read
+      const std::string err = cap.finish();
+      CHECK(count_lines_with(err, "pagedjit:") == 1);
+      CHECK(count_lines_with(err, path) == 1);
+      // The tool's verify sees it too.
+      const auto contents = store.scan(true, true);
+      REQUIRE(contents.entries.size() == 1);
+      CHECK(contents.entries[0].status != jit::EntryStatus::ok);
+      // The recompiled kernel replaces the file, and the next read hits.
+      store.store(good);
+      const auto hit = store.load(key);
+      REQUIRE(hit.has_value());
+      CHECK(hit->binary == good.binary);
+    }
+  }
+
+  TEST_CASE("disk cache: a corrupt entry of a real kernel is recompiled and replaced through KernelCache") {
+    TempDir tmp;
+    auto store = std::make_shared<jit::DiskStore>(options_for(tmp.str()));
+    const jit::KernelSpec spec = combine_spec();
+    jit::KernelCache first;
+    first.set_store(store);
+    const auto original = first.get(spec);
+    const std::string path = store->entry_path(key_of(spec));
+    std::string bytes = read_file(path);
+    bytes[bytes.size() / 2 + 100] ^= 1;
+    write_file(path, bytes);
+
+    jit::KernelCache second;
+    second.set_store(store);
+    StderrCapture cap(tmp / "stderr.txt");
+    const auto again = second.get(spec);
+    const std::string err = cap.finish();
+    CHECK(second.stats().compiles == 1);
+    CHECK(second.stats().store_hits == 0);
+    CHECK(again->lowered_name == original->lowered_name);
+    CHECK(count_lines_with(err, "pagedjit:") == 1);
+    CHECK(count_lines_with(err, "bad_checksum") == 1);
+    const auto contents = store->scan(true, true);
+    REQUIRE(contents.entries.size() == 1);
+    CHECK(contents.entries[0].status == jit::EntryStatus::ok);
+  }
+
+  TEST_CASE("disk cache: a directory that cannot be created degrades to memory-only with one warning") {
+    TempDir tmp;
+    write_file(tmp / "a-file", "not a directory");
+    const std::string dir = tmp / "a-file/cache";  // mkdir fails (ENOTDIR), for root too
+    auto store = std::make_shared<jit::DiskStore>(options_for(dir));
+    jit::KernelCache cache;
+    cache.set_store(store);
+    StderrCapture cap(tmp / "stderr.txt");
+    const auto a = cache.get(combine_spec(DType::bf16));
+    const auto b = cache.get(combine_spec(DType::f16));
+    cache.clear_memory();
+    const auto c = cache.get(combine_spec(DType::bf16));
+    const std::string err = cap.finish();
+    CHECK(a->binary.size() > 1000);
+    CHECK(b->binary.size() > 1000);
+    CHECK(c->lowered_name == a->lowered_name);  // (NVRTC output is not byte-reproducible: internal symbol names vary)
+    CHECK(cache.stats().compiles == 3);
+    CHECK_FALSE(store->writable());
+    CHECK(count_lines_with(err, "pagedjit:") == 1);
+    CHECK(count_lines_with(err, "memory only") == 1);
+  }
+
+  TEST_CASE("disk cache: a read-only directory serves its entries and keeps new kernels in memory, one warning") {
+    TempDir tmp;
+    fs::permissions(tmp.path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                  fs::perms::others_read | fs::perms::others_exec);
+    const std::string dir = tmp / "cache";
+    const jit::KernelSpec cached = combine_spec(DType::bf16);
+    {
+      jit::KernelCache fill;
+      fill.set_store(std::make_shared<jit::DiskStore>(options_for(dir)));
+      fill.get(cached);
+      const auto plan = attention::make_plan(shape(DType::bf16, 64), {}, DeviceInfo::h100_sxm());
+      fill.get(plan.decode);
+    }
+    const auto before = files_in(dir);
+    REQUIRE(before.size() == 2);
+    ::chmod(dir.c_str(), 0555);
+
+    if (::geteuid() != 0) {
+      auto store = std::make_shared<jit::DiskStore>(options_for(dir));
+      jit::KernelCache cache;
+      cache.set_store(store);
+      StderrCapture cap(tmp / "stderr.txt");
+      cache.get(cached);                    // served from the read-only cache
+      cache.get(combine_spec(DType::f16));  // compiled, cannot be stored
+      cache.get(combine_spec(DType::f32));  // compiled, no second warning
+      const std::string err = cap.finish();
+      CHECK(cache.stats().store_hits == 1);
+      CHECK(cache.stats().compiles == 2);
+      CHECK_FALSE(store->writable());
+      CHECK(count_lines_with(err, "pagedjit:") == 1);
+    } else {
+#ifdef PAGEDJIT_CACHE_TOOL
+      // Root writes through 0555, so run the tool as `nobody` to see a
+      // read-only directory. Shape 1's kernels are cached, shape 2's are not.
+      const std::string shapes =
+          write_shapes(tmp, "shapes.json",
+                       json::array({{{"dtype", "bf16"}, {"head_dim", 64}}, {{"dtype", "fp16"}, {"head_dim", 64}}}));
+      ::chmod(shapes.c_str(), 0644);
+      const std::string out_path = tmp / "out.json", err_path = tmp / "err.txt";
+      const pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (out < 0 || err < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(76);
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(77);
+        ::execl(PAGEDJIT_CACHE_TOOL, PAGEDJIT_CACHE_TOOL, "warm", "--json", "--jobs", "1", "--dir", dir.c_str(),
+                "--shapes", shapes.c_str(), static_cast<char*>(nullptr));
+        ::_exit(78);
+      }
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+      if (code == 77 || code == 78) {
+        MESSAGE("read-only directory: skipped (tests run as root, and switching to uid nobody failed, code ", code,
+                "); the not-creatable-directory case above covers the degradation");
+      } else {
+        const std::string err = read_file(err_path);
+        CAPTURE(err);
+        CHECK(code == 1);  // warm reports that nothing could be stored
+        const json r = json::parse(read_file(out_path));
+        CHECK(r["cached"] == 2);
+        CHECK(r["compiled"] == 2);
+        CHECK(r["failed"] == 0);
+        CHECK(r["writable"] == false);
+        CHECK(count_lines_with(err, "pagedjit:") == 1);
+        CHECK(count_lines_with(err, "memory only") == 1);
+        CHECK(files_in(dir) == before);
+      }
+#else
+      MESSAGE(
+          "read-only directory: skipped (tests run as root, where chmod does not block writes, and the "
+          "pagedjit-cache tool is not built)");
+#endif
+    }
+  }
+
+  TEST_CASE("disk cache: eviction keeps the total under the cap, least recently used first") {
+    TempDir tmp;
+    jit::DiskStoreOptions o = options_for(tmp.str());
+    const std::uint64_t one = jit::DiskStore::serialize(fake_kernel("k1", 10000)).size();
+    o.max_bytes = 3 * one + one / 2;  // room for three entries
+    jit::DiskStore store(o);
+    for (const char* k : {"k1", "k2", "k3"}) store.store(fake_kernel(k, 10000));
+    auto age = [&](const char* key, int seconds_ago) {
+      struct timespec t[2];
+      t[0].tv_sec = t[1].tv_sec = std::time(nullptr) - seconds_ago;
+      t[0].tv_nsec = t[1].tv_nsec = 0;
+      REQUIRE(::utimensat(AT_FDCWD, store.entry_path(key).c_str(), t, 0) == 0);
+    };
+    age("k1", 300);
+    age("k2", 200);
+    age("k3", 100);
+    REQUIRE(store.load("k1").has_value());  // k1 becomes the most recently used
+    store.store(fake_kernel("k4", 10000));  // over the cap: k2, the least recently used, goes
+    CHECK(fs::exists(store.entry_path("k1")));
+    CHECK_FALSE(fs::exists(store.entry_path("k2")));
+    CHECK(fs::exists(store.entry_path("k3")));
+    CHECK(fs::exists(store.entry_path("k4")));
+
+    // One entry bigger than the cap: everything else goes, the new one stays.
+    store.store(fake_kernel("big", 50000));
+    CHECK(files_in(tmp.str()) == std::vector<std::string>{jit::entry_file_name("big")});
+    CHECK(store.load("big").has_value());
+
+    // Another process's writes count too: a fresh store over a full directory
+    // trims it on its first write.
+    jit::DiskStoreOptions small = o;
+    small.max_bytes = 2 * one + one / 2;
+    for (const char* k : {"p1", "p2", "p3"}) {
+      jit::DiskStore other(options_for(tmp.str()));
+      other.store(fake_kernel(k, 10000));
+    }
+    jit::DiskStore capped(small);
+    capped.store(fake_kernel("p4", 10000));
+    std::uint64_t total = 0;
+    for (const auto& e : capped.scan(false, false).entries) total += e.file_bytes;
+    CHECK(total <= small.max_bytes);
+    CHECK(fs::exists(store.entry_path("p4")));
+    CHECK_FALSE(fs::exists(store.entry_path("big")));
+  }
+
+  TEST_CASE("disk cache: lock files time out, and stale ones are broken") {
+    TempDir tmp;
+    jit::DiskStoreOptions o = options_for(tmp.str());
+    o.lock_timeout = std::chrono::milliseconds(150);
+    jit::DiskStore store(o);
+    auto held = store.claim("key");
+    REQUIRE(held != nullptr);
+    const std::string lock = tmp / fmt::format("{:016x}.lock", jit::fnv1a64("key"));
+    CHECK(fs::exists(lock));
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(store.claim("key") == nullptr);  // held by a live process: waits, then gives up
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(waited >= 0.14);
+    CHECK(waited < 5.0);
+    CHECK(store.claim("other key") != nullptr);  // other keys are independent
+    held.reset();
+    CHECK_FALSE(fs::exists(lock));
+    CHECK(store.claim("key") != nullptr);
+
+    // Left by a dead process of this host: broken at once.
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) ::_exit(0);
+    ::waitpid(child, nullptr, 0);
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    write_file(lock, fmt::format("{} {}\n", child, host));
+    o.lock_timeout = std::chrono::milliseconds(20000);
+    jit::DiskStore patient(o);
+    const auto t1 = std::chrono::steady_clock::now();
+    CHECK(patient.claim("key") != nullptr);
+    CHECK(std::chrono::steady_clock::now() - t1 < std::chrono::seconds(5));
+
+    // Older than the stale age (another host, say): broken too.
+    write_file(lock, "1 some-other-host\n");
+    struct timespec t[2];
+    t[0].tv_sec = t[1].tv_sec = std::time(nullptr) - 3600;
+    t[0].tv_nsec = t[1].tv_nsec = 0;
+    ::utimensat(AT_FDCWD, lock.c_str(), t, 0);
+    CHECK(patient.claim("key") != nullptr);
+
+    // No locks when disabled.
+    o.use_locks = false;
+    CHECK(jit::DiskStore(o).claim("key") == nullptr);
+  }
+
+  TEST_CASE("disk cache: PAGEDJIT_JIT=off makes a miss an error and still serves cached kernels") {
+    TempDir tmp;
+    auto store = std::make_shared<jit::DiskStore>(options_for(tmp / "cache"));
+    const jit::KernelSpec spec = combine_spec(DType::f16);
+    {
+      EnvGuard off("PAGEDJIT_JIT", "off");
+      jit::KernelCache cache;
+      cache.set_store(store);
+      try {
+        cache.get(spec);
+        FAIL("a miss compiled with PAGEDJIT_JIT=off");
+      } catch (const CacheError& e) {
+        CHECK(e.code() == ErrorCode::jit_disabled);
+        const std::string what = e.what();
+        CHECK(what.find(spec.readable()) != std::string::npos);
+        CHECK(what.find(tmp / "cache") != std::string::npos);
+      }
+      CHECK(cache.stats().compiles == 0);
+
+      jit::KernelCache no_disk;
+      try {
+        no_disk.get(spec);
+        FAIL("a miss compiled with PAGEDJIT_JIT=off");
+      } catch (const CacheError& e) {
+        CHECK(e.code() == ErrorCode::jit_disabled);
+        CHECK(std::string(e.what()).find("disk cache disabled") != std::string::npos);
+      }
+    }
+    {
+      jit::KernelCache warm;  // JIT on: compile into the cache
+      warm.set_store(store);
+      warm.get(spec);
+    }
+    EnvGuard off("PAGEDJIT_JIT", "off");
+    jit::KernelCache cache;
+    cache.set_store(store);
+    CHECK(cache.get(spec)->binary.size() > 1000);
+    CHECK(cache.stats().store_hits == 1);
+    CHECK(cache.stats().compiles == 0);
+  }
+
+#ifdef PAGEDJIT_CACHE_TOOL
+  TEST_CASE("disk cache: pagedjit-cache --help, list, stats, clear and verify") {
+    for (const char* cmd : {"", "list", "stats", "clear", "verify", "warm", "time-load", "time-compile"}) {
+      CAPTURE(cmd);
+      const RunResult r = run_tool(fmt::format("{} --help", cmd));
+      CHECK(r.status == 0);
+      CHECK(r.out.find("usage: pagedjit-cache") != std::string::npos);
+    }
+    CHECK(run_tool("frobnicate 2>/dev/null").status == 2);
+    CHECK(run_tool("list --bogus 2>/dev/null").status == 2);
+
+    TempDir tmp;
+    const std::string dir = tmp / "cache";
+    jit::DiskStore store(options_for(dir));
+    store.store(fake_kernel("k1", 2000));
+    store.store(fake_kernel("k2", 2000));
+    const std::string bad_path = store.entry_path("k2");
+    std::string bytes = read_file(bad_path);
+    bytes[bytes.size() - 10] ^= 1;
+    write_file(bad_path, bytes);
+
+    const json list = json::parse(run_tool(fmt::format("--dir '{}' list --json", dir)).out);
+    CHECK(list["entries"].size() == 2);
+    const json stats = json::parse(run_tool(fmt::format("stats --json --dir '{}'", dir)).out);
+    CHECK(stats["entries"] == 2);
+    CHECK(stats["stale_entries"] == 2);  // fake keys are not this build's
+    CHECK(stats["bytes"].get<std::uint64_t>() > 4000);
+
+    const RunResult v = run_tool(fmt::format("verify --json --dir '{}'", dir));
+    CHECK(v.status == 1);
+    const json verify = json::parse(v.out);
+    CHECK(verify["valid"] == 1);
+    REQUIRE(verify["bad"].size() == 1);
+    CHECK(verify["bad"][0]["status"] == "bad_checksum");
+    CHECK(verify["bad"][0]["removed"] == true);
+    CHECK_FALSE(fs::exists(bad_path));
+    CHECK(run_tool(fmt::format("verify --dir '{}' >/dev/null", dir)).status == 0);
+
+    const json cleared = json::parse(run_tool(fmt::format("clear --json --dir '{}'", dir)).out);
+    CHECK(cleared["entries_removed"] == 1);
+    CHECK(files_in(dir).empty());
+  }
+
+  TEST_CASE("disk cache: eight processes warming one directory at once leave only valid entries") {
+    TempDir tmp;
+    const std::string shapes = write_shapes(
+        tmp, "shapes.json", {{"shapes", json::array({{{"head_dim", 64}}, {{"dtype", "fp16"}, {"head_dim", 64}}})}});
+    for (const bool locks : {true, false}) {
+      CAPTURE(locks);
+      const std::string dir = tmp / (locks ? "with-locks" : "without-locks");
+      // Without locks every process compiles every kernel: one shape keeps that short.
+      const std::string shape_arg = locks ? shapes : write_shapes(tmp, "one.json", json::array({{{"head_dim", 64}}}));
+      std::vector<FILE*> procs;
+      for (int i = 0; i < 8; ++i) {
+        const std::string cmd = fmt::format("{} '{}' warm --json --jobs 1 --dir '{}' --shapes '{}' 2>'{}'",
+                                            locks ? "" : "PAGEDJIT_CACHE_LOCKS=off", PAGEDJIT_CACHE_TOOL, dir,
+                                            shape_arg, tmp / fmt::format("err{}.txt", i));
+        procs.push_back(::popen(cmd.c_str(), "r"));
+        REQUIRE(procs.back() != nullptr);
+      }
+      std::size_t compiled = 0, kernels = 0;
+      for (int i = 0; i < 8; ++i) {
+        std::string out;
+        char buf[4096];
+        for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, procs[std::size_t(i)])) > 0;) out.append(buf, n);
+        const int st = ::pclose(procs[std::size_t(i)]);
+        CAPTURE(out);
+        CAPTURE(read_file(tmp / fmt::format("err{}.txt", i)));
+        CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
+        const json r = json::parse(out);
+        CHECK(r["failed"] == 0);
+        CHECK(r["compiled"].get<std::size_t>() + r["cached"].get<std::size_t>() == r["kernels"].get<std::size_t>());
+        compiled += r["compiled"].get<std::size_t>();
+        kernels = r["kernels"].get<std::size_t>();
+      }
+      CHECK(kernels == (locks ? 4u : 2u));
+      CHECK(compiled >= kernels);
+      if (locks) CHECK(compiled == kernels);  // the locks avoided every duplicate compile
+
+      const RunResult v = run_tool(fmt::format("verify --json --dir '{}'", dir));
+      CHECK(v.status == 0);
+      const json verify = json::parse(v.out);
+      CHECK(verify["entries"] == kernels);
+      CHECK(verify["valid"] == kernels);
+      CHECK(verify["bad"].empty());
+      CHECK(verify["lock_files"] == 0);
+      CHECK(verify["temp_files"] == 0);
+    }
+  }
+#endif
+}
