@@ -145,11 +145,27 @@ struct Engine::Impl {
     return k.function;
   }
 
-  // Scratch for split partials, one buffer per stream so concurrent streams
-  // never share it. Growing frees the old buffer in stream order.
-  CUdeviceptr workspace(CUstream stream, std::int64_t bytes) {
+  // Scratch for split partials: the caller's buffer, else one per stream so
+  // concurrent streams never share it. Growing frees the old buffer in stream
+  // order; it never happens while the stream is being captured (the graph
+  // would own an allocation the engine keeps using).
+  CUdeviceptr workspace(const PagedAttentionArgs& args, CUstream stream, std::int64_t bytes) {
+    if (args.workspace) {
+      if (args.workspace_bytes < bytes)
+        throw InvalidArgument("workspace_bytes", fmt::format(">= {} (Engine::workspace_bytes)", bytes),
+                              std::to_string(args.workspace_bytes));
+      return reinterpret_cast<CUdeviceptr>(args.workspace);
+    }
     Workspace& ws = workspaces[stream];
     if (ws.bytes < bytes) {
+      CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
+      check(drv.cuStreamIsCapturing(stream, &capture), "cuStreamIsCapturing");
+      if (capture != CU_STREAM_CAPTURE_STATUS_NONE)
+        throw InvalidArgument("workspace",
+                              fmt::format("a caller-provided workspace of >= {} bytes, or one call on this stream "
+                                          "before capture (the engine does not allocate during stream capture)",
+                                          bytes),
+                              "none, and the stream is being captured");
       if (ws.ptr) check(drv.cuMemFreeAsync(ws.ptr, stream), "cuMemFreeAsync");
       ws.ptr = 0;
       ws.bytes = 0;
@@ -196,6 +212,10 @@ const DeviceInfo& Engine::device() const {
   return impl_->info;
 }
 
+std::int64_t Engine::workspace_bytes(const PagedAttentionArgs& args, const PagedAttentionOptions& options) const {
+  return plan(args, options).workspace_bytes;
+}
+
 LaunchInfo Engine::plan(const PagedAttentionArgs& args, const PagedAttentionOptions& options) const {
   return attention::make_plan(validate_call(args, options), options, impl_->info).info;
 }
@@ -213,7 +233,7 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
   CUfunction decode = m.kernel(plan.decode, plan.info.smem_bytes);
   CUfunction combine = plan.info.num_splits > 1 ? m.kernel(plan.combine, plan.info.num_splits * 4) : nullptr;
   std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
-  const CUdeviceptr ws = plan.info.workspace_bytes ? m.workspace(stream, plan.info.workspace_bytes) : 0;
+  const CUdeviceptr ws = plan.info.workspace_bytes ? m.workspace(args, stream, plan.info.workspace_bytes) : 0;
 
   pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws);
   void* decode_args[] = {&dp};

@@ -36,6 +36,9 @@ class Engine {
   LaunchInfo paged_attention(const PagedAttentionArgs& args, const PagedAttentionOptions& options = {},
                              CUstream stream = nullptr);
 
+  // Scratch bytes a call needs in PagedAttentionArgs::workspace (0: none).
+  std::int64_t workspace_bytes(const PagedAttentionArgs& args, const PagedAttentionOptions& options = {}) const;
+
   // The plan paged_attention would use, without compiling or launching.
   LaunchInfo plan(const PagedAttentionArgs& args, const PagedAttentionOptions& options = {}) const;
 

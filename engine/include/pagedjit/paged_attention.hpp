@@ -17,6 +17,11 @@ struct PagedAttentionArgs {
   TensorView output;        // [num_seqs, num_heads, head_dim]
   CacheLayout layout = CacheLayout::blocks_heads;
   TensorView lse;  // [num_seqs, num_heads] fp32, written when options.return_lse
+  // Optional scratch for split partials (Engine::workspace_bytes tells the
+  // size). Without it the engine keeps a buffer per stream, grown outside
+  // stream capture; pass one to capture calls in CUDA graphs freely.
+  void* workspace = nullptr;
+  std::int64_t workspace_bytes = 0;
 };
 
 constexpr float kDefaultMaskValue = -2.381976426469702e38f;

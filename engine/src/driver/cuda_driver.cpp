@@ -123,9 +123,12 @@ Loaded load() {
     PJ_RESOLVE(cuStreamCreate);
     PJ_RESOLVE(cuStreamDestroy);
     PJ_RESOLVE(cuStreamSynchronize);
+    PJ_RESOLVE(cuStreamIsCapturing);
     PJ_RESOLVE(cuStreamBeginCapture);
     PJ_RESOLVE(cuStreamEndCapture);
-    PJ_RESOLVE(cuGraphInstantiate);
+    // cuda.h maps cuGraphInstantiate to cuGraphInstantiateWithFlags; the plain
+    // name may resolve to the 11.0 form with five arguments.
+    resolve(get, path, "cuGraphInstantiateWithFlags", reinterpret_cast<void**>(&a.cuGraphInstantiate));
     PJ_RESOLVE(cuGraphLaunch);
     PJ_RESOLVE(cuGraphExecDestroy);
     PJ_RESOLVE(cuGraphDestroy);
