@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# One call on the GPU machine: build, tests, demo (and the benchmark when
-# asked). Logs go to $OUT; a short summary is printed last.
+# One call on the GPU machine: build, tests, demo, and optionally the
+# benchmark (BENCH=1) and the configuration sweep (SWEEP=1). Logs go to $OUT;
+# a short summary is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/pagedjit-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 { time scripts/setup.sh; } > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-build/tests/pagedjit-tests "${TEST_ARGS[@]:-}" > "$OUT/tests.log" 2>&1; trc=$?
+if [ "${TESTS:-1}" = 1 ]; then build/tests/pagedjit-tests > "$OUT/tests.log" 2>&1; trc=$?; else trc=skipped; fi
 build/tools/pagedjit-demo > "$OUT/demo.log" 2>&1; drc=$?
-if [ -n "${BENCH_ARGS:-}" ] && [ -x build/tools/pagedjit-bench ]; then
-  build/tools/pagedjit-bench $BENCH_ARGS > "$OUT/bench.log" 2>&1; brc=$?
-else brc=skipped; fi
+brc=skipped; src=skipped
+if [ "${BENCH:-0}" = 1 ]; then
+  build/tools/pagedjit-bench --cases bench/cases.json --peers bench/peers-h100.json --json "$OUT/bench.json" \
+    --svg "$OUT/bench.svg" > "$OUT/bench.log" 2>&1; brc=$?
+fi
+if [ "${SWEEP:-0}" = 1 ]; then scripts/perf_sweep.sh --json "$OUT/sweep.json" > "$OUT/sweep.log" 2>&1; src=$?; fi
 echo "=== gpu"; cat "$OUT/gpu.txt"
-echo "=== tests (rc=$trc)"; grep -E "ERROR|CHECK|values|rel_l2|worst|compiled|\[doctest\] (test cases|assertions)|Status" "$OUT/tests.log" | head -60
-echo "=== demo (rc=$drc)"; tail -16 "$OUT/demo.log"
-echo "=== bench (rc=$brc)"; [ -f "$OUT/bench.log" ] && tail -40 "$OUT/bench.log"
+echo "=== tests (rc=$trc)"; [ -f "$OUT/tests.log" ] && grep -E "ERROR|values|MESSAGE|\[doctest\] (test cases|assertions)|Status" "$OUT/tests.log" | head -40
+echo "=== demo (rc=$drc)"; grep -E "plan:|error:|time:|^OK|FAIL|No GPU" "$OUT/demo.log"
+echo "=== sweep (rc=$src)"; [ -f "$OUT/sweep.log" ] && grep -E "^\[|ms," "$OUT/sweep.log" | paste - - | awk '{print $2, $(NF-17), $(NF-16), $(NF-12), $(NF-11), $(NF-10)}' | head -30
+echo "=== bench (rc=$brc)"; [ -f "$OUT/bench.log" ] && tail -45 "$OUT/bench.log"
 true

@@ -32,10 +32,12 @@ struct Case {
   testing::ProblemConfig cfg;
   PagedAttentionOptions opts;
   std::string describe() const {
-    return fmt::format("{} splits={} window={} softcap={} lse={} max_ctx={} holes={} share={}", cfg.describe(),
-                       opts.num_splits, opts.sliding_window ? *opts.sliding_window : 0,
+    const KernelConfig k = opts.kernel_config.value_or(KernelConfig{});
+    return fmt::format("{} splits={} window={} softcap={} lse={} max_ctx={} holes={} share={} config={}/{}/{}/{}",
+                       cfg.describe(), opts.num_splits, opts.sliding_window ? *opts.sliding_window : 0,
                        opts.attn_logits_soft_cap ? *opts.attn_logits_soft_cap : 0.f, cfg.with_lse,
-                       opts.max_context_len ? *opts.max_context_len : -1, cfg.holes, cfg.share_pages);
+                       opts.max_context_len ? *opts.max_context_len : -1, cfg.holes, cfg.share_pages, k.tile_tokens,
+                       k.warps, k.stages, k.chunk_tokens);
   }
 };
 
@@ -91,6 +93,14 @@ Case random_case(std::uint64_t seed) {
   if (rng() % 5 == 0) o.attn_logits_soft_cap = pick(rng, {1, 5, 30});
   if (rng() % 4 == 0) o.attn_scale = 0.05f * float(uni(1, 40));
   if (rng() % 4 == 0) o.max_context_len = uni(1, 800);  // may be smaller than a real length: a hint only
+  if (rng() % 5 == 0 && g.head_dim <= 128) {
+    KernelConfig k;
+    k.warps = pick(rng, {1, 2, 4});
+    k.tile_tokens = 16 * k.warps * pick(rng, {1, 2});
+    k.stages = uni(2, 5);
+    if (rng() % 2) k.chunk_tokens = pick(rng, {16, 100, 256});
+    o.kernel_config = k;
+  }
   return c;
 }
 

@@ -3,6 +3,7 @@
 
 #include "attention/planner.hpp"
 #include "pagedjit/engine.hpp"
+#include "pagedjit/errors.hpp"
 
 using namespace pagedjit;
 
@@ -77,6 +78,28 @@ TEST_SUITE("cpu") {
         CHECK(p.v_dims * p.dv_chunks >= d);
         CHECK(p.v_dims * (p.dv_chunks - 1) < d);
       }
+  }
+
+  TEST_CASE("planner: a forced kernel config is used, or refused when it does not fit") {
+    PagedAttentionOptions o;
+    o.kernel_config = KernelConfig{32, 2, 6, 0};
+    LaunchInfo p = plan_problem(shape(8, 8, 8, 2048), o, h100);
+    CHECK(p.tile_tokens == 32);
+    CHECK(p.warps == 2);
+    CHECK(p.stages == 6);
+    o.kernel_config = KernelConfig{256, 8, 8, 0};  // far more shared memory than an SM has
+    CHECK_THROWS_AS(plan_problem(shape(8, 8, 8, 2048, 256), o, h100), InvalidArgument);
+  }
+
+  TEST_CASE("planner: a fixed chunk gives ceil(max_context_len / chunk) partitions") {
+    PagedAttentionOptions o;
+    o.kernel_config = KernelConfig{};
+    o.kernel_config->chunk_tokens = 1000;  // rounded up to a whole tile
+    const LaunchInfo p = plan_problem(shape(8, 32, 8, 8192), o, h100);
+    CHECK(p.chunk_tokens % p.tile_tokens == 0);
+    CHECK(p.chunk_tokens >= 1000);
+    CHECK(p.num_splits == (8192 + p.chunk_tokens - 1) / p.chunk_tokens);
+    CHECK(p.grid[2] == p.num_splits);
   }
 
   TEST_CASE("planner: pages_per_compute_block sets the tile") {

@@ -143,6 +143,23 @@ TEST_SUITE("cpu") {
     o.pages_per_compute_block = 2;
     CHECK_NOTHROW(validate_call(base().args(), o));
   }
+  TEST_CASE("validate: kernel_config must be complete and consistent") {
+    expect_error<InvalidArgument>(
+        [](auto&, auto& o) {
+          o.kernel_config = KernelConfig{48, 2, 3, 0};
+        },
+        "options.kernel_config");
+    expect_error<InvalidArgument>(
+        [](auto&, auto& o) {
+          o.kernel_config = KernelConfig{64, 4, 0, 0};
+        },
+        "options.kernel_config");
+    expect_error<InvalidArgument>(
+        [](auto&, auto& o) {
+          o.kernel_config = KernelConfig{0, 0, 0, -1};
+        },
+        "options.kernel_config.chunk_tokens");
+  }
   TEST_CASE("validate: negative max_context_len") {
     expect_error<InvalidArgument>([](auto&, auto& o) { o.max_context_len = -5; }, "options.max_context_len");
   }

@@ -20,7 +20,8 @@ namespace {
 using pagedjit::DType;
 
 constexpr const char* kFields[] = {"name",  "batch",    "q_heads", "kv_heads", "head_dim", "page_size", "ctx",
-                                   "dtype", "kv_dtype", "layout",  "window",   "soft_cap", "splits",    "seed"};
+                                   "dtype", "kv_dtype", "layout",  "window",   "soft_cap", "splits",    "seed",
+                                   "tile",  "warps",    "stages",  "chunk",    "max_ctx"};
 
 bool known_field(const std::string& k) {
   return std::find(std::begin(kFields), std::end(kFields), k) != std::end(kFields);
@@ -144,6 +145,16 @@ struct Builder {
       c.soft_cap = float(x);
     } else if (key == "splits") {
       c.splits = parse_i32(key, v, 0, at);
+    } else if (key == "tile") {
+      c.config.tile_tokens = parse_i32(key, v, 16, at);
+    } else if (key == "warps") {
+      c.config.warps = parse_i32(key, v, 1, at);
+    } else if (key == "stages") {
+      c.config.stages = parse_i32(key, v, 2, at);
+    } else if (key == "chunk") {
+      c.config.chunk_tokens = parse_i32(key, v, 16, at);
+    } else if (key == "max_ctx") {
+      c.max_ctx = parse_int(key, v, 1, std::numeric_limits<int>::max(), at);
     } else if (key == "seed") {
       c.seed = std::uint64_t(parse_int(key, v, 0, std::numeric_limits<std::int64_t>::max(), at));
     }
@@ -266,6 +277,8 @@ pagedjit::PagedAttentionOptions BenchCase::options() const {
   o.num_splits = splits;
   if (window) o.sliding_window = *window;
   if (soft_cap) o.attn_logits_soft_cap = *soft_cap;
+  if (config.tile_tokens || config.chunk_tokens) o.kernel_config = config;
+  if (max_ctx) o.max_context_len = *max_ctx;
   return o;
 }
 
@@ -290,6 +303,9 @@ std::string BenchCase::shape_text() const {
   if (window) s += fmt::format(" window={}", *window);
   if (soft_cap) s += fmt::format(" soft_cap={}", *soft_cap);
   if (splits) s += fmt::format(" splits={}", splits);
+  if (config.tile_tokens) s += fmt::format(" tile={}/{}w/{}s", config.tile_tokens, config.warps, config.stages);
+  if (config.chunk_tokens) s += fmt::format(" chunk={}", config.chunk_tokens);
+  if (max_ctx) s += fmt::format(" max_ctx={}", *max_ctx);
   return s;
 }
 

@@ -47,11 +47,13 @@ struct BenchCase {
   ContextSpec ctx;
   pagedjit::DType dtype = pagedjit::DType::bf16;  // q, K, V and output
   pagedjit::CacheLayout layout = pagedjit::CacheLayout::blocks_heads;
-  std::optional<std::int64_t> window;  // sliding window, tokens
-  std::optional<float> soft_cap;       // logits soft cap
-  int splits = 0;                      // options.num_splits (0: engine chooses)
-  std::uint64_t seed = 1;              // data, page order and random lengths
-  std::string origin;                  // where the case came from ("--case", a file name)
+  std::optional<std::int64_t> window;   // sliding window, tokens
+  std::optional<float> soft_cap;        // logits soft cap
+  int splits = 0;                       // options.num_splits (0: engine chooses)
+  pagedjit::KernelConfig config;        // forced tile / warps / stages / chunk (0: engine chooses)
+  std::optional<std::int64_t> max_ctx;  // options.max_context_len hint
+  std::uint64_t seed = 1;               // data, page order and random lengths
+  std::string origin;                   // where the case came from ("--case", a file name)
 
   std::vector<int> context_lens() const;
   std::int64_t tokens() const;       // sum of context lengths

@@ -24,6 +24,14 @@ struct PagedAttentionArgs {
   std::int64_t workspace_bytes = 0;
 };
 
+// Launch parameters the tuner (and the curious) may force; 0 = engine chooses.
+struct KernelConfig {
+  int tile_tokens = 0;   // tokens per pipeline stage; a multiple of 16 * warps
+  int warps = 0;         // 1..8
+  int stages = 0;        // 2..8
+  int chunk_tokens = 0;  // > 0: fixed partition length (splits = ceil(max_context_len / chunk))
+};
+
 constexpr float kDefaultMaskValue = -2.381976426469702e38f;
 
 struct PagedAttentionOptions {
@@ -37,6 +45,7 @@ struct PagedAttentionOptions {
   std::optional<std::string> megacore_mode;     // TPU only: any value is NotSupported
   bool inline_seq_dim = true;                   // false is NotSupported
   bool return_lse = false;                      // write args.lse
+  std::optional<KernelConfig> kernel_config;    // tuning override: tile shape, pipeline depth, partition length
 };
 
 // Everything about a call except its pointers: what planning and compiling need.

@@ -53,7 +53,10 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   // Tile shape: a forced one (pages_per_compute_block), else the first that
   // lets two CTAs share an SM, else the first that fits at all.
   TileConfig cfg{0, 0, 0};
-  if (o.pages_per_compute_block) {
+  const KernelConfig forced = o.kernel_config.value_or(KernelConfig{});
+  if (forced.tile_tokens) {
+    cfg = {forced.tile_tokens, forced.warps, forced.stages};
+  } else if (o.pages_per_compute_block) {
     const int tokens = std::clamp(*o.pages_per_compute_block * s.page_size, 16, 64) / 16 * 16;
     cfg = {tokens, tokens / 16, 3};
     if (smem_of(s, cfg, simt) > d.max_smem_per_block) cfg.stages = 2;
@@ -71,6 +74,10 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
         }
   }
   const int smem = cfg.tile ? smem_of(s, cfg, simt) : 0;
+  if (forced.tile_tokens && smem > d.max_smem_per_block)
+    throw InvalidArgument("options.kernel_config",
+                          fmt::format("a tile that fits {} bytes of shared memory", d.max_smem_per_block),
+                          fmt::format("{} bytes", smem));
   if (cfg.tile == 0 || smem > d.max_smem_per_block)
     throw NotSupported("query", fmt::format("head_dim {} with {} needs more shared memory than {} offers", s.head_dim,
                                             dtype_name(s.dtype), d.name));
@@ -91,7 +98,13 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   const std::int64_t slots = std::int64_t(d.sm_count) * ctas_per_sm(d, smem, info.threads, regs_estimate(s, simt));
   const std::int64_t max_useful =
       std::max<std::int64_t>(1, (s.max_context_len + kMinChunkTokens - 1) / kMinChunkTokens);
-  if (o.num_splits >= 1) {
+  info.chunk_tokens = 0;
+  if (forced.chunk_tokens > 0) {
+    info.chunk_tokens = (forced.chunk_tokens + cfg.tile - 1) / cfg.tile * cfg.tile;
+    info.num_splits =
+        int(std::clamp<std::int64_t>((s.max_context_len + info.chunk_tokens - 1) / info.chunk_tokens, 1, 65535));
+    info.source = "user";
+  } else if (o.num_splits >= 1) {
     info.num_splits = o.num_splits;
     info.source = "user";
   } else {
@@ -100,7 +113,6 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
     if (units > 0 && units * 10 < slots * 8) splits = std::max<std::int64_t>(1, slots / units);
     info.num_splits = int(std::clamp<std::int64_t>(splits, 1, std::min<std::int64_t>(max_useful, 65535)));
   }
-  info.chunk_tokens = 0;
 
   const std::string arch = jit::clamp_arch(d.arch());
   plan.decode.kind = jit::KernelKind::decode;

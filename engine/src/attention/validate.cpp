@@ -154,6 +154,17 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
     throw InvalidArgument("options.pages_per_compute_block",
                           fmt::format("1..{} (at most 4096 tokens per block)", std::max(1, 4096 / s.page_size)),
                           std::to_string(*o.pages_per_compute_block));
+  if (o.kernel_config) {
+    const KernelConfig& c = *o.kernel_config;
+    const bool shape_given = c.tile_tokens || c.warps || c.stages;
+    if (shape_given && !(c.warps >= 1 && c.warps <= 8 && c.stages >= 2 && c.stages <= 8 && c.tile_tokens > 0 &&
+                         c.tile_tokens % (16 * c.warps) == 0 && c.tile_tokens <= 256))
+      throw InvalidArgument("options.kernel_config",
+                            "tile_tokens (<= 256, a multiple of 16 * warps), warps in 1..8 and stages in 2..8, all set",
+                            fmt::format("tile_tokens {} warps {} stages {}", c.tile_tokens, c.warps, c.stages));
+    if (c.chunk_tokens < 0)
+      throw InvalidArgument("options.kernel_config.chunk_tokens", ">= 0", std::to_string(c.chunk_tokens));
+  }
   if (o.max_context_len && (*o.max_context_len < 0 || *o.max_context_len > 0x7fffffff))
     throw InvalidArgument("options.max_context_len", "a length in [0, 2^31)", std::to_string(*o.max_context_len));
 
