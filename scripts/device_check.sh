@@ -19,6 +19,7 @@ if [ "${SWEEP:-0}" = 1 ]; then scripts/perf_sweep.sh --json "$OUT/sweep.json" > 
 echo "=== gpu"; cat "$OUT/gpu.txt"
 echo "=== tests (rc=$trc)"; [ -f "$OUT/tests.log" ] && grep -E "ERROR|values|MESSAGE|\[doctest\] (test cases|assertions)|Status" "$OUT/tests.log" | head -40
 echo "=== demo (rc=$drc)"; grep -E "plan:|error:|time:|^OK|FAIL|No GPU" "$OUT/demo.log"
-echo "=== sweep (rc=$src)"; [ -f "$OUT/sweep.log" ] && grep -E "^\[|ms," "$OUT/sweep.log" | paste - - | awk '{print $2, $(NF-17), $(NF-16), $(NF-12), $(NF-11), $(NF-10)}' | head -30
+echo "=== sweep (rc=$src)"
+[ -f "$OUT/sweep.log" ] && awk '/^\[[0-9]+\/[0-9]+\]/ {name=$2} / ms, .* of read/ {print name, $1, "ms", $5, "read"}' "$OUT/sweep.log"
 echo "=== bench (rc=$brc)"; [ -f "$OUT/bench.log" ] && tail -45 "$OUT/bench.log"
 true
