@@ -20,6 +20,6 @@ echo "=== gpu"; cat "$OUT/gpu.txt"
 echo "=== tests (rc=$trc)"; [ -f "$OUT/tests.log" ] && grep -E "ERROR|values|MESSAGE|\[doctest\] (test cases|assertions)|Status" "$OUT/tests.log" | head -40
 echo "=== demo (rc=$drc)"; grep -E "plan:|error:|time:|^OK|FAIL|No GPU" "$OUT/demo.log"
 echo "=== sweep (rc=$src)"
-[ -f "$OUT/sweep.log" ] && awk '/^\[[0-9]+\/[0-9]+\]/ {name=$2} / ms, .* of read/ {print name, $1, "ms", $5, "read"}' "$OUT/sweep.log"
+[ -f "$OUT/sweep.log" ] && awk '/^\[[0-9]+\/[0-9]+\]/ {name=$2} / ms, .* of read/ {print name, $1, "ms", $3, "GB/s", $6, "of read"}' "$OUT/sweep.log"
 echo "=== bench (rc=$brc)"; [ -f "$OUT/bench.log" ] && tail -45 "$OUT/bench.log"
 true
