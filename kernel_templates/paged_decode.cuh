@@ -87,13 +87,16 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // before the copies that read them, kept until the tile's compute is done.
   auto ids = [&](int t) { return ids_ring + (t % (STAGES + 1)) * TILE; };
   auto issue = [&](int t) {
-    Loader::issue(p, k_head, v_head, dv_len, begin + t * TILE, ids(t), stage_k(t), stage_v(t), L.row_pitch, L.v_pitch);
+    Loader::issue(p, k_head, v_head, dv_len, begin + t * TILE, ids(t), smem_addr(stage_k(t)), smem_addr(stage_v(t)),
+                  L.row_pitch, L.v_pitch);
   };
+  // Bit t % (STAGES + 1): this thread stored a masked id for tile t.
+  unsigned masked_bits = 0;
 #pragma unroll
   for (int t = 0; t < STAGES; ++t) {
     if (t < ntiles) {
       loader.load_ids(p, bt_row, begin + t * TILE, end);
-      loader.store_ids(ids(t));
+      masked_bits |= unsigned(loader.store_ids(ids(t))) << (t % (STAGES + 1));
     }
   }
   __syncthreads();  // page ids and the query tile visible
@@ -110,7 +113,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
 
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<STAGES - 2>();
-    __syncthreads();  // tile t visible to all; the stage refilled below is no longer read
+    // Tile t visible to all; the stage refilled below is no longer read; and
+    // whether any token of tile t is masked (usually only the last tile).
+    const bool masked = __syncthreads_or((masked_bits >> (t % (STAGES + 1))) & 1u);
     const int tn = t + STAGES - 1;
     if (tn < ntiles) issue(tn);
     cp_async_commit();
@@ -122,10 +127,13 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       const int tok0 = warp * WT + ks * 16;
       float sc[2][4];
       math.scores(q_smem, stage_k(t), L.row_pitch, tok0, nrows, sc);
-      st.online_softmax(sc, p, ids(t), tok0);
+      st.online_softmax(sc, p, ids(t), tok0, masked);
       math.accumulate(st, sc, stage_v(t), L.v_pitch, tok0, p_tiles + warp * kTileRows * 16, dv_len);
     }
-    if (more) loader.store_ids(ids(t + STAGES));
+    if (more) {
+      const unsigned bit = 1u << ((t + STAGES) % (STAGES + 1));
+      masked_bits = loader.store_ids(ids(t + STAGES)) ? masked_bits | bit : masked_bits & ~bit;
+    }
   }
 
   // Merge the warps' states through shared memory (aliases the pipeline).

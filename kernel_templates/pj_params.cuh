@@ -17,8 +17,11 @@ struct DecodeParams {
 
   const void* k;
   const void* v;
-  i64 k_stride_page, k_stride_head, k_stride_slot;
-  i64 v_stride_page, v_stride_head, v_stride_slot;
+  // Page and slot strides fit 31 bits (validated on the host): one 32x32->64
+  // multiply per address. Head strides (applied once per CTA) may not.
+  i64 k_stride_head, v_stride_head;
+  unsigned k_stride_page, k_stride_slot;
+  unsigned v_stride_page, v_stride_slot;
 
   const int* context_lens;
   const int* block_tables;

@@ -38,45 +38,77 @@ struct TileLoader {
       pending[j] = r < TILE ? page_of(p, bt_row, tile_begin + r, end) : -1;
     }
   }
-  __device__ __forceinline__ void store_ids(int* ids) const {
+  // Stores the ids; returns whether any of this thread's tokens is masked.
+  __device__ __forceinline__ bool store_ids(int* ids) const {
+    bool masked = false;
 #pragma unroll
     for (int j = 0; j < kIdsPerThread; ++j) {
       const int r = int(threadIdx.x) + j * NT;
-      if (r < TILE) ids[r] = pending[j];
+      if (r < TILE) ids[r] = pending[j], masked |= pending[j] < 0;
     }
+    return masked;
   }
 
-  // Copies `chunks_per_row` 16-byte chunks of each of the tile's rows from
-  // `head` (this CTA's KV head, first dim) into `smem` rows of `pitch` bytes.
-  template <int kPerRowMax>
-  static __device__ __forceinline__ void copy_rows(const S* head, i64 stride_page, i64 stride_slot, int page_shift,
-                                                   int tile_begin, const int* ids, char* smem, int pitch,
-                                                   int chunks_per_row) {
+  // Copies `kChunks` 16-byte chunks of each of the tile's rows: row r of the
+  // tile from `head` (page ids[r], slot (tile_begin + r) mod page_size) into
+  // shared memory at `dst` + r * pitch. With `head2` set, the same rows of a
+  // second tensor go to `dst2` (keys and values share every page lookup).
+  template <int kChunks, bool kTwo>
+  static __device__ __forceinline__ void copy_rows(const S* head, unsigned stride_page, unsigned stride_slot,
+                                                   const S* head2, unsigned stride_page2, unsigned stride_slot2,
+                                                   int page_shift, int tile_begin, const int* ids, u32 dst, u32 dst2,
+                                                   int pitch, int chunks) {
     const int slot_mask = (1 << page_shift) - 1;
-    constexpr int kPerThread = (TILE * kPerRowMax + NT - 1) / NT;
-    const int chunks = TILE * chunks_per_row;
-#pragma unroll 4
-    for (int j = 0; j < kPerThread; ++j) {
-      const int c = int(threadIdx.x) + j * NT;
-      if (c >= chunks) break;
-      const int row = c / chunks_per_row;
-      const int col = c % chunks_per_row;
+    constexpr bool kRegular = NT % kChunks == 0 && (TILE * kChunks) % NT == 0;
+    constexpr int kPerThread = (TILE * kChunks + NT - 1) / NT;
+    if (kRegular && chunks == kChunks) {
+      // Each thread keeps one column and walks rows NT / kChunks apart.
+      const int col = int(threadIdx.x) % kChunks;
+      const int row0 = int(threadIdx.x) / kChunks;
+      const S* src = head + col * kElemsPerChunk;
+      const S* src2 = head2 + col * kElemsPerChunk;
+      const u32 d0 = dst + u32(row0 * pitch + col * 16), d1 = dst2 + u32(row0 * pitch + col * 16);
+#pragma unroll
+      for (int j = 0; j < kPerThread; ++j) {
+        const int row = row0 + j * (NT / kChunks);
+        const int pg = ids[row];
+        const unsigned slot = unsigned(tile_begin + row) & unsigned(slot_mask);
+        const int bytes = pg >= 0 ? 16 : 0;
+        const unsigned page = pg >= 0 ? unsigned(pg) : 0u;
+        cp_async16(d0 + u32(j * (NT / kChunks) * pitch), src + wide(page, stride_page) + wide(slot, stride_slot),
+                   bytes);
+        if (kTwo)
+          cp_async16(d1 + u32(j * (NT / kChunks) * pitch), src2 + wide(page, stride_page2) + wide(slot, stride_slot2),
+                     bytes);
+      }
+      return;
+    }
+    for (int c = int(threadIdx.x); c < TILE * chunks; c += NT) {
+      const int row = c / chunks, col = c % chunks;
       const int pg = ids[row];
       const i64 slot = (tile_begin + row) & slot_mask;
-      const S* src = pg >= 0 ? head + i64(pg) * stride_page + slot * stride_slot + i64(col) * kElemsPerChunk : head;
-      cp_async16(smem_addr(smem + row * pitch + col * 16), src, pg >= 0 ? 16 : 0);
+      const i64 page = pg >= 0 ? pg : 0;
+      const u32 off = u32(row * pitch + col * 16);
+      const int bytes = pg >= 0 ? 16 : 0;
+      cp_async16(dst + off, head + page * stride_page + slot * stride_slot + col * kElemsPerChunk, bytes);
+      if (kTwo) cp_async16(dst2 + off, head2 + page * stride_page2 + slot * stride_slot2 + col * kElemsPerChunk, bytes);
     }
   }
 
   // Issue the asynchronous copies of one tile whose page ids are in `ids`.
   // v_head points at this CTA's first output dim; dv_len <= DV dims are loaded.
   static __device__ __forceinline__ void issue(const DecodeParams& p, const S* k_head, const S* v_head, int dv_len,
-                                               int tile_begin, const int* ids, char* k_smem, char* v_smem, int k_pitch,
+                                               int tile_begin, const int* ids, u32 k_smem, u32 v_smem, int k_pitch,
                                                int v_pitch) {
-    copy_rows<kChunksK>(k_head, p.k_stride_page, p.k_stride_slot, p.page_shift, tile_begin, ids, k_smem, k_pitch,
-                        kChunksK);
-    copy_rows<kChunksV>(v_head, p.v_stride_page, p.v_stride_slot, p.page_shift, tile_begin, ids, v_smem, v_pitch,
-                        DV == HEAD_DIM ? kChunksV : dv_len / kElemsPerChunk);
+    if constexpr (DV == HEAD_DIM) {  // same row pitch: one walk over the rows for both
+      copy_rows<kChunksK, true>(k_head, p.k_stride_page, p.k_stride_slot, v_head, p.v_stride_page, p.v_stride_slot,
+                                p.page_shift, tile_begin, ids, k_smem, v_smem, k_pitch, kChunksK);
+      return;
+    }
+    copy_rows<kChunksK, false>(k_head, p.k_stride_page, p.k_stride_slot, nullptr, 0, 0, p.page_shift, tile_begin, ids,
+                               k_smem, 0, k_pitch, kChunksK);
+    copy_rows<kChunksV, false>(v_head, p.v_stride_page, p.v_stride_slot, nullptr, 0, 0, p.page_shift, tile_begin, ids,
+                               v_smem, 0, v_pitch, dv_len / kElemsPerChunk);
   }
 };
 

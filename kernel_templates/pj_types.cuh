@@ -96,6 +96,12 @@ __device__ __forceinline__ void unpack16(T t, const uint4& v, float* out) {
   }
 }
 
+// 32 x 32 -> 64-bit product: a single IMAD.WIDE.U32 (a plain i64 multiply
+// costs four instructions).
+__device__ __forceinline__ long long wide(unsigned a, unsigned b) {
+  return (long long)(((unsigned long long)a) * ((unsigned long long)b));
+}
+
 __device__ __forceinline__ float fast_exp2(float x) {
   float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));

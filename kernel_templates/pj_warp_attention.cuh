@@ -28,19 +28,33 @@ struct WarpState {
 
   // s: raw scores of 16 tokens (two n-tiles); turns them into probabilities in
   // place and rescales the accumulator when the running max moves.
-  // ids: the tile's page ids (-1 = masked token).
-  __device__ __forceinline__ void online_softmax(float (&s)[2][4], const DecodeParams& p, const int* ids, int tok0) {
+  // ids: the tile's page ids (-1 = masked token), read only when `masked`
+  // says the tile has any (its last tile, or a bad block-table entry).
+  __device__ __forceinline__ void online_softmax(float (&s)[2][4], const DecodeParams& p, const int* ids, int tok0,
+                                                 bool masked) {
     const int tig = threadIdx.x % 4;
+    if (p.soft_cap > 0.f) {
+      const float inv_cap = 1.f / p.soft_cap;
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
+      for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float x = s[nt][i] * p.scale;
-        if (p.soft_cap > 0.f) x = p.soft_cap * tanhf(x / p.soft_cap);
-        const bool valid = ids[tok0 + nt * 8 + 2 * tig + (i & 1)] >= 0;
-        s[nt][i] = valid ? x * kLog2e : neg_inf();
+        for (int i = 0; i < 4; ++i) s[nt][i] = p.soft_cap * kLog2e * tanhf(s[nt][i] * p.scale * inv_cap);
+    } else {
+      const float scale_log2 = p.scale * kLog2e;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s[nt][i] *= scale_log2;
+    }
+    if (masked) {
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const int2 id = *reinterpret_cast<const int2*>(ids + tok0 + nt * 8 + 2 * tig);
+        if (id.x < 0) s[nt][0] = s[nt][2] = neg_inf();
+        if (id.y < 0) s[nt][1] = s[nt][3] = neg_inf();
       }
     }
+    float a[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
@@ -62,10 +76,14 @@ struct WarpState {
       }
       l[r] = l[r] * alpha + sum;
       m[r] = m_new;
+      a[r] = alpha;
+    }
+    // The running max settles after a few tiles: rescale only when it moved.
+    if (__any_sync(0xffffffffu, a[0] != 1.f || a[1] != 1.f)) {
 #pragma unroll
       for (int i = 0; i < DV / 8; ++i) {
-        o[i][2 * r] *= alpha;
-        o[i][2 * r + 1] *= alpha;
+        o[i][0] *= a[0], o[i][1] *= a[0];
+        o[i][2] *= a[1], o[i][3] *= a[1];
       }
     }
   }
@@ -84,7 +102,7 @@ struct MmaMath {
     const int i = lane / 8;
     const int row = (lane & 7) + (i & 1) * 8;
     const int col = kd * 16 + (i >> 1) * 8;
-    ldmatrix_x4(smem_addr(q_smem + row * pitch + col * 2), a[0], a[1], a[2], a[3]);
+    ldmatrix_x4(smem_addr(q_smem) + u32(row * pitch + col * 2), a[0], a[1], a[2], a[3]);
   }
 
   __device__ __forceinline__ void prepare(const char* q_smem, int pitch) {
@@ -100,8 +118,8 @@ struct MmaMath {
     const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-    const int krow = tok0 + (lane & 7) + (lane >> 4) * 8;
-    const int kcol = ((lane >> 3) & 1) * 8;
+    // Per-lane base address once; the k-steps are immediate offsets from it.
+    const u32 kbase = smem_addr(k_smem) + u32((tok0 + (lane & 7) + (lane >> 4) * 8) * pitch + ((lane >> 3) & 1) * 16);
 #pragma unroll
     for (int kd = 0; kd < HEAD_DIM / 16; ++kd) {
       u32 a[4];
@@ -111,7 +129,7 @@ struct MmaMath {
         load_q_frag(q_smem, pitch, kd, a);
       }
       u32 b0, b1, b2, b3;
-      ldmatrix_x4(smem_addr(k_smem + krow * pitch + (kd * 16 + kcol) * 2), b0, b1, b2, b3);
+      ldmatrix_x4(kbase + u32(kd * 32), b0, b1, b2, b3);
       mma16816(T(), s[0], a, b0, b1);
       mma16816(T(), s[1], a, b2, b3);
     }
@@ -128,13 +146,12 @@ struct MmaMath {
     a[2] = pack2(T(), pr[1][0], pr[1][1]);
     a[3] = pack2(T(), pr[1][2], pr[1][3]);
     const int i = lane / 8;
-    const int vrow = tok0 + (lane & 7) + (i & 1) * 8;
-    const int vcol = (i >> 1) * 8;
+    const u32 vbase = smem_addr(v_smem) + u32((tok0 + (lane & 7) + (i & 1) * 8) * pitch + (i >> 1) * 16);
 #pragma unroll
     for (int dp = 0; dp < DV / 16; ++dp) {
       if (DV != HEAD_DIM && dp * 16 >= dv_len) break;
       u32 b0, b1, b2, b3;
-      ldmatrix_x4_trans(smem_addr(v_smem + vrow * pitch + (dp * 16 + vcol) * 2), b0, b1, b2, b3);
+      ldmatrix_x4_trans(vbase + u32(dp * 32), b0, b1, b2, b3);
       mma16816(T(), st.o[2 * dp], a, b0, b1);
       mma16816(T(), st.o[2 * dp + 1], a, b2, b3);
     }

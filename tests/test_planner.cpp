@@ -102,6 +102,16 @@ TEST_SUITE("cpu") {
     CHECK(p.grid[2] == p.num_splits);
   }
 
+  TEST_CASE("planner: a forced v_dims cuts the output dims into chunks") {
+    PagedAttentionOptions o;
+    o.kernel_config = KernelConfig{};
+    o.kernel_config->v_dims = 128;
+    const LaunchInfo p = plan_problem(shape(8, 16, 8, 2048, 256), o, h100);
+    CHECK(p.v_dims == 128);
+    CHECK(p.dv_chunks == 2);
+    CHECK(p.grid[0] == 16);
+  }
+
   TEST_CASE("planner: pages_per_compute_block sets the tile") {
     PagedAttentionOptions o;
     o.pages_per_compute_block = 2;  // 32 tokens of 16-token pages

@@ -159,6 +159,11 @@ TEST_SUITE("cpu") {
           o.kernel_config = KernelConfig{0, 0, 0, -1};
         },
         "options.kernel_config.chunk_tokens");
+    expect_error<InvalidArgument>(
+        [](auto&, auto& o) {
+          o.kernel_config = KernelConfig{0, 0, 0, 0, 40};
+        },
+        "options.kernel_config.v_dims");
   }
   TEST_CASE("validate: negative max_context_len") {
     expect_error<InvalidArgument>([](auto&, auto& o) { o.max_context_len = -5; }, "options.max_context_len");

@@ -21,7 +21,7 @@ using pagedjit::DType;
 
 constexpr const char* kFields[] = {"name",  "batch",    "q_heads", "kv_heads", "head_dim", "page_size", "ctx",
                                    "dtype", "kv_dtype", "layout",  "window",   "soft_cap", "splits",    "seed",
-                                   "tile",  "warps",    "stages",  "chunk",    "max_ctx"};
+                                   "tile",  "warps",    "stages",  "chunk",    "max_ctx",  "dv"};
 
 bool known_field(const std::string& k) {
   return std::find(std::begin(kFields), std::end(kFields), k) != std::end(kFields);
@@ -153,6 +153,8 @@ struct Builder {
       c.config.stages = parse_i32(key, v, 2, at);
     } else if (key == "chunk") {
       c.config.chunk_tokens = parse_i32(key, v, 16, at);
+    } else if (key == "dv") {
+      c.config.v_dims = parse_i32(key, v, 16, at);
     } else if (key == "max_ctx") {
       c.max_ctx = parse_int(key, v, 1, std::numeric_limits<int>::max(), at);
     } else if (key == "seed") {
@@ -277,7 +279,7 @@ pagedjit::PagedAttentionOptions BenchCase::options() const {
   o.num_splits = splits;
   if (window) o.sliding_window = *window;
   if (soft_cap) o.attn_logits_soft_cap = *soft_cap;
-  if (config.tile_tokens || config.chunk_tokens) o.kernel_config = config;
+  if (config.tile_tokens || config.chunk_tokens || config.v_dims) o.kernel_config = config;
   if (max_ctx) o.max_context_len = *max_ctx;
   return o;
 }
@@ -305,6 +307,7 @@ std::string BenchCase::shape_text() const {
   if (splits) s += fmt::format(" splits={}", splits);
   if (config.tile_tokens) s += fmt::format(" tile={}/{}w/{}s", config.tile_tokens, config.warps, config.stages);
   if (config.chunk_tokens) s += fmt::format(" chunk={}", config.chunk_tokens);
+  if (config.v_dims) s += fmt::format(" dv={}", config.v_dims);
   if (max_ctx) s += fmt::format(" max_ctx={}", *max_ctx);
   return s;
 }

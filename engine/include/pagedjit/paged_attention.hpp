@@ -30,6 +30,7 @@ struct KernelConfig {
   int warps = 0;         // 1..8
   int stages = 0;        // 2..8
   int chunk_tokens = 0;  // > 0: fixed partition length (splits = ceil(max_context_len / chunk))
+  int v_dims = 0;        // output dims per CTA (a multiple of 16 <= head_dim, at most 256)
 };
 
 constexpr float kDefaultMaskValue = -2.381976426469702e38f;

@@ -25,12 +25,12 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   if (s.layout == CacheLayout::blocks_tokens) ab = 0, ah = 2, as = 1;
   p.k = a.key_cache.data;
   p.v = a.value_cache.data;
-  p.k_stride_page = a.key_cache.strides[ab];
+  p.k_stride_page = unsigned(a.key_cache.strides[ab]);  // < 2^31: validated
   p.k_stride_head = a.key_cache.strides[ah];
-  p.k_stride_slot = a.key_cache.strides[as];
-  p.v_stride_page = a.value_cache.strides[ab];
+  p.k_stride_slot = unsigned(a.key_cache.strides[as]);
+  p.v_stride_page = unsigned(a.value_cache.strides[ab]);
   p.v_stride_head = a.value_cache.strides[ah];
-  p.v_stride_slot = a.value_cache.strides[as];
+  p.v_stride_slot = unsigned(a.value_cache.strides[as]);
   p.context_lens = static_cast<const int*>(a.context_lens.data);
   p.block_tables = static_cast<const int*>(a.block_tables.data);
   p.bt_stride = a.block_tables.strides[0];

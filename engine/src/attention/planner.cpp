@@ -26,9 +26,8 @@ int v_dims_of(int head_dim) {
   return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
 }
 
-int smem_of(const ProblemShape& s, const TileConfig& c, bool simt) {
-  return pj::decode_smem(s.head_dim, v_dims_of(s.head_dim), int(dtype_size(s.dtype)), c.tile, c.warps, c.stages, simt)
-      .total;
+int smem_of(const ProblemShape& s, int dv, const TileConfig& c, bool simt) {
+  return pj::decode_smem(s.head_dim, dv, int(dtype_size(s.dtype)), c.tile, c.warps, c.stages, simt).total;
 }
 
 // Rough per-thread register use, for the occupancy estimate only.
@@ -54,26 +53,27 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   // lets two CTAs share an SM, else the first that fits at all.
   TileConfig cfg{0, 0, 0};
   const KernelConfig forced = o.kernel_config.value_or(KernelConfig{});
+  const int dv = forced.v_dims ? forced.v_dims : v_dims_of(s.head_dim);
   if (forced.tile_tokens) {
     cfg = {forced.tile_tokens, forced.warps, forced.stages};
   } else if (o.pages_per_compute_block) {
     const int tokens = std::clamp(*o.pages_per_compute_block * s.page_size, 16, 64) / 16 * 16;
     cfg = {tokens, tokens / 16, 3};
-    if (smem_of(s, cfg, simt) > d.max_smem_per_block) cfg.stages = 2;
+    if (smem_of(s, dv, cfg, simt) > d.max_smem_per_block) cfg.stages = 2;
   } else {
     for (const auto& c : kTileConfigs)
-      if (smem_of(s, c, simt) + 1024 <= d.max_smem_per_sm / 2) {
+      if (smem_of(s, dv, c, simt) + 1024 <= d.max_smem_per_sm / 2) {
         cfg = c;
         break;
       }
     if (cfg.tile == 0)
       for (const auto& c : kTileConfigs)
-        if (smem_of(s, c, simt) <= d.max_smem_per_block) {
+        if (smem_of(s, dv, c, simt) <= d.max_smem_per_block) {
           cfg = c;
           break;
         }
   }
-  const int smem = cfg.tile ? smem_of(s, cfg, simt) : 0;
+  const int smem = cfg.tile ? smem_of(s, dv, cfg, simt) : 0;
   if (forced.tile_tokens && smem > d.max_smem_per_block)
     throw InvalidArgument("options.kernel_config",
                           fmt::format("a tile that fits {} bytes of shared memory", d.max_smem_per_block),
@@ -90,7 +90,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.smem_bytes = smem;
   info.head_chunks = (group + pj::kTileRows - 1) / pj::kTileRows;
   info.heads_per_cta = (group + info.head_chunks - 1) / info.head_chunks;
-  info.v_dims = v_dims_of(s.head_dim);
+  info.v_dims = dv;
   info.dv_chunks = (s.head_dim + info.v_dims - 1) / info.v_dims;
 
   // Partitions: enough CTAs to fill every SM, none smaller than kMinChunkTokens.

@@ -108,6 +108,9 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
     throw InvalidArgument("key_cache", fmt::format("page_size a power of two in [1, 256] ({})", dims),
                           std::to_string(s.page_size));
   if (s.num_blocks < 1) throw InvalidArgument("key_cache", "num_blocks >= 1", k.describe());
+  for (auto [t, n] : {std::pair{&k, "key_cache"}, {&v, "value_cache"}})
+    if (t->strides[ax_blocks] >= (std::int64_t(1) << 31) || t->strides[ax_slots] >= (std::int64_t(1) << 31))
+      throw NotSupported(n, fmt::format("page and slot strides below 2^31 elements ({})", t->describe()));
 
   const TensorView& cl = a.context_lens;
   expect_rank(cl, "context_lens", 1, "[num_seqs]");
@@ -162,6 +165,10 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
       throw InvalidArgument("options.kernel_config",
                             "tile_tokens (<= 256, a multiple of 16 * warps), warps in 1..8 and stages in 2..8, all set",
                             fmt::format("tile_tokens {} warps {} stages {}", c.tile_tokens, c.warps, c.stages));
+    if (c.v_dims < 0 || c.v_dims % 16 != 0 || c.v_dims > std::min(256, s.head_dim))
+      throw InvalidArgument("options.kernel_config.v_dims",
+                            fmt::format("0 or a multiple of 16 up to {}", std::min(256, s.head_dim)),
+                            std::to_string(c.v_dims));
     if (c.chunk_tokens < 0)
       throw InvalidArgument("options.kernel_config.chunk_tokens", ">= 0", std::to_string(c.chunk_tokens));
   }
