@@ -2,8 +2,20 @@
 
 #include <fmt/format.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "pagedjit/driver.hpp"
@@ -13,8 +25,6 @@
 
 namespace pjbench {
 namespace {
-
-using pagedjit::DType;
 
 std::string error_text(const pagedjit::Error& e) {
   return fmt::format("{}: {}", pagedjit::error_code_name(e.code()), e.what());
@@ -97,68 +107,258 @@ Json graph_time(pagedjit::Engine& engine, const std::vector<pagedjit::PagedAtten
   return out;
 }
 
-// Cold compile of a (dtype, head_dim) pair this process has not compiled:
-// decode + combine, then one more decode specialization of the same pair with
-// a forced tile (its combine kernel is then cached: one kernel alone).
-Json compile_time(const pagedjit::DeviceInfo& device, const std::set<std::pair<DType, int>>& used) {
-  const std::pair<DType, int> candidates[] = {{DType::f16, 96},  {DType::f16, 80},  {DType::bf16, 96},
-                                              {DType::f16, 112}, {DType::bf16, 80}, {DType::f16, 64},
-                                              {DType::bf16, 64}, {DType::f16, 192}, {DType::f32, 96}};
-  const std::pair<DType, int>* pick = nullptr;
-  for (const auto& c : candidates)
-    if (!used.count(c)) {
-      pick = &c;
-      break;
-    }
-  if (!pick) return Json{{"error", "every candidate (dtype, head_dim) pair was already compiled in this run"}};
-  pagedjit::ProblemShape shape;
-  shape.num_seqs = 1;
-  shape.num_heads = 32;
-  shape.num_kv_heads = 8;
-  shape.head_dim = pick->second;
-  shape.page_size = 16;
-  shape.max_blocks = 64;
-  shape.num_blocks = 64;
-  shape.dtype = shape.out_dtype = pick->first;
-  shape.max_context_len = 1024;
-  Json out{{"dtype", pagedjit::dtype_name(pick->first)}, {"head_dim", pick->second}, {"clock", "host steady clock"}};
-  try {
-    // TODO(disk cache): once kernels persist on disk, a kernel of an earlier
-    // run may come from there: measure in a child process with
-    // PAGEDJIT_CACHE_DIR set to an empty directory (and the warm-cache load in
-    // a second child on the same directory).
-    double t0 = host_seconds();
-    const pagedjit::LaunchInfo first = pagedjit::precompile(shape, {}, device);
-    out["pair_ms"] = (host_seconds() - t0) * 1e3;
-    // NVRTC takes hundreds of ms; a few ms means the kernels came from a cache.
-    out["suspect_cache_hit"] = out["pair_ms"].get<double>() < 50;
-    out["pair_kernels"] = Json{first.decode_kernel, "combine"};
-    pagedjit::PagedAttentionOptions forced;
-    forced.pages_per_compute_block = first.tile_tokens == 16 ? 2 : 1;
-    const pagedjit::LaunchInfo plan = pagedjit::plan_problem(shape, forced, device);
-    if (plan.decode_kernel != first.decode_kernel) {
-      t0 = host_seconds();
-      pagedjit::precompile(shape, forced, device);
-      out["single_ms"] = (host_seconds() - t0) * 1e3;
-      out["single_kernel"] = plan.decode_kernel;
-    } else {
-      out["single_ms"] = nullptr;
-      out["single_kernel"] = "n/a: a forced tile gave the same kernel";
-    }
-  } catch (const pagedjit::Error& e) {
-    out["error"] = error_text(e);
+// ---------------------------------------------------------------------------
+// Run-time compilation (BENCHMARK.md target 5), measured in two child
+// processes of this binary on one new, empty cache directory: the first
+// compiles (nothing on disk, nothing in its memory), the second finds the same
+// kernels in the disk cache.
+
+// Entries (.pjk files) in the cache directory; 0 when it does not exist.
+int count_entries(const std::string& dir) {
+  std::error_code ec;
+  int n = 0;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".pjk") ++n;
+  return n;
+}
+
+// The measurement of one child; fills `out` as it goes, so what was measured
+// before an error is still reported.
+void child_measure(bool warm, const std::string& dir, int ordinal, Json& out) {
+  const int before = count_entries(dir);
+  out["entries_before"] = before;
+  if (!warm && before != 0)
+    throw std::runtime_error(
+        fmt::format("{} holds {} cache entries: a cold compile needs an empty directory", dir, before));
+  if (warm && before == 0) throw std::runtime_error(fmt::format("{} holds no cache entries to load", dir));
+
+  // Plan for the real device when this process has one (its engine is made
+  // before the clock starts), else for the H100 preset.
+  std::unique_ptr<pagedjit::Engine> engine;
+  pagedjit::DeviceInfo dev = pagedjit::DeviceInfo::h100_sxm();
+  if (pagedjit::device_count() > ordinal) {
+    engine = std::make_unique<pagedjit::Engine>(ordinal);
+    dev = engine->device();
+    out["device"] = dev.name;
+  } else {
+    out["device"] =
+        fmt::format("none ({}); planned for the {} preset", pagedjit::device_unavailable_reason(), dev.name);
   }
+  out["arch"] = dev.arch();
+
+  // The tiny call of the small-call section; its decode kernel is the
+  // specialization measured. A forced other tile gives a second decode kernel
+  // of the same shape that shares the combine kernel.
+  const BenchCase tiny = tiny_case();
+  out["case"] = tiny.shape_text();
+  const pagedjit::testing::HostProblem host(tiny.problem(0));
+  const pagedjit::PagedAttentionOptions opts = tiny.options();
+  const pagedjit::ProblemShape shape = pagedjit::validate_call(host.args(), opts);
+  const pagedjit::LaunchInfo plan = pagedjit::plan_problem(shape, opts, dev);
+  pagedjit::PagedAttentionOptions other = opts;
+  other.pages_per_compute_block = plan.tile_tokens == shape.page_size ? 2 : 1;
+  const pagedjit::LaunchInfo other_plan = pagedjit::plan_problem(shape, other, dev);
+  if (other_plan.decode_kernel == plan.decode_kernel)
+    throw std::runtime_error("a forced tile gave the same decode kernel: no second specialization to time");
+
+  // 1. The process's first lookups: the other tile's decode kernel and the
+  //    combine kernel (precompile fetches both).
+  double t0 = host_seconds();
+  pagedjit::precompile(shape, other, dev);
+  const double first_ms = (host_seconds() - t0) * 1e3;
+  const int after_first = count_entries(dir);
+  out["first_lookups"] = Json{{"ms", first_ms},
+                              {"kernels", Json{other_plan.decode_kernel, "its combine kernel"}},
+                              {"options", fmt::format("pages_per_compute_block={}", *other.pages_per_compute_block)},
+                              {"entries_added", after_first - before}};
+  // 2. The specialization: the tiny call's decode kernel alone (its combine
+  //    kernel is now in this process's memory cache).
+  t0 = host_seconds();
+  pagedjit::precompile(shape, opts, dev);
+  const double one_ms = (host_seconds() - t0) * 1e3;
+  const int after = count_entries(dir);
+  out["specialization"] = Json{{"ms", one_ms}, {"kernel", plan.decode_kernel}, {"entries_added", after - after_first}};
+  out["entries_after"] = after;
+
+  if (!engine) {
+    out["gpu"] = Json{{"note", "no GPU in this process: loading the module on a GPU was not measured"}};
+    return;
+  }
+  // 3. Loading onto the GPU: the first call of the tiny problem against a
+  //    second identical one.
+  try {
+    const pagedjit::DriverApi& d = pagedjit::driver();
+    const HelperKernels helpers(dev);
+    pagedjit::testing::DeviceProblem problem(tiny.problem(0));
+    pagedjit::PagedAttentionArgs args = problem.args();
+    const std::int64_t ws_bytes = engine->workspace_bytes(args, opts);
+    pagedjit::DeviceBuffer workspace;
+    if (ws_bytes > 0) {
+      workspace = pagedjit::DeviceBuffer(std::size_t(ws_bytes));
+      args.workspace = workspace.data();
+      args.workspace_bytes = ws_bytes;
+    }
+    CUstream stream = nullptr;
+    pagedjit::check(d.cuLaunchKernel(helpers.empty(), 1, 1, 1, 32, 1, 1, 0, stream, nullptr, nullptr),
+                    "cuLaunchKernel(pj_bench_empty)");
+    pagedjit::check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
+    pagedjit::LaunchInfo info;
+    const auto timed_call = [&] {
+      const double s = host_seconds();
+      info = engine->paged_attention(args, opts, stream);
+      pagedjit::check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
+      return (host_seconds() - s) * 1e3;
+    };
+    const double first = timed_call();
+    const double second = timed_call();
+    const int kernels = info.combine_kernel.empty() ? 1 : 2;
+    out["gpu"] = Json{{"method",
+                       "host clock around Engine::paged_attention of the tiny call plus a stream synchronize, first "
+                       "call after the lookups above minus a second identical call: loading the call's modules onto "
+                       "the GPU (cuLibraryLoadData, lazy loading at first launch); caller-provided workspace; an "
+                       "empty kernel ran first, so the context's own first-launch cost is not counted"},
+                      {"first_call_ms", first},
+                      {"second_call_ms", second},
+                      {"first_call_overhead_ms", first - second},
+                      {"kernels_loaded", kernels},
+                      {"decode_kernel", info.decode_kernel}};
+    if (info.decode_kernel != plan.decode_kernel)
+      out["gpu"]["note"] = "the call used another decode kernel than the one timed above";
+  } catch (const pagedjit::Error& e) {
+    out["gpu"] = Json{{"error", error_text(e)}};
+  }
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string tail_of_file(const std::string& path, std::size_t max_chars) {
+  std::ifstream f(path);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text.size() > max_chars ? "..." + text.substr(text.size() - max_chars) : text;
+}
+
+// Runs this binary in child mode and returns the JSON line it printed (with
+// "error" when it failed or printed none).
+Json run_child(const std::string& exe, const std::string& mode, const std::string& dir, int ordinal,
+               const std::string& stderr_file) {
+  const std::string cmd = fmt::format("{} {} {} {} --device {} 2>{}", shell_quote(exe), kChildCompileTimingFlag, mode,
+                                      shell_quote(dir), ordinal, shell_quote(stderr_file));
+  const double t0 = host_seconds();
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (!pipe) return Json{{"error", fmt::format("popen({}): {}", cmd, std::strerror(errno))}};
+  std::string text;
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) text.append(buf, n);
+  const int status = ::pclose(pipe);
+  const double wall_ms = (host_seconds() - t0) * 1e3;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  const std::size_t nl = text.rfind('\n');
+  Json out = Json::parse(nl == std::string::npos ? text : text.substr(nl + 1), nullptr, false);
+  if (out.is_discarded() || !out.is_object())
+    out = Json{{"error", "the child printed no JSON line"}, {"stdout", text.substr(0, 2000)}};
+  const std::string err = tail_of_file(stderr_file, 2000);
+  if (!err.empty()) out["stderr"] = err;
+  if (!out.contains("error") && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    out["error"] = fmt::format("the child exited with status {}", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  out["child_command"] = cmd;
+  out["child_wall_ms"] = wall_ms;
   return out;
 }
 
+// Both children on one new temporary directory, removed afterwards.
+// Returns {cold, warm}.
+std::pair<Json, Json> compile_and_load(int ordinal) {
+  std::error_code ec;
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) {
+    const Json e{{"error", fmt::format("cannot find this program (/proc/self/exe): {}", ec.message())}};
+    return {e, e};
+  }
+  std::filesystem::path tmp = std::filesystem::temp_directory_path(ec);
+  if (ec) tmp = "/tmp";
+  std::string root = (tmp / "pagedjit-bench-XXXXXX").string();
+  if (!::mkdtemp(root.data())) {
+    const Json e{{"error", fmt::format("mkdtemp({}): {}", root, std::strerror(errno))}};
+    return {e, e};
+  }
+  const std::string dir = root + "/cache";
+  std::filesystem::create_directory(dir, ec);
+  Json cold = run_child(exe, "cold", dir, ordinal, root + "/cold.stderr");
+  Json warm = cold.contains("error") ? Json{{"error", "not run: the cold-compile child failed"}}
+                                     : run_child(exe, "warm", dir, ordinal, root + "/warm.stderr");
+  std::filesystem::remove_all(root, ec);
+  return {cold, warm};
+}
 }  // namespace
 
 BenchCase tiny_case() {
   return parse_case_string("name=tiny,batch=1,q_heads=32,kv_heads=8,head_dim=128,page_size=16,ctx=1024,dtype=bf16");
 }
 
-Json run_small_calls(pagedjit::Engine& engine, const HelperKernels& kernels,
-                     const std::set<std::pair<DType, int>>& used, const RunSettings& s, CUstream stream) {
+int run_compile_timing_child(const std::vector<std::string>& args) {
+  Json out;
+  const bool usage_ok = (args.size() == 2 || (args.size() == 4 && args[2] == "--device")) &&
+                        (args[0] == "cold" || args[0] == "warm") && !args[1].empty();
+  int ordinal = 0;
+  if (usage_ok && args.size() == 4) {
+    try {
+      std::size_t used = 0;
+      ordinal = std::stoi(args[3], &used);
+      if (used != args[3].size() || ordinal < 0) ordinal = -1;
+    } catch (const std::exception&) {
+      ordinal = -1;
+    }
+  }
+  if (!usage_ok || ordinal < 0) {
+    out["error"] = fmt::format("usage: pagedjit-bench {} cold|warm DIR [--device N]", kChildCompileTimingFlag);
+    fmt::print("{}\n", out.dump());
+    return 2;
+  }
+  const bool warm = args[0] == "warm";
+  const std::string& dir = args[1];
+  // The environment the engine reads when its kernel cache first starts (not
+  // yet in this process): this directory, enabled, no size cap to evict with,
+  // and for the warm child no compiling at all.
+  ::unsetenv("PAGEDJIT_CACHE");
+  ::unsetenv("PAGEDJIT_CACHE_MAX_BYTES");
+  ::setenv("PAGEDJIT_CACHE_DIR", dir.c_str(), 1);
+  if (warm)
+    ::setenv("PAGEDJIT_JIT", "off", 1);
+  else
+    ::unsetenv("PAGEDJIT_JIT");
+  out["mode"] = args[0];
+  out["cache_dir"] = dir;
+  out["env"] = fmt::format("PAGEDJIT_CACHE_DIR={}{}", dir, warm ? " PAGEDJIT_JIT=off" : "");
+  out["method"] =
+      warm ? "a second fresh process on the cold child's cache directory, with PAGEDJIT_JIT=off (a kernel not found "
+             "on disk is an error, so nothing is compiled); host steady clock around pagedjit::precompile(), i.e. "
+             "KernelCache::get through to the kernel in host memory: key, entry file read, checksum, metadata (not "
+             "yet loaded on a GPU: see gpu)"
+           : "a fresh process whose PAGEDJIT_CACHE_DIR is a new empty directory; host steady clock around "
+             "pagedjit::precompile(), i.e. KernelCache::get through to the kernel in host memory: key, disk lookup "
+             "(a miss), cross-process compile lock, NVRTC compile, entry written to disk";
+  out["clock"] = "host steady clock";
+  int status = 0;
+  try {
+    child_measure(warm, dir, ordinal, out);
+  } catch (const pagedjit::Error& e) {
+    out["error"] = error_text(e);
+    status = 1;
+  } catch (const std::exception& e) {
+    out["error"] = e.what();
+    status = 1;
+  }
+  fmt::print("{}\n", out.dump());
+  return status;
+}
+
+Json run_small_calls(pagedjit::Engine& engine, const HelperKernels& kernels, const RunSettings& s, CUstream stream) {
   const pagedjit::DriverApi& d = pagedjit::driver();
   const BenchCase tiny = tiny_case();
   Json out;
@@ -199,9 +399,9 @@ Json run_small_calls(pagedjit::Engine& engine, const HelperKernels& kernels,
   } catch (const pagedjit::Error& e) {
     out["error"] = error_text(e);
   }
-  out["compile"] = compile_time(engine.device(), used);
-  out["warm_cache_load"] =
-      Json{{"ms", nullptr}, {"note", "n/a (disk cache not built yet)"}, {"todo", true}};  // TODO(disk cache issue)
+  auto [cold, warm] = compile_and_load(engine.device().ordinal);
+  out["compile"] = std::move(cold);
+  out["warm_cache_load"] = std::move(warm);
   return out;
 }
 
