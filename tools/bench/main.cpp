@@ -36,7 +36,7 @@ usage: pagedjit-bench [options]
 Measures the GPU's copy and read-only bandwidth, then each case: median of
 CUDA-event timings after warm-up, inputs kept out of L2, checked against the
 CPU reference on two sequences. Prints one row per case, then the small-call
-section (host cost, tiny-call GPU time, compile time).
+section (host cost, tiny-call GPU time, run-time compilation).
 
 cases:
   --cases FILE        cases file (default: bench/cases.json in the current
@@ -68,6 +68,23 @@ output:
   --svg-from-json F   no GPU: load an earlier --json output, print its table and
                       write --svg (and --json, with --peers recomputed) from it
   --help              this text
+
+run-time compilation (BENCHMARK.md target 5; JSON small_calls.compile and
+small_calls.warm_cache_load): two child processes of this program on one new,
+empty cache directory (PAGEDJIT_CACHE_DIR; removed afterwards). "compile" is
+the first: nothing on disk, so it compiles with NVRTC. "warm_cache_load" is the
+second, with PAGEDJIT_JIT=off: every kernel comes from the disk cache. Each
+reports, on the host clock:
+  first_lookups.ms      its first pagedjit::precompile(): a decode kernel of the
+                        tiny call with another tile, plus the combine kernel
+  specialization.ms     then precompile() of the tiny call's own decode kernel
+                        alone: KernelCache lookup through to the kernel in host
+                        memory (targets: compile <= 500 ms, load <= 2 ms)
+  *.entries_added       cache entries the step wrote (= kernels compiled)
+  gpu                   first_call_ms and second_call_ms of the tiny call after
+                        that, first_call_overhead_ms = their difference (loading
+                        the modules onto the GPU); a "note" without a GPU
+  error, stderr         why the child failed; what it wrote to stderr
 
 exit status: 0 all cases ran and passed the check; 1 a case failed or no GPU;
 2 bad usage or a bad case.

@@ -141,8 +141,9 @@ void child_measure(bool warm, const std::string& dir, int ordinal, Json& out) {
     dev = engine->device();
     out["device"] = dev.name;
   } else {
-    out["device"] =
-        fmt::format("none ({}); planned for the {} preset", pagedjit::device_unavailable_reason(), dev.name);
+    std::string why = pagedjit::device_unavailable_reason();
+    while (!why.empty() && (why.back() == '.' || why.back() == '\n')) why.pop_back();
+    out["device"] = fmt::format("none ({}); planned for the {} preset", why, dev.name);
   }
   out["arch"] = dev.arch();
 
@@ -295,6 +296,7 @@ std::pair<Json, Json> compile_and_load(int ordinal) {
   std::filesystem::remove_all(root, ec);
   return {cold, warm};
 }
+
 }  // namespace
 
 BenchCase tiny_case() {
