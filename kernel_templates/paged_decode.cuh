@@ -6,8 +6,8 @@
 // tokens stream through a STAGES-deep cp.async pipeline; each of the WARPS
 // warps takes a TILE/WARPS-token slice of every tile and keeps its own online
 // softmax state, and the warps merge once at the end. With one partition the
-// CTA writes the final output; otherwise fp32 partials that paged_combine
-// reduces by log-sum-exp. Head dims above 256 are cut into DV-dim output
+// CTA writes the final output; otherwise fp32 partials that the last
+// partition to finish reduces by log-sum-exp. Head dims above 256 are cut into DV-dim output
 // chunks (each CTA still reads whole keys), which bounds the accumulator.
 #pragma once
 #include "pj_params.cuh"
@@ -16,6 +16,20 @@
 #include "pj_warp_attention.cuh"
 
 namespace pj {
+
+// Four output elements of one head, and (with_lse) its natural-log sum-exp
+// from the log2-domain value.
+template <class OUT>
+__device__ __forceinline__ void write_output(const DecodeParams& p, int seq, int head, int d, float4 v, bool with_lse,
+                                             float lse2) {
+  typename OUT::storage* o =
+      static_cast<typename OUT::storage*>(p.out) + i64(seq) * p.o_stride_seq + i64(head) * p.o_stride_head + d;
+  o[0] = from_float(OUT(), v.x);
+  o[1] = from_float(OUT(), v.y);
+  o[2] = from_float(OUT(), v.z);
+  o[3] = from_float(OUT(), v.w);
+  if (with_lse && p.lse) p.lse[i64(seq) * p.lse_stride_seq + head] = lse2 * kLn2;
+}
 
 template <class T, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA>
 __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
@@ -51,15 +65,17 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // Tokens past the table's capacity are ignored (the validation mode reports them).
   const int len = max(0, min(p.context_lens[seq], p.max_blocks << p.page_shift));
   const int start = p.window > 0 ? max(0, len - p.window) : 0;
-  int begin, end;
-  if (p.chunk_tokens > 0) {
-    begin = start + split * p.chunk_tokens;
-    end = split == p.num_splits - 1 ? len : min(len, begin + p.chunk_tokens);
-  } else {
-    const int per = ((len - start + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
-    begin = start + split * per;
-    end = split == p.num_splits - 1 ? len : min(len, begin + per);
-  }
+  // Partitions of this sequence: a fixed length, or its span cut evenly. Only
+  // the first `active` are non-empty; with at most one, it writes the output
+  // directly. Otherwise each writes an fp32 partial and the last to finish
+  // merges them (no second launch).
+  const int span = len - start;
+  const int per =
+      p.chunk_tokens > 0 ? p.chunk_tokens : ((span + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
+  const int active = span <= 0 ? 0 : min(p.num_splits, (span + per - 1) / per);
+  if (split >= max(active, 1)) return;
+  const int begin = start + split * per;
+  const int end = split == active - 1 ? len : min(len, begin + per);
   const int ntiles = begin < end ? (end - begin + TILE - 1) / TILE : 0;
 
   // Query rows of this CTA; padding rows are zero.
@@ -164,7 +180,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   }
   __syncthreads();
 
-  const bool split_mode = p.num_splits > 1;
+  const bool split_mode = active > 1;
+  const i64 part0 = (i64(seq) * p.num_heads + h0) * p.num_splits;  // partials of row 0, split 0
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
     const int dl = (idx % (dv_len / 4)) * 4;  // within the chunk
@@ -185,20 +202,50 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     }
     const float inv = l > 0.f ? 1.f / l : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
-    const int head = h0 + row;
+    const float lse2 = l > 0.f ? mx + log2f(l) : neg_inf();  // log2 domain
     if (split_mode) {
-      const i64 part = (i64(seq) * p.num_heads + head) * p.num_splits + split;
+      const i64 part = part0 + i64(row) * p.num_splits + split;
       *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
-      if (d == 0) p.part_lse[part] = l > 0.f ? mx + log2f(l) : neg_inf();
+      if (dl == 0) p.part_lse[part * p.dv_chunks + dv_chunk] = lse2;
     } else {
-      typename OUT::storage* o =
-          static_cast<typename OUT::storage*>(p.out) + i64(seq) * p.o_stride_seq + i64(head) * p.o_stride_head + d;
-      o[0] = from_float(OUT(), acc.x);
-      o[1] = from_float(OUT(), acc.y);
-      o[2] = from_float(OUT(), acc.z);
-      o[3] = from_float(OUT(), acc.w);
-      if (d == 0 && p.lse) p.lse[i64(seq) * p.lse_stride_seq + head] = l > 0.f ? (mx + log2f(l)) * kLn2 : neg_inf();
+      write_output<OUT>(p, seq, h0 + row, d, acc, dv_chunk == 0 && dl == 0, lse2);
     }
+  }
+  if (!split_mode) return;
+
+  // The last partition of this (sequence, head chunk, dim chunk) to finish
+  // merges all of them, in split order (deterministic whoever is last).
+  __shared__ bool last;
+  __threadfence();  // this CTA's partials visible device-wide before the count
+  __syncthreads();
+  unsigned* counter = p.counters + i64(seq) * gridDim.x + blockIdx.x;
+  if (tid == 0) {
+    last = atomicAdd(counter, 1u) == unsigned(active - 1);
+    if (last) *counter = 0u;  // ready for the next call on the stream
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
+    const int row = idx / (dv_len / 4);
+    const int dl = (idx % (dv_len / 4)) * 4;
+    const int d = dv0 + dl;
+    const i64 base = part0 + i64(row) * p.num_splits;
+    float mx = neg_inf();
+    for (int sp = 0; sp < active; ++sp) mx = fmaxf(mx, __ldcg(p.part_lse + (base + sp) * p.dv_chunks + dv_chunk));
+    float sum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (mx != neg_inf()) {
+      for (int sp = 0; sp < active; ++sp) {
+        const float w = fast_exp2(__ldcg(p.part_lse + (base + sp) * p.dv_chunks + dv_chunk) - mx);
+        const float4 o = __ldcg(reinterpret_cast<const float4*>(p.part_o + (base + sp) * HEAD_DIM + d));
+        sum += w;
+        acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
+      }
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
+    write_output<OUT>(p, seq, h0 + row, d, acc, dv_chunk == 0 && dl == 0, sum > 0.f ? mx + log2f(sum) : neg_inf());
   }
 }
 

@@ -34,8 +34,9 @@ struct DecodeParams {
   float* lse;  // natural-log sum-exp, [seq][head], may be null
   i64 lse_stride_seq;
 
-  float* part_o;    // [seq][head][split][head_dim] fp32 partial outputs (num_splits > 1)
-  float* part_lse;  // [seq][head][split] log2-domain sum-exp of each partial
+  float* part_o;       // [seq][head][split][head_dim] fp32 partial outputs (num_splits > 1)
+  float* part_lse;     // [seq][head][split][dv_chunk] log2-domain sum-exp of each partial
+  unsigned* counters;  // [seq][gridDim.x] finished partitions; zero between calls
 
   int num_heads, group;  // query heads; query heads per KV head
   int heads_per_cta;     // query heads one CTA handles (<= 16)
@@ -47,17 +48,6 @@ struct DecodeParams {
   int window;            // > 0: attend only the last `window` tokens
   float scale;           // logits = scale * q.k
   float soft_cap;        // > 0: logits = cap * tanh(logits / cap)
-};
-
-// Arguments of the log-sum-exp combine of split partials.
-struct CombineParams {
-  const float* part_o;
-  const float* part_lse;
-  void* out;
-  i64 o_stride_seq, o_stride_head;
-  float* lse;
-  i64 lse_stride_seq;
-  int num_heads, num_splits;
 };
 
 // Rows of the MMA tile: the query heads of one CTA are padded to 16.

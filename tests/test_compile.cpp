@@ -34,14 +34,14 @@ ProblemShape shape(DType dt, int head_dim, int heads, int kv_heads) {
 }  // namespace
 
 TEST_SUITE("cpu") {
-  TEST_CASE("compile: every dtype and head_dim of the planner, decode and combine, for sm_90a") {
+  TEST_CASE("compile: every dtype and head_dim of the planner, for sm_90a") {
     const DeviceInfo h100 = DeviceInfo::h100_sxm();
     for (DType dt : {DType::f16, DType::bf16, DType::f32})
       for (int d : {64, 128, 256, 320, 512}) {
         CAPTURE(dtype_name(dt));
         CAPTURE(d);
         const attention::Plan plan = attention::make_plan(shape(dt, d, 8, 2), {}, h100);
-        for (const jit::KernelSpec& spec : {plan.decode, plan.combine}) {
+        for (const jit::KernelSpec& spec : {plan.decode}) {
           const auto k = jit::KernelCache::global().get(spec);
           CHECK(k->binary.size() > 1000);
           CHECK_FALSE(k->is_ptx);
@@ -82,18 +82,18 @@ TEST_SUITE("cpu") {
     const fs::path dir = fs::temp_directory_path() / fmt::format("pagedjit-broken-{}", ::getpid());
     fs::create_directories(dir);
     {
-      std::ofstream f(dir / "paged_combine.cuh");
+      std::ofstream f(dir / "pj_ptx.cuh");
       f << "#pragma once\nnamespace pj {\nthis is not cuda;\n}\n";
     }
     const jit::SourceSet broken = jit::SourceSet::from_directory(dir.string());
     CHECK(broken.hash != jit::SourceSet::embedded().hash);
-    jit::KernelSpec s = attention::make_plan(shape(DType::bf16, 64, 8, 8), {}, DeviceInfo::h100_sxm()).combine;
+    jit::KernelSpec s = attention::make_plan(shape(DType::bf16, 64, 8, 8), {}, DeviceInfo::h100_sxm()).decode;
     try {
       jit::compile_kernel(s, broken);
       FAIL("a broken template compiled");
     } catch (const CompileError& e) {
       CHECK(e.code() == ErrorCode::compile_error);
-      CHECK(e.log().find("paged_combine.cuh(3)") != std::string::npos);
+      CHECK(e.log().find("pj_ptx.cuh(3)") != std::string::npos);
       CHECK(e.excerpt().find("this is not cuda") != std::string::npos);
       CHECK(e.options().front() == "--gpu-architecture=sm_90a");
     }

@@ -134,7 +134,6 @@ void warm(const std::vector<Case>& cases) {
     o.return_lse = c.cfg.with_lse;
     const auto plan = attention::make_plan(validate_call(host.args(), o), o, pjtest::engine().device());
     specs.insert(plan.decode);
-    specs.insert(plan.combine);
   }
   std::vector<std::future<void>> jobs;
   for (const auto& s : specs)
@@ -240,6 +239,92 @@ TEST_SUITE("gpu") {
         CHECK(std::memcmp(first.data(), out.data(), out.size() * 4) == 0);
     }
     d.cuStreamDestroy(s2);
+  }
+
+  TEST_CASE("gpu: a captured CUDA graph replays correctly as lengths, tables and caches change" *
+            pjtest::skip_without_gpu()) {
+    const DriverApi& d = driver();
+    auto config = [](std::vector<int> lens, std::uint64_t seed) {
+      testing::ProblemConfig c;
+      c.num_heads = 32;
+      c.num_kv_heads = 8;
+      c.head_dim = 128;
+      c.context_lens = std::move(lens);
+      c.max_blocks = 256;  // the captured bound: 4096 tokens
+      int used = 0;
+      for (int l : c.context_lens) used += (l + 15) / 16;
+      c.spare_blocks = 1024 - used;  // the same cache size for every replay
+      c.seed = seed;
+      return c;
+    };
+    testing::DeviceProblem live(config({3000, 17, 4096, 800}, 1));
+    PagedAttentionOptions o;
+    o.max_context_len = 4096;
+    o.num_splits = 8;  // splits, so the graph also exercises the in-kernel merge and its counters
+    PagedAttentionArgs args = live.args();
+    const std::int64_t ws_bytes = pjtest::engine().workspace_bytes(args, o);
+    REQUIRE(ws_bytes > 0);
+    DeviceBuffer ws(static_cast<std::size_t>(ws_bytes));
+    check(d.cuMemsetD8(ws.ptr(), 0, ws.size()), "cuMemsetD8");
+    args.workspace = ws.data();
+    args.workspace_bytes = ws_bytes;
+
+    CUstream s;
+    check(d.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    CUgraph graph;
+    CUgraphExec exec;
+    check(d.cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture");
+    pjtest::engine().paged_attention(args, o, s);
+    check(d.cuStreamEndCapture(s, &graph), "cuStreamEndCapture");
+    check(d.cuGraphInstantiate(&exec, graph, 0), "cuGraphInstantiate");
+
+    int replay = 0;
+    for (const auto& lens :
+         std::vector<std::vector<int>>{{3000, 17, 4096, 800}, {1, 4000, 0, 2048}, {4096, 4096, 5, 9}}) {
+      CAPTURE(replay);
+      testing::DeviceProblem fresh(config(lens, 100 + std::uint64_t(replay++)));
+      const PagedAttentionArgs f = fresh.args();
+      auto copy = [&](void* dst, const void* src, std::size_t bytes) {
+        check(d.cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src), bytes),
+              "cuMemcpyDtoD");
+      };
+      copy(args.query.data, f.query.data, fresh.host().q.size());
+      copy(args.key_cache.data, f.key_cache.data, fresh.host().k.size());
+      copy(args.value_cache.data, f.value_cache.data, fresh.host().v.size());
+      copy(args.context_lens.data, f.context_lens.data, fresh.host().lens.size() * 4);
+      copy(args.block_tables.data, f.block_tables.data, fresh.host().table.size() * 4);
+      live.poison_outputs();
+      check(d.cuGraphLaunch(exec, s), "cuGraphLaunch");
+      check(d.cuStreamSynchronize(s), "cuStreamSynchronize");
+      // The live buffers now hold `fresh`'s inputs: compare with its reference.
+      const testing::ErrorStats e =
+          testing::compare(live.output(), reference_paged_attention(fresh.host().args(), o).output);
+      CHECK(e.nonfinite == 0);
+      CHECK(e.rel_l2 < 1e-2);
+    }
+    d.cuGraphExecDestroy(exec);
+    d.cuGraphDestroy(graph);
+    d.cuStreamDestroy(s);
+  }
+
+  TEST_CASE("gpu: the engine refuses to allocate during capture" * pjtest::skip_without_gpu()) {
+    const DriverApi& d = driver();
+    testing::ProblemConfig c;
+    c.context_lens = {5000};
+    c.num_heads = 8;
+    c.num_kv_heads = 8;
+    testing::DeviceProblem prob(c);
+    PagedAttentionOptions o;
+    o.num_splits = 4;
+    Engine fresh_engine(0);  // no workspace on any stream yet
+    CUstream s;
+    check(d.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    check(d.cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture");
+    CHECK_THROWS_AS(fresh_engine.paged_attention(prob.args(), o, s), InvalidArgument);
+    CUgraph g = nullptr;
+    d.cuStreamEndCapture(s, &g);
+    if (g) d.cuGraphDestroy(g);
+    d.cuStreamDestroy(s);
   }
 
   TEST_CASE("gpu: a device ordinal that does not exist is no_device" * pjtest::skip_without_gpu()) {

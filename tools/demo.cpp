@@ -38,7 +38,7 @@ int offline(const std::string& reason) {
     const auto t0 = std::chrono::steady_clock::now();
     const LaunchInfo info = precompile(shape, {}, DeviceInfo::h100_sxm());
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    fmt::print("  {:5} {} + combine: ready in {:.0f} ms ({})\n", dtype_name(dt), info.decode_kernel, ms,
+    fmt::print("  {:5} {}: ready in {:.0f} ms ({})\n", dtype_name(dt), info.decode_kernel, ms,
                info.describe());
   }
   fmt::print("OK: kernels compiled; run on a machine with an NVIDIA GPU to execute them.\n");

@@ -170,6 +170,7 @@ struct Engine::Impl {
       ws.ptr = 0;
       ws.bytes = 0;
       check(drv.cuMemAllocAsync(&ws.ptr, size_t(bytes), stream), "cuMemAllocAsync");
+      check(drv.cuMemsetD8Async(ws.ptr, 0, size_t(bytes), stream), "cuMemsetD8Async");  // counters start at zero
       ws.bytes = bytes;
     }
     return ws.ptr;
@@ -231,7 +232,6 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
   if (m.options.validate_device_data) m.check_device_data(args, shape, stream);
 
   CUfunction decode = m.kernel(plan.decode, plan.info.smem_bytes);
-  CUfunction combine = plan.info.num_splits > 1 ? m.kernel(plan.combine, plan.info.num_splits * 4) : nullptr;
   std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
   const CUdeviceptr ws = plan.info.workspace_bytes ? m.workspace(args, stream, plan.info.workspace_bytes) : 0;
 
@@ -241,20 +241,12 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
   check(m.drv.cuLaunchKernel(decode, unsigned(g[0]), unsigned(g[1]), unsigned(g[2]), unsigned(plan.info.threads), 1, 1,
                              unsigned(plan.info.smem_bytes), stream, decode_args, nullptr),
         "cuLaunchKernel(paged_decode)");
-  if (combine) {
-    pj::CombineParams cp = attention::combine_params(args, options, shape, plan, ws);
-    void* combine_args[] = {&cp};
-    check(m.drv.cuLaunchKernel(combine, unsigned(shape.num_heads), unsigned(shape.num_seqs), 1, 128, 1, 1,
-                               unsigned(plan.info.num_splits * 4), stream, combine_args, nullptr),
-          "cuLaunchKernel(paged_combine)");
-  }
   return plan.info;
 }
 
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device) {
   const attention::Plan plan = attention::make_plan(shape, options, device);
   jit::KernelCache::global().get(plan.decode);
-  jit::KernelCache::global().get(plan.combine);  // what a split call of this shape would also need
   return plan.info;
 }
 

@@ -88,7 +88,6 @@ double tolerance(pagedjit::DType dtype) {
 Json launch_info_json(const pagedjit::LaunchInfo& i) {
   return Json{{"describe", i.describe()},
               {"decode_kernel", i.decode_kernel},
-              {"combine_kernel", i.combine_kernel},
               {"compute", i.compute},
               {"source", i.source},
               {"num_splits", i.num_splits},

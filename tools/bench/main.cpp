@@ -76,7 +76,7 @@ the first: nothing on disk, so it compiles with NVRTC. "warm_cache_load" is the
 second, with PAGEDJIT_JIT=off: every kernel comes from the disk cache. Each
 reports, on the host clock:
   first_lookups.ms      its first pagedjit::precompile(): a decode kernel of the
-                        tiny call with another tile, plus the combine kernel
+                        tiny call with another tile
   specialization.ms     then precompile() of the tiny call's own decode kernel
                         alone: KernelCache lookup through to the kernel in host
                         memory (targets: compile <= 500 ms, load <= 2 ms)

@@ -59,7 +59,7 @@ std::string compile_text(const Json& sc) {
       o += fmt::format("      (that step compiled {:.0f} kernels, not one: the time is not one specialization's)\n",
                        added);
   } else if (cold.contains("pair_ms")) {  // a run from before the child processes
-    o += fmt::format("    cold compile (older run, in-process, decode + combine): {:.0f} ms\n", num(cold, "pair_ms"));
+    o += fmt::format("    cold compile (older run, in-process): {:.0f} ms\n", num(cold, "pair_ms"));
   }
   if (cold.contains("error")) o += fmt::format("    cold compile: ERROR {}\n", str(cold, "error"));
   if (warm_ms >= 0)
@@ -69,7 +69,7 @@ std::string compile_text(const Json& sc) {
   const double cold_first = ms_of(cold, "first_lookups"), warm_first = ms_of(warm, "first_lookups");
   if (cold_first >= 0 && warm_first >= 0)
     o += fmt::format(
-        "    each process's first lookups before that (another tile's decode + the combine kernel): "
+        "    each process's first lookup before that (another tile's decode kernel): "
         "compile {:.0f} ms, load {:.3f} ms\n",
         cold_first, warm_first);
   if (warm.contains("gpu") && warm["gpu"].is_object()) {

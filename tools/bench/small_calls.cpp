@@ -33,7 +33,7 @@ std::string error_text(const pagedjit::Error& e) {
 // Host cost: a warm engine call against a bare launch of an empty kernel,
 // both as batches of back-to-back calls on the host clock.
 Json host_cost(pagedjit::Engine& engine, const HelperKernels& kernels, const pagedjit::PagedAttentionArgs& args,
-               const pagedjit::PagedAttentionOptions& opts, const pagedjit::LaunchInfo& info, CUstream stream) {
+               const pagedjit::PagedAttentionOptions& opts, CUstream stream) {
   const pagedjit::DriverApi& d = pagedjit::driver();
   constexpr int kBatches = 50, kPerBatch = 100;
   const auto sync = [&] { pagedjit::check(d.cuStreamSynchronize(stream), "cuStreamSynchronize"); };
@@ -49,7 +49,7 @@ Json host_cost(pagedjit::Engine& engine, const HelperKernels& kernels, const pag
     engine_us.push_back(host_cost_us(kBatches, kPerBatch, warm, sync).median);
   }
   const double b = summarize(bare_us).median, e = summarize(engine_us).median;
-  const int launches = info.combine_kernel.empty() ? 1 : 2;
+  const int launches = 1;  // splits merge in the decode kernel
   return Json{{"method", fmt::format("host steady clock, {} batches of {} back-to-back calls, stream synchronized "
                                      "between batches; median of 3 alternating rounds",
                                      kBatches, kPerBatch)},
@@ -149,7 +149,7 @@ void child_measure(bool warm, const std::string& dir, int ordinal, Json& out) {
 
   // The tiny call of the small-call section; its decode kernel is the
   // specialization measured. A forced other tile gives a second decode kernel
-  // of the same shape that shares the combine kernel.
+  // of the same shape, compiled first so that NVRTC's start-up is paid before.
   const BenchCase tiny = tiny_case();
   out["case"] = tiny.shape_text();
   const pagedjit::testing::HostProblem host(tiny.problem(0));
@@ -162,18 +162,16 @@ void child_measure(bool warm, const std::string& dir, int ordinal, Json& out) {
   if (other_plan.decode_kernel == plan.decode_kernel)
     throw std::runtime_error("a forced tile gave the same decode kernel: no second specialization to time");
 
-  // 1. The process's first lookups: the other tile's decode kernel and the
-  //    combine kernel (precompile fetches both).
+  // 1. The process's first lookup: the other tile's decode kernel.
   double t0 = host_seconds();
   pagedjit::precompile(shape, other, dev);
   const double first_ms = (host_seconds() - t0) * 1e3;
   const int after_first = count_entries(dir);
   out["first_lookups"] = Json{{"ms", first_ms},
-                              {"kernels", Json{other_plan.decode_kernel, "its combine kernel"}},
+                              {"kernels", Json{other_plan.decode_kernel}},
                               {"options", fmt::format("pages_per_compute_block={}", *other.pages_per_compute_block)},
                               {"entries_added", after_first - before}};
-  // 2. The specialization: the tiny call's decode kernel alone (its combine
-  //    kernel is now in this process's memory cache).
+  // 2. The specialization: the tiny call's decode kernel.
   t0 = host_seconds();
   pagedjit::precompile(shape, opts, dev);
   const double one_ms = (host_seconds() - t0) * 1e3;
@@ -212,7 +210,7 @@ void child_measure(bool warm, const std::string& dir, int ordinal, Json& out) {
     };
     const double first = timed_call();
     const double second = timed_call();
-    const int kernels = info.combine_kernel.empty() ? 1 : 2;
+    const int kernels = 1;  // one launch per call: splits merge in the kernel
     out["gpu"] = Json{{"method",
                        "host clock around Engine::paged_attention of the tiny call plus a stream synchronize, first "
                        "call after the lookups above minus a second identical call: loading the call's modules onto "
@@ -384,7 +382,7 @@ Json run_small_calls(pagedjit::Engine& engine, const HelperKernels& kernels, con
     pagedjit::check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
     out["launch"] = launch_info_json(info);
 
-    out["host"] = host_cost(engine, kernels, args[0], opts, info, stream);
+    out["host"] = host_cost(engine, kernels, args[0], opts, stream);
 
     const int n = int(args.size());
     const int reps = std::max(s.reps, 200);

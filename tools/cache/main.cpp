@@ -92,8 +92,8 @@ entry was valid, 1 when bad ones were found.
     {"warm", R"(usage: pagedjit-cache warm [--dir DIR] [--json] [--arch ARCH] [--gpu h100|h200]
                            [--shapes FILE] [--jobs N]
 
-Plans every problem shape with the GPU preset and compiles its decode and
-combine kernels into the cache, in parallel, skipping those already cached.
+Plans every problem shape with the GPU preset and compiles its decode kernel
+into the cache, in parallel, skipping those already cached.
 Other processes warming the same directory at the same time share the work
 through lock files.
   --arch ARCH    NVRTC target (default: the preset's, sm_90a)
@@ -118,16 +118,16 @@ disk loads. Run it several times to see process-to-process spread.
   --cold         drop the entry's pages from the OS page cache first, so the
                  first get reads the disk (posix_fadvise DONTNEED)
   --repeat N     further loads to time (default 20)
-spec options (default: bf16, head_dim 128, group 4, decode, h100):
-  --dtype T --head-dim D --group G --kind decode|combine --gpu h100|h200 --arch A
+spec options (default: bf16, head_dim 128, group 4, h100):
+  --dtype T --head-dim D --group G --gpu h100|h200 --arch A
 )"},
     {"time-compile", R"(usage: pagedjit-cache time-compile [--json] [spec options] [--repeat N]
 
 Compiles one kernel N times with NVRTC (default 3) and reports each time; the
 first includes NVRTC's one-time start-up in this process, which is what a cold
 miss pays. The cache is not read or written.
-spec options (default: bf16, head_dim 128, group 4, decode, h100):
-  --dtype T --head-dim D --group G --kind decode|combine --gpu h100|h200 --arch A
+spec options (default: bf16, head_dim 128, group 4, h100):
+  --dtype T --head-dim D --group G --gpu h100|h200 --arch A
 )"},
 };
 
@@ -164,7 +164,7 @@ struct Args {
 };
 
 const std::set<std::string> kValueOptions = {"dir",    "arch",  "gpu",      "shapes", "jobs",
-                                             "repeat", "dtype", "head-dim", "group",  "kind"};
+                                             "repeat", "dtype", "head-dim", "group"};
 const std::set<std::string> kFlagOptions = {"json", "help", "verify", "stale", "dry-run", "fill", "cold"};
 const std::map<std::string, std::set<std::string>> kCommandOptions = {
     {"list", {"verify"}},
@@ -172,8 +172,8 @@ const std::map<std::string, std::set<std::string>> kCommandOptions = {
     {"clear", {"stale"}},
     {"verify", {"dry-run"}},
     {"warm", {"arch", "gpu", "shapes", "jobs"}},
-    {"time-load", {"dtype", "head-dim", "group", "kind", "gpu", "arch", "repeat", "fill", "cold"}},
-    {"time-compile", {"dtype", "head-dim", "group", "kind", "gpu", "arch", "repeat"}},
+    {"time-load", {"dtype", "head-dim", "group", "gpu", "arch", "repeat", "fill", "cold"}},
+    {"time-compile", {"dtype", "head-dim", "group", "gpu", "arch", "repeat"}},
 };
 
 Args parse_args(int argc, char** argv) {
@@ -418,9 +418,7 @@ jit::KernelSpec spec_from_args(const Args& a) {
   const int d = a.get_int("head-dim", 128), g = a.get_int("group", 4);
   const ProblemShape s = make_shape(dt, dt, d, 8 * g, 8, 16, 8, 4096);
   const attention::Plan plan = attention::make_plan(s, {}, gpu_preset(a.get("gpu", "h100")));
-  const std::string kind = a.get("kind", "decode");
-  if (kind != "decode" && kind != "combine") throw UsageError("--kind expects decode or combine");
-  jit::KernelSpec spec = kind == "decode" ? plan.decode : plan.combine;
+  jit::KernelSpec spec = plan.decode;
   if (a.values.count("arch")) spec.arch = jit::clamp_arch(a.get("arch", ""));
   return spec;
 }
@@ -596,10 +594,9 @@ int cmd_warm(const Args& a) {
   for (const ShapeItem& item : shapes) {
     try {
       attention::Plan plan = attention::make_plan(item.shape, item.options, gpu);
-      for (jit::KernelSpec spec : {plan.decode, plan.combine}) {
-        if (arch) spec.arch = *arch;
-        if (seen.insert(spec).second) specs.push_back(spec);
-      }
+      jit::KernelSpec spec = plan.decode;
+      if (arch) spec.arch = *arch;
+      if (seen.insert(spec).second) specs.push_back(spec);
     } catch (const Error& e) {
       plan_errors.push_back({{"shape", item.name}, {"error", e.what()}});
       if (!a.json) fmt::print(stderr, "pagedjit-cache: {}: not planned: {}\n", item.name, e.what());

@@ -18,7 +18,8 @@ struct PagedAttentionArgs {
   CacheLayout layout = CacheLayout::blocks_heads;
   TensorView lse;  // [num_seqs, num_heads] fp32, written when options.return_lse
   // Optional scratch for split partials (Engine::workspace_bytes tells the
-  // size). Without it the engine keeps a buffer per stream, grown outside
+  // size). It must be zero-filled before its first use; calls leave it so.
+  // Without it the engine keeps a zeroed buffer per stream, grown outside
   // stream capture; pass one to capture calls in CUDA graphs freely.
   void* workspace = nullptr;
   std::int64_t workspace_bytes = 0;
@@ -62,10 +63,9 @@ struct ProblemShape {
 
 // How a call is (or would be) executed: the plan the engine chose.
 struct LaunchInfo {
-  std::string decode_kernel;   // NVRTC name expression
-  std::string combine_kernel;  // empty when num_splits == 1
-  std::string compute;         // "mma" (tensor cores) or "simt"
-  std::string source;          // "heuristic", "user" (options forced it)
+  std::string decode_kernel;  // NVRTC name expression
+  std::string compute;        // "mma" (tensor cores) or "simt"
+  std::string source;         // "heuristic", "user" (options forced it)
   int num_splits = 1;
   int chunk_tokens = 0;  // 0: each sequence split evenly
   int tile_tokens = 0, warps = 0, stages = 0;

@@ -44,6 +44,7 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   if (plan.info.num_splits > 1) {
     p.part_o = reinterpret_cast<float*>(ws + plan.part_o_offset);
     p.part_lse = reinterpret_cast<float*>(ws + plan.part_lse_offset);
+    p.counters = reinterpret_cast<unsigned*>(ws + plan.counters_offset);
   }
   p.num_heads = s.num_heads;
   p.group = s.group();
@@ -56,21 +57,6 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.window = o.sliding_window ? int(*o.sliding_window) : 0;
   p.scale = o.attn_scale ? *o.attn_scale : float(1.0 / std::sqrt(double(s.head_dim)));
   p.soft_cap = o.attn_logits_soft_cap ? *o.attn_logits_soft_cap : 0.f;
-  return p;
-}
-
-pj::CombineParams combine_params(const PagedAttentionArgs& a, const PagedAttentionOptions& o, const ProblemShape& s,
-                                 const Plan& plan, CUdeviceptr ws) {
-  pj::CombineParams p{};
-  p.part_o = reinterpret_cast<const float*>(ws + plan.part_o_offset);
-  p.part_lse = reinterpret_cast<const float*>(ws + plan.part_lse_offset);
-  p.out = a.output.data;
-  p.o_stride_seq = a.output.strides[0];
-  p.o_stride_head = a.output.strides[1];
-  p.lse = o.return_lse ? static_cast<float*>(a.lse.data) : nullptr;
-  p.lse_stride_seq = o.return_lse ? a.lse.strides[0] : 0;
-  p.num_heads = s.num_heads;
-  p.num_splits = plan.info.num_splits;
   return p;
 }
 

@@ -1,4 +1,4 @@
-// Fills the kernels' parameter structs from a validated call and its plan.
+// Fills the kernel's parameter struct from a validated call and its plan.
 #pragma once
 #include <cuda.h>
 
@@ -10,7 +10,5 @@ namespace pagedjit::attention {
 
 pj::DecodeParams decode_params(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
                                const ProblemShape& shape, const Plan& plan, CUdeviceptr workspace);
-pj::CombineParams combine_params(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
-                                 const ProblemShape& shape, const Plan& plan, CUdeviceptr workspace);
 
 }  // namespace pagedjit::attention

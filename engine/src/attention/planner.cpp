@@ -115,7 +115,6 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   }
 
   const std::string arch = jit::clamp_arch(d.arch());
-  plan.decode.kind = jit::KernelKind::decode;
   plan.decode.kv_dtype = s.dtype;
   plan.decode.out_dtype = s.out_dtype;
   plan.decode.head_dim = s.head_dim;
@@ -131,18 +130,13 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.grid[1] = s.num_seqs;
   info.grid[2] = info.num_splits;
 
-  // Filled even without splits: precompile builds it for split calls of this shape.
-  plan.combine.kind = jit::KernelKind::combine;
-  plan.combine.kv_dtype = s.dtype;
-  plan.combine.out_dtype = s.out_dtype;
-  plan.combine.head_dim = s.head_dim;
-  plan.combine.arch = arch;
   if (info.num_splits > 1) {
-    info.combine_kernel = plan.combine.name_expression();
     const std::int64_t rows = std::int64_t(s.num_seqs) * s.num_heads * info.num_splits;
     plan.part_o_offset = 0;
     plan.part_lse_offset = rows * s.head_dim * 4;
-    info.workspace_bytes = (plan.part_lse_offset + rows * 4 + 255) / 256 * 256;
+    plan.counters_offset = plan.part_lse_offset + rows * info.dv_chunks * 4;
+    const std::int64_t counters = std::int64_t(s.num_seqs) * info.grid[0];
+    info.workspace_bytes = (plan.counters_offset + counters * 4 + 255) / 256 * 256;
   }
   return plan;
 }

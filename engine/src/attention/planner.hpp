@@ -12,11 +12,13 @@ namespace pagedjit::attention {
 struct Plan {
   LaunchInfo info;
   jit::KernelSpec decode;
-  jit::KernelSpec combine;                              // used when info.num_splits > 1
-  std::int64_t part_o_offset = 0, part_lse_offset = 0;  // in the workspace, bytes
+  // Workspace layout (bytes) when the context is split: fp32 partial outputs,
+  // their log-sum-exps, and per-(sequence, CTA column) counters of finished
+  // partitions (zero between calls: the merging CTA resets its counter).
+  std::int64_t part_o_offset = 0, part_lse_offset = 0, counters_offset = 0;
 };
 
-// Smallest partition worth its fp32 partial traffic and combine work.
+// Smallest partition worth its fp32 partial traffic and merge work.
 constexpr int kMinChunkTokens = 256;
 
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device);

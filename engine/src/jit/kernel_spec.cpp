@@ -31,7 +31,6 @@ void KernelSpec::check() const {
   if (head_dim <= 0 || head_dim % 16 != 0 || head_dim > 512)
     throw InvalidArgument("KernelSpec.head_dim", "a multiple of 16 in [16, 512]", std::to_string(head_dim));
   tag(out_dtype);
-  if (kind == KernelKind::combine) return;
   tag(kv_dtype);
   if (v_dims <= 0 || v_dims % 16 != 0 || v_dims > head_dim)
     throw InvalidArgument("KernelSpec.v_dims", "a multiple of 16 in [16, head_dim]", std::to_string(v_dims));
@@ -45,7 +44,6 @@ void KernelSpec::check() const {
 }
 
 std::string KernelSpec::name_expression() const {
-  if (kind == KernelKind::combine) return fmt::format("pj::paged_combine<{}, {}>", tag(out_dtype), head_dim);
   return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}>", tag(kv_dtype), tag(out_dtype), head_dim,
                      v_dims, tile_tokens, warps, stages, compute == Compute::mma ? "true" : "false");
 }
@@ -55,7 +53,7 @@ std::vector<std::string> KernelSpec::compile_options() const {
 }
 
 int KernelSpec::threads() const {
-  return kind == KernelKind::combine ? 128 : warps * 32;
+  return warps * 32;
 }
 
 std::string KernelSpec::key(const std::string& source_hash, const std::string& nvrtc_version) const {
@@ -64,7 +62,6 @@ std::string KernelSpec::key(const std::string& source_hash, const std::string& n
 }
 
 std::string KernelSpec::readable() const {
-  if (kind == KernelKind::combine) return fmt::format("combine {} d{} {}", dtype_name(out_dtype), head_dim, arch);
   return fmt::format("decode {}->{} d{}/{} tile{} w{} s{} {} {}", dtype_name(kv_dtype), dtype_name(out_dtype), head_dim,
                      v_dims, tile_tokens, warps, stages, compute_name(compute), arch);
 }

@@ -10,22 +10,20 @@
 
 namespace pagedjit::jit {
 
-enum class KernelKind { decode, combine };
 enum class Compute { mma, simt };
 
 const char* compute_name(Compute c);
 
 struct KernelSpec {
-  KernelKind kind = KernelKind::decode;
-  DType kv_dtype = DType::bf16;  // query and KV cache (decode only)
+  DType kv_dtype = DType::bf16;  // query and KV cache
   DType out_dtype = DType::bf16;
   int head_dim = 0;
-  int v_dims = 0;                  // decode only: output dims per CTA (head_dim, or a chunk of it above 256)
-  int tile_tokens = 0;             // decode only
-  int warps = 0;                   // decode only
-  int stages = 0;                  // decode only
-  Compute compute = Compute::mma;  // decode only
-  std::string arch;                // exact NVRTC target, e.g. "sm_90a"
+  int v_dims = 0;       // output dims per CTA (head_dim, or a chunk of it above 256)
+  int tile_tokens = 0;  // tokens per pipeline stage
+  int warps = 0;
+  int stages = 0;
+  Compute compute = Compute::mma;
+  std::string arch;  // exact NVRTC target, e.g. "sm_90a"
 
   // "pj::paged_decode<pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true>"
   std::string name_expression() const;
@@ -42,12 +40,12 @@ struct KernelSpec {
   void check() const;
 
   auto tie() const {
-    return std::tie(kind, kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, arch);
+    return std::tie(kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, arch);
   }
   bool operator<(const KernelSpec& o) const { return tie() < o.tie(); }
   bool operator==(const KernelSpec& o) const { return tie() == o.tie(); }
 };
 
-constexpr int kCacheFormatVersion = 1;
+constexpr int kCacheFormatVersion = 2;
 
 }  // namespace pagedjit::jit
