@@ -71,9 +71,15 @@ struct LoadedKernel {
   int smem_limit = 0;  // dynamic shared memory the kernel is currently allowed
 };
 
+// Device scratch of one stream: partials, and the merge counters in a buffer
+// of their own (calls of other shapes must never see partial data there).
 struct Workspace {
-  CUdeviceptr ptr = 0;
-  std::int64_t bytes = 0;
+  CUdeviceptr ptr = 0, counters = 0;
+  std::int64_t bytes = 0, counter_bytes = 0;
+};
+
+struct Scratch {
+  CUdeviceptr counters = 0, partials = 0;
 };
 
 }  // namespace
@@ -108,8 +114,10 @@ struct Engine::Impl {
     {
       ContextScope scope(drv, ctx);
       drv.cuCtxSynchronize();
-      for (auto& [stream, ws] : workspaces)
+      for (auto& [stream, ws] : workspaces) {
         if (ws.ptr) drv.cuMemFree(ws.ptr);
+        if (ws.counters) drv.cuMemFree(ws.counters);
+      }
       for (auto& [spec, k] : kernels)
         if (k.library) drv.cuLibraryUnload(k.library);
     }
@@ -145,19 +153,21 @@ struct Engine::Impl {
     return k.function;
   }
 
-  // Scratch for split partials: the caller's buffer, else one per stream so
-  // concurrent streams never share it. Growing frees the old buffer in stream
-  // order; it never happens while the stream is being captured (the graph
-  // would own an allocation the engine keeps using).
-  CUdeviceptr workspace(const PagedAttentionArgs& args, CUstream stream, std::int64_t bytes) {
+  // Scratch for split partials: the caller's buffer (counters first), else
+  // buffers kept per stream so concurrent streams never share them. Growing
+  // frees the old buffers in stream order; it never happens while the stream
+  // is being captured (the graph would own an allocation the engine reuses).
+  Scratch workspace(const PagedAttentionArgs& args, CUstream stream, const attention::Plan& plan) {
+    const std::int64_t bytes = plan.info.workspace_bytes;
     if (args.workspace) {
       if (args.workspace_bytes < bytes)
         throw InvalidArgument("workspace_bytes", fmt::format(">= {} (Engine::workspace_bytes)", bytes),
                               std::to_string(args.workspace_bytes));
-      return reinterpret_cast<CUdeviceptr>(args.workspace);
+      const auto base = reinterpret_cast<CUdeviceptr>(args.workspace);
+      return {base, base};
     }
     Workspace& ws = workspaces[stream];
-    if (ws.bytes < bytes) {
+    if (ws.bytes < bytes || ws.counter_bytes < plan.counters_bytes) {
       CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
       check(drv.cuStreamIsCapturing(stream, &capture), "cuStreamIsCapturing");
       if (capture != CU_STREAM_CAPTURE_STATUS_NONE)
@@ -166,14 +176,21 @@ struct Engine::Impl {
                                           "before capture (the engine does not allocate during stream capture)",
                                           bytes),
                               "none, and the stream is being captured");
+    }
+    if (ws.bytes < bytes) {
       if (ws.ptr) check(drv.cuMemFreeAsync(ws.ptr, stream), "cuMemFreeAsync");
-      ws.ptr = 0;
-      ws.bytes = 0;
+      ws.ptr = 0, ws.bytes = 0;
       check(drv.cuMemAllocAsync(&ws.ptr, size_t(bytes), stream), "cuMemAllocAsync");
-      check(drv.cuMemsetD8Async(ws.ptr, 0, size_t(bytes), stream), "cuMemsetD8Async");  // counters start at zero
       ws.bytes = bytes;
     }
-    return ws.ptr;
+    if (ws.counter_bytes < plan.counters_bytes) {
+      if (ws.counters) check(drv.cuMemFreeAsync(ws.counters, stream), "cuMemFreeAsync");
+      ws.counters = 0, ws.counter_bytes = 0;
+      check(drv.cuMemAllocAsync(&ws.counters, size_t(plan.counters_bytes), stream), "cuMemAllocAsync");
+      check(drv.cuMemsetD8Async(ws.counters, 0, size_t(plan.counters_bytes), stream), "cuMemsetD8Async");
+      ws.counter_bytes = plan.counters_bytes;
+    }
+    return {ws.counters, ws.ptr};
   }
 
   void check_device_data(const PagedAttentionArgs& args, const ProblemShape& s, CUstream stream);
@@ -233,9 +250,9 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
 
   CUfunction decode = m.kernel(plan.decode, plan.info.smem_bytes);
   std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
-  const CUdeviceptr ws = plan.info.workspace_bytes ? m.workspace(args, stream, plan.info.workspace_bytes) : 0;
+  const Scratch ws = plan.info.workspace_bytes ? m.workspace(args, stream, plan) : Scratch{};
 
-  pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws);
+  pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws.counters, ws.partials);
   void* decode_args[] = {&dp};
   const auto& g = plan.info.grid;
   check(m.drv.cuLaunchKernel(decode, unsigned(g[0]), unsigned(g[1]), unsigned(g[2]), unsigned(plan.info.threads), 1, 1,

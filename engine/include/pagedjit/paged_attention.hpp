@@ -18,7 +18,9 @@ struct PagedAttentionArgs {
   CacheLayout layout = CacheLayout::blocks_heads;
   TensorView lse;  // [num_seqs, num_heads] fp32, written when options.return_lse
   // Optional scratch for split partials (Engine::workspace_bytes tells the
-  // size). It must be zero-filled before its first use; calls leave it so.
+  // size). Zero-fill it before its first use, and again before using it for a
+  // call of another shape: its first bytes count finished partitions, which
+  // each call leaves at zero, but another shape puts them elsewhere.
   // Without it the engine keeps a zeroed buffer per stream, grown outside
   // stream capture; pass one to capture calls in CUDA graphs freely.
   void* workspace = nullptr;

@@ -14,7 +14,7 @@ int log2_exact(int x) {
 }  // namespace
 
 pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttentionOptions& o, const ProblemShape& s,
-                               const Plan& plan, CUdeviceptr ws) {
+                               const Plan& plan, CUdeviceptr counters, CUdeviceptr partials) {
   pj::DecodeParams p{};
   p.q = a.query.data;
   p.q_stride_seq = a.query.strides[0];
@@ -42,9 +42,10 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.lse = o.return_lse ? static_cast<float*>(a.lse.data) : nullptr;
   p.lse_stride_seq = o.return_lse ? a.lse.strides[0] : 0;
   if (plan.info.num_splits > 1) {
-    p.part_o = reinterpret_cast<float*>(ws + plan.part_o_offset);
-    p.part_lse = reinterpret_cast<float*>(ws + plan.part_lse_offset);
-    p.counters = reinterpret_cast<unsigned*>(ws + plan.counters_offset);
+    // `partials` is the workspace itself or a buffer laid out like it.
+    p.part_o = reinterpret_cast<float*>(partials + plan.part_o_offset);
+    p.part_lse = reinterpret_cast<float*>(partials + plan.part_lse_offset);
+    p.counters = reinterpret_cast<unsigned*>(counters);
   }
   p.num_heads = s.num_heads;
   p.group = s.group();

@@ -9,6 +9,7 @@
 namespace pagedjit::attention {
 
 pj::DecodeParams decode_params(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
-                               const ProblemShape& shape, const Plan& plan, CUdeviceptr workspace);
+                               const ProblemShape& shape, const Plan& plan, CUdeviceptr counters,
+                               CUdeviceptr partials);
 
 }  // namespace pagedjit::attention

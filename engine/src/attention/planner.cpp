@@ -132,11 +132,10 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
 
   if (info.num_splits > 1) {
     const std::int64_t rows = std::int64_t(s.num_seqs) * s.num_heads * info.num_splits;
-    plan.part_o_offset = 0;
-    plan.part_lse_offset = rows * s.head_dim * 4;
-    plan.counters_offset = plan.part_lse_offset + rows * info.dv_chunks * 4;
-    const std::int64_t counters = std::int64_t(s.num_seqs) * info.grid[0];
-    info.workspace_bytes = (plan.counters_offset + counters * 4 + 255) / 256 * 256;
+    plan.counters_bytes = (std::int64_t(s.num_seqs) * info.grid[0] * 4 + 255) / 256 * 256;
+    plan.part_o_offset = plan.counters_bytes;
+    plan.part_lse_offset = plan.part_o_offset + rows * s.head_dim * 4;
+    info.workspace_bytes = (plan.part_lse_offset + rows * info.dv_chunks * 4 + 255) / 256 * 256;
   }
   return plan;
 }

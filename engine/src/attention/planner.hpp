@@ -12,10 +12,11 @@ namespace pagedjit::attention {
 struct Plan {
   LaunchInfo info;
   jit::KernelSpec decode;
-  // Workspace layout (bytes) when the context is split: fp32 partial outputs,
-  // their log-sum-exps, and per-(sequence, CTA column) counters of finished
-  // partitions (zero between calls: the merging CTA resets its counter).
-  std::int64_t part_o_offset = 0, part_lse_offset = 0, counters_offset = 0;
+  // Workspace layout (bytes) when the context is split: per-(sequence, CTA
+  // column) counters of finished partitions first (zero between calls: the
+  // merging CTA resets its counter), then fp32 partial outputs and their
+  // log-sum-exps.
+  std::int64_t counters_bytes = 0, part_o_offset = 0, part_lse_offset = 0;
 };
 
 // Smallest partition worth its fp32 partial traffic and merge work.
