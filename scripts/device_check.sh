@@ -15,10 +15,21 @@ if [ "${BENCH:-0}" = 1 ]; then
   build/tools/pagedjit-bench --cases bench/cases.json --peers bench/peers-h100.json --json "$OUT/bench.json" \
     --svg "$OUT/bench.svg" > "$OUT/bench.log" 2>&1; brc=$?
 fi
+san=skipped
+if [ "${SANITIZE:-0}" = 1 ]; then
+  san=""
+  for tool in memcheck racecheck; do
+    PAGEDJIT_TEST_CONFIGS=24 compute-sanitizer --tool $tool --error-exitcode 1 build/tests/pagedjit-tests \
+      --test-suite=gpu "--test-case-exclude=*4 GiB*,*512k*,*4096 sequences*" > "$OUT/sanitizer-$tool.log" 2>&1
+    san="$san $tool=$?"
+  done
+fi
 if [ "${SWEEP:-0}" = 1 ]; then scripts/perf_sweep.sh --json "$OUT/sweep.json" > "$OUT/sweep.log" 2>&1; src=$?; fi
 echo "=== gpu"; cat "$OUT/gpu.txt"
 echo "=== tests (rc=$trc)"; [ -f "$OUT/tests.log" ] && grep -E "ERROR|values|MESSAGE|\[doctest\] (test cases|assertions)|Status" "$OUT/tests.log" | head -40
 echo "=== demo (rc=$drc)"; grep -E "plan:|error:|time:|^OK|FAIL|No GPU" "$OUT/demo.log"
+echo "=== sanitizers ($san)"
+for f in "$OUT"/sanitizer-*.log; do [ -f "$f" ] && { echo "$f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test cases|Status" "$f"; }; done
 echo "=== sweep (rc=$src)"
 [ -f "$OUT/sweep.log" ] && awk '/^\[[0-9]+\/[0-9]+\]/ {name=$2} / ms, .* of read/ {print name, $1, "ms", $3, "GB/s", $6, "of read"}' "$OUT/sweep.log"
 echo "=== bench (rc=$brc)"; [ -f "$OUT/bench.log" ] && tail -45 "$OUT/bench.log"

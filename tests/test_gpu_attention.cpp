@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 #include <random>
@@ -88,7 +89,7 @@ Case random_case(std::uint64_t seed) {
   g.share_pages = rng() % 6 == 0;
   g.with_lse = rng() % 3 == 0;
   PagedAttentionOptions& o = c.opts;
-  o.num_splits = pick(rng, {0, 0, 1, 2, 3, 5, 9});
+  o.num_splits = pick(rng, {0, 0, 1, 2, 3, 5, 9, 64, 256});
   if (rng() % 5 == 0) o.sliding_window = pick(rng, {1, 7, 64, 300, 5000});
   if (rng() % 5 == 0) o.attn_logits_soft_cap = pick(rng, {1, 5, 30});
   if (rng() % 4 == 0) o.attn_scale = 0.05f * float(uni(1, 40));
@@ -157,7 +158,9 @@ TEST_SUITE("gpu") {
   }
 
   TEST_CASE("gpu: random configurations against the float64 reference" * pjtest::skip_without_gpu()) {
-    const int n = 150;
+    // PAGEDJIT_TEST_CONFIGS sets the count (the sanitizer runs use a few).
+    const char* env = std::getenv("PAGEDJIT_TEST_CONFIGS");
+    const int n = env ? std::max(1, std::atoi(env)) : 1000;
     std::vector<Case> cases;
     for (int i = 0; i < n; ++i) cases.push_back(random_case(1000 + std::uint64_t(i)));
     warm(cases);
@@ -215,6 +218,69 @@ TEST_SUITE("gpu") {
       c.opts.num_splits = 64;
     }
     run_case(c);
+  }
+
+  TEST_CASE("gpu: 4096 sequences in one call" * pjtest::skip_without_gpu()) {
+    Case c;
+    c.cfg.num_heads = 8;
+    c.cfg.num_kv_heads = 2;
+    c.cfg.head_dim = 64;
+    std::mt19937 rng(7);
+    for (int i = 0; i < 4096; ++i) c.cfg.context_lens.push_back(int(rng() % 40));
+    run_case(c);
+  }
+
+  TEST_CASE("gpu: a 512k-token context, automatic and 256 partitions" * pjtest::skip_without_gpu()) {
+    for (int splits : {0, 256}) {
+      Case c;
+      c.cfg.num_heads = 8;
+      c.cfg.num_kv_heads = 1;
+      c.cfg.head_dim = 64;
+      c.cfg.context_lens = {512 * 1024 - 3};
+      c.opts.num_splits = splits;
+      run_case(c);
+    }
+  }
+
+  TEST_CASE("gpu: a cache over 4 GiB, pages addressed past 2^31 elements" * pjtest::skip_without_gpu()) {
+    // A small problem whose pages are placed at physical page 2^20 and beyond
+    // of an 8 GiB cache (page stride 2048 elements): offsets reach 2^31+.
+    testing::ProblemConfig cfg;
+    cfg.num_heads = 4;
+    cfg.num_kv_heads = 1;
+    cfg.head_dim = 128;
+    cfg.context_lens = {700, 33};
+    const testing::HostProblem host(cfg);
+    const std::int64_t base = std::int64_t(1) << 20, pages = base + host.num_blocks();
+    const std::int64_t page_bytes = 16 * 128 * 2;
+    DeviceBuffer k(std::size_t(pages * page_bytes)), v(std::size_t(pages * page_bytes));
+    k.upload(host.k.data(), host.k.size(), std::size_t(base * page_bytes));
+    v.upload(host.v.data(), host.v.size(), std::size_t(base * page_bytes));
+    std::vector<std::int32_t> table = host.table;
+    for (auto& e : table)
+      if (e >= 0) e += std::int32_t(base);
+    DeviceBuffer q(host.q.size()), lens(host.lens.size() * 4), tab(table.size() * 4), out(host.q.size());
+    q.upload(host.q.data(), host.q.size());
+    lens.upload(host.lens.data(), host.lens.size() * 4);
+    tab.upload(table.data(), table.size() * 4);
+    PagedAttentionArgs a = host.args();
+    a.query.data = q.data();
+    a.key_cache.data = k.data();
+    a.value_cache.data = v.data();
+    a.key_cache.shape[0] = a.value_cache.shape[0] = pages;
+    a.context_lens.data = lens.data();
+    a.block_tables.data = tab.data();
+    a.output.data = out.data();
+    check(driver().cuMemsetD8(out.ptr(), 0xff, out.size()), "cuMemsetD8");
+    pjtest::engine().paged_attention(a, {}, nullptr);
+    check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+    std::vector<std::uint16_t> raw(host.q.size() / 2);
+    out.download(raw.data(), raw.size() * 2);
+    std::vector<float> got;
+    for (std::size_t i = 0; i < raw.size(); ++i) got.push_back(load_element(raw.data(), std::int64_t(i), DType::bf16));
+    const testing::ErrorStats e = testing::compare(got, reference_paged_attention(host.args(), {}).output);
+    CHECK(e.nonfinite == 0);
+    CHECK(e.rel_l2 < 1e-2);
   }
 
   TEST_CASE("gpu: deterministic, bitwise, across calls and streams" * pjtest::skip_without_gpu()) {
