@@ -360,6 +360,8 @@ TEST_SUITE("gpu") {
       copy(args.value_cache.data, f.value_cache.data, fresh.host().v.size());
       copy(args.context_lens.data, f.context_lens.data, fresh.host().lens.size() * 4);
       copy(args.block_tables.data, f.block_tables.data, fresh.host().table.size() * 4);
+      // Those copies run on the legacy stream, unordered with the non-blocking `s`.
+      check(d.cuCtxSynchronize(), "cuCtxSynchronize");
       live.poison_outputs();
       check(d.cuGraphLaunch(exec, s), "cuGraphLaunch");
       check(d.cuStreamSynchronize(s), "cuStreamSynchronize");

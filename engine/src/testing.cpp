@@ -207,6 +207,9 @@ PagedAttentionArgs DeviceProblem::args() const {
 void DeviceProblem::poison_outputs() {
   pagedjit::check(driver().cuMemsetD8(out_.ptr(), 0xff, out_.size()), "cuMemsetD8");  // NaN in every float format
   pagedjit::check(driver().cuMemsetD8(lse_.ptr(), 0xff, lse_.size()), "cuMemsetD8");
+  // Device memsets are asynchronous on the legacy stream, which does not order
+  // work on non-blocking streams: finish before the caller launches anywhere.
+  pagedjit::check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
 }
 
 std::vector<float> DeviceProblem::output() const {

@@ -63,7 +63,7 @@ class DeviceProblem {
   explicit DeviceProblem(ProblemConfig cfg);
   const HostProblem& host() const { return host_; }
   PagedAttentionArgs args() const;
-  void poison_outputs();  // NaN everywhere in output and lse
+  void poison_outputs();  // NaN everywhere in output and lse; returns once done
   std::vector<float> output() const;
   std::vector<float> lse() const;
   // Runs the CPU reference on `seqs` (all when empty) and compares.
