@@ -284,6 +284,71 @@ TEST_SUITE("gpu") {
     CHECK(e.rel_l2 < 1e-2);
   }
 
+  TEST_CASE("gpu: batch-invariant mode: a sequence's output is bitwise the same in any batch" *
+            pjtest::skip_without_gpu()) {
+    // The sequence under test (3000 tokens, seed 11) sits at different
+    // positions of batches of different sizes and lengths.
+    const std::vector<std::vector<int>> batches = {{3000}, {17, 3000, 9000}, {5000, 100, 2, 3000, 4096, 700}};
+    const std::vector<std::size_t> where = {0, 1, 3};
+    PagedAttentionOptions o;
+    o.batch_invariant = true;
+    std::vector<std::uint16_t> first;
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+      testing::ProblemConfig c;
+      c.num_heads = 32;
+      c.num_kv_heads = 8;
+      c.head_dim = 128;
+      c.context_lens = batches[b];
+      testing::DeviceProblem prob(c);
+      // Give the sequence under test the same data in every batch: copy the
+      // first batch's query row and its pages' contents through the table.
+      static testing::HostProblem ref_host([] {
+        testing::ProblemConfig r;
+        r.num_heads = 32;
+        r.num_kv_heads = 8;
+        r.head_dim = 128;
+        r.context_lens = {3000};
+        r.seed = 11;
+        return r;
+      }());
+      const PagedAttentionArgs a = prob.args();
+      const std::size_t row_bytes = 32 * 128 * 2, page_bytes = std::size_t(8) * 16 * 128 * 2;
+      check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(a.query.data) + where[b] * row_bytes, ref_host.q.data(),
+                                  row_bytes),
+            "cuMemcpyHtoD");
+      for (int pg = 0; pg < (3000 + 15) / 16; ++pg) {
+        const std::size_t dst =
+            std::size_t(prob.host().table[where[b] * std::size_t(prob.host().config().max_blocks) + std::size_t(pg)]) *
+            page_bytes;
+        const std::size_t src = std::size_t(ref_host.table[std::size_t(pg)]) * page_bytes;
+        check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(a.key_cache.data) + dst, ref_host.k.data() + src,
+                                    page_bytes),
+              "cuMemcpyHtoD");
+        check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(a.value_cache.data) + dst, ref_host.v.data() + src,
+                                    page_bytes),
+              "cuMemcpyHtoD");
+      }
+      prob.poison_outputs();
+      const LaunchInfo info = pjtest::engine().paged_attention(a, o, nullptr);
+      CHECK(info.chunk_tokens > 0);
+      check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+      std::vector<std::uint16_t> out(32 * 128);
+      check(driver().cuMemcpyDtoH(out.data(), reinterpret_cast<CUdeviceptr>(a.output.data) + where[b] * row_bytes,
+                                  row_bytes),
+            "cuMemcpyDtoH");
+      if (b == 0) {
+        first = out;
+        const auto want = reference_paged_attention(ref_host.args(), o);
+        std::vector<float> got;
+        for (auto x : out) got.push_back(load_element(&x, 0, DType::bf16));
+        CHECK(testing::compare(got, want.output).rel_l2 < 1e-2);
+      } else {
+        CAPTURE(b);
+        CHECK(std::memcmp(first.data(), out.data(), row_bytes) == 0);
+      }
+    }
+  }
+
   TEST_CASE("gpu: deterministic, bitwise, across calls and streams" * pjtest::skip_without_gpu()) {
     testing::ProblemConfig cfg;
     cfg.num_heads = 32;

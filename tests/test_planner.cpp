@@ -25,12 +25,31 @@ const DeviceInfo h100 = DeviceInfo::h100_sxm();
 }  // namespace
 
 TEST_SUITE("cpu") {
+  TEST_CASE("planner: a batch of one to two waves gets fixed partitions, for ragged lengths") {
+    const LaunchInfo p = plan_problem(shape(64, 32, 8, 8192), {}, h100);  // 512 CTAs on 264 slots
+    CHECK(p.chunk_tokens == attention::kFixedChunkTokens);
+    CHECK(p.num_splits == (8192 + p.chunk_tokens - 1) / p.chunk_tokens);
+    // Short contexts are never cut below two chunks' worth.
+    CHECK(plan_problem(shape(64, 32, 8, 2048), {}, h100).num_splits == 1);
+  }
+
+  TEST_CASE("planner: batch-invariant partitions do not depend on the batch") {
+    PagedAttentionOptions o;
+    o.batch_invariant = true;
+    const LaunchInfo a = plan_problem(shape(1, 32, 8, 8192), o, h100);
+    const LaunchInfo b = plan_problem(shape(300, 32, 8, 8192), o, h100);
+    CHECK(a.chunk_tokens == b.chunk_tokens);
+    CHECK(a.chunk_tokens > 0);
+    CHECK(a.source == "batch-invariant");
+    CHECK(a.tile_tokens == b.tile_tokens);
+  }
+
   TEST_CASE("planner: a large batch needs no split") {
-    const LaunchInfo p = plan_problem(shape(64, 32, 8, 4096), {}, h100);
+    const LaunchInfo p = plan_problem(shape(256, 32, 8, 4096), {}, h100);
     CHECK(p.num_splits == 1);
     CHECK(p.workspace_bytes == 0);
     CHECK(p.grid[0] == 8);
-    CHECK(p.grid[1] == 64);
+    CHECK(p.grid[1] == 256);
   }
 
   TEST_CASE("planner: one long sequence is split to fill the SMs") {

@@ -49,7 +49,11 @@ struct PagedAttentionOptions {
   std::optional<std::string> megacore_mode;     // TPU only: any value is NotSupported
   bool inline_seq_dim = true;                   // false is NotSupported
   bool return_lse = false;                      // write args.lse
-  std::optional<KernelConfig> kernel_config;    // tuning override: tile shape, pipeline depth, partition length
+  // Partitions of a fixed length whatever else is in the batch, so a
+  // sequence's output is bitwise the same in any batch (given max_context_len
+  // absent or >= its length).
+  bool batch_invariant = false;
+  std::optional<KernelConfig> kernel_config;  // tuning override: tile shape, pipeline depth, partition length
 };
 
 // Everything about a call except its pointers: what planning and compiling need.

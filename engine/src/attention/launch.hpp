@@ -9,7 +9,6 @@
 namespace pagedjit::attention {
 
 pj::DecodeParams decode_params(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
-                               const ProblemShape& shape, const Plan& plan, CUdeviceptr counters,
-                               CUdeviceptr partials);
+                               const ProblemShape& shape, const Plan& plan, CUdeviceptr counters, CUdeviceptr partials);
 
 }  // namespace pagedjit::attention

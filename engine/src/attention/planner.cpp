@@ -98,20 +98,32 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   const std::int64_t slots = std::int64_t(d.sm_count) * ctas_per_sm(d, smem, info.threads, regs_estimate(s, simt));
   const std::int64_t max_useful =
       std::max<std::int64_t>(1, (s.max_context_len + kMinChunkTokens - 1) / kMinChunkTokens);
-  info.chunk_tokens = 0;
-  if (forced.chunk_tokens > 0) {
-    info.chunk_tokens = (forced.chunk_tokens + cfg.tile - 1) / cfg.tile * cfg.tile;
+  // Fixed-length partitions: ceil(max_context_len / chunk) of them per sequence.
+  const auto use_chunk = [&](int chunk) {
+    info.chunk_tokens = (chunk + cfg.tile - 1) / cfg.tile * cfg.tile;
     info.num_splits =
         int(std::clamp<std::int64_t>((s.max_context_len + info.chunk_tokens - 1) / info.chunk_tokens, 1, 65535));
+  };
+  info.chunk_tokens = 0;
+  if (forced.chunk_tokens > 0) {
+    use_chunk(forced.chunk_tokens);
     info.source = "user";
+  } else if (o.batch_invariant) {
+    use_chunk(kFixedChunkTokens);
+    info.source = "batch-invariant";
   } else if (o.num_splits >= 1) {
     info.num_splits = o.num_splits;
     info.source = "user";
   } else {
     info.source = "heuristic";
-    std::int64_t splits = 1;
-    if (units > 0 && units * 10 < slots * 8) splits = std::max<std::int64_t>(1, slots / units);
-    info.num_splits = int(std::clamp<std::int64_t>(splits, 1, std::min<std::int64_t>(max_useful, 65535)));
+    info.num_splits = 1;
+    if (units > 0 && units * 10 < slots * 8) {
+      // Too few CTAs to fill the GPU: cut every sequence evenly.
+      const std::int64_t splits = std::max<std::int64_t>(1, slots / units);
+      info.num_splits = int(std::clamp<std::int64_t>(splits, 1, std::min<std::int64_t>(max_useful, 65535)));
+    } else if (units < 2 * slots && s.max_context_len >= 2 * kFixedChunkTokens) {
+      use_chunk(kFixedChunkTokens);  // one to two waves: balance possibly ragged lengths
+    }
   }
 
   const std::string arch = jit::clamp_arch(d.arch());
