@@ -6,6 +6,7 @@
 
 #include "jit/kernel_spec.hpp"
 #include "pagedjit/errors.hpp"
+#include "pagedjit/version.hpp"
 
 using namespace pagedjit;
 using jit::KernelSpec;
@@ -50,9 +51,10 @@ TEST_SUITE("cpu") {
     CHECK(keys.insert(b.key("H", "13.1")).second);
   }
 
-  TEST_CASE("kernel spec: key text holds version, arch, options, sources and NVRTC version") {
+  TEST_CASE("kernel spec: key text holds versions, arch, options, sources and NVRTC version") {
     const std::string k = decode_spec().key("abc123", "13.0");
     CHECK(k.find("pagedjit-cache-v") == 0);
+    CHECK(k.find(std::string("|pagedjit=") + kVersion + "|") != std::string::npos);
     CHECK(k.find("arch=sm_90a") != std::string::npos);
     CHECK(k.find("--gpu-architecture=sm_90a") != std::string::npos);
     CHECK(k.find("sources=abc123") != std::string::npos);

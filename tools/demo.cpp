@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
 #include <vector>
 
 #include "pagedjit/pagedjit.hpp"
@@ -38,8 +39,7 @@ int offline(const std::string& reason) {
     const auto t0 = std::chrono::steady_clock::now();
     const LaunchInfo info = precompile(shape, {}, DeviceInfo::h100_sxm());
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    fmt::print("  {:5} {}: ready in {:.0f} ms ({})\n", dtype_name(dt), info.decode_kernel, ms,
-               info.describe());
+    fmt::print("  {:5} {}: ready in {:.0f} ms ({})\n", dtype_name(dt), info.decode_kernel, ms, info.describe());
   }
   fmt::print("OK: kernels compiled; run on a machine with an NVIDIA GPU to execute them.\n");
   return 0;
@@ -47,7 +47,11 @@ int offline(const std::string& reason) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    fmt::print("pagedjit-demo {}\n", kVersion);
+    return 0;
+  }
   fmt::print("pagedjit {} demo: paged-attention decode, seed example\n", kVersion);
   if (device_count() == 0) return offline(device_unavailable_reason());
   try {

@@ -68,6 +68,7 @@ output:
   --svg-from-json F   no GPU: load an earlier --json output, print its table and
                       write --svg (and --json, with --peers recomputed) from it
   --help              this text
+  --version           the pagedjit version
 
 run-time compilation (BENCHMARK.md target 5; JSON small_calls.compile and
 small_calls.warm_cache_load): two child processes of this program on one new,
@@ -352,6 +353,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
       fmt::print("{}", kUsage);
+      return 0;
+    } else if (std::string(argv[i]) == "--version") {
+      fmt::print("pagedjit-bench {}\n", pagedjit::kVersion);
       return 0;
     }
   const Options o = parse_options(argc, argv);

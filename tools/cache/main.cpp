@@ -29,6 +29,7 @@
 #include "jit/source_set.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/errors.hpp"
+#include "pagedjit/version.hpp"
 
 using namespace pagedjit;
 using json = nlohmann::json;
@@ -56,6 +57,7 @@ common options:
                 $XDG_CACHE_HOME/pagedjit, else ~/.cache/pagedjit)
   --json        machine-readable output on stdout
   --help        help for a command: pagedjit-cache <command> --help
+  --version     the pagedjit version
 
 environment: PAGEDJIT_CACHE_DIR, PAGEDJIT_CACHE=off, PAGEDJIT_CACHE_MAX_BYTES,
 PAGEDJIT_CACHE_LOCKS=off, PAGEDJIT_JIT=off (misses are errors; `warm` compiles anyway).
@@ -258,7 +260,7 @@ std::string current_key_suffix() {
 }
 bool is_current(const std::string& key) {
   static const std::string suffix = current_key_suffix();
-  static const std::string prefix = fmt::format("pagedjit-cache-v{}|", jit::kCacheFormatVersion);
+  static const std::string prefix = fmt::format("pagedjit-cache-v{}|pagedjit={}|", jit::kCacheFormatVersion, kVersion);
   return key.size() >= suffix.size() && key.rfind(prefix, 0) == 0 &&
          key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -802,6 +804,10 @@ int cmd_time_compile(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    fmt::print("pagedjit-cache {}\n", kVersion);
+    return 0;
+  }
   Args args;
   try {
     args = parse_args(argc, argv);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "pagedjit/errors.hpp"
+#include "pagedjit/version.hpp"
 
 namespace pagedjit::jit {
 namespace {
@@ -57,8 +58,8 @@ int KernelSpec::threads() const {
 }
 
 std::string KernelSpec::key(const std::string& source_hash, const std::string& nvrtc_version) const {
-  return fmt::format("pagedjit-cache-v{}|{}|arch={}|options={}|sources={}|nvrtc={}", kCacheFormatVersion,
-                     name_expression(), arch, fmt::join(compile_options(), " "), source_hash, nvrtc_version);
+  return fmt::format("pagedjit-cache-v{}|pagedjit={}|{}|arch={}|options={}|sources={}|nvrtc={}", kCacheFormatVersion,
+                     kVersion, name_expression(), arch, fmt::join(compile_options(), " "), source_hash, nvrtc_version);
 }
 
 std::string KernelSpec::readable() const {
