@@ -4,12 +4,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <future>
 #include <random>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "attention/planner.hpp"
@@ -59,7 +61,8 @@ Case random_case(std::uint64_t seed) {
   g.head_dim = pick(rng, {64, 128, 256, 64, 128, 16, 80, 96, 192, 272, 512});
   g.page_size = rng() % 2 ? 16 : 1 << uni(0, 8);
   g.num_kv_heads = uni(1, 4);
-  const int group = pick(rng, {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20});
+  const int group = pick(rng, {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 32, 64});
+  if (group > 16) g.num_kv_heads = std::min(g.num_kv_heads, 2);  // keeps the CPU reference quick
   g.num_heads = g.num_kv_heads * group;
   g.layout = std::array<CacheLayout, 3>{CacheLayout::blocks_heads, CacheLayout::heads_blocks,
                                         CacheLayout::blocks_tokens}[rng() % 3];
@@ -494,6 +497,100 @@ TEST_SUITE("gpu") {
     } catch (const DriverError& e) {
       CHECK(e.code() == ErrorCode::no_device);
     }
+  }
+
+  TEST_CASE("gpu: validation mode reports a context longer than the table's capacity" * pjtest::skip_without_gpu()) {
+    testing::ProblemConfig cfg;
+    cfg.context_lens = {40, 100};
+    testing::DeviceProblem prob(cfg);
+    PagedAttentionArgs a = prob.args();
+    const std::int32_t too_long = std::int32_t(a.block_tables.shape[1] * 16 + 1);
+    check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(a.context_lens.data) + 4, &too_long, 4), "cuMemcpyHtoD");
+    EngineOptions eo;
+    eo.validate_device_data = true;
+    Engine checked(0, eo);
+    try {
+      checked.paged_attention(a, {}, nullptr);
+      FAIL("context longer than the table not reported");
+    } catch (const DeviceDataError& e) {
+      CHECK(e.sequence() == 1);
+      CHECK(std::string(e.what()).find("context_lens[1]") != std::string::npos);
+    }
+    // Without the validation mode the excess tokens are ignored: the result is
+    // that of the table's capacity, never a fault.
+    prob.poison_outputs();
+    pjtest::engine().paged_attention(a, {}, nullptr);
+    check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+    CHECK(testing::compare(prob.output(), reference_paged_attention(prob.host().args(), {}).output).nonfinite == 0);
+  }
+
+  TEST_CASE("gpu: 16 threads share one engine, each on its own stream, compiling as they go" *
+            pjtest::skip_without_gpu()) {
+    Engine shared(0);
+    std::atomic<int> failures{0}, calls{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 16; ++t)
+      threads.emplace_back([&, t] {
+        try {
+          check(driver().cuCtxSetCurrent(nullptr), "cuCtxSetCurrent");  // the engine must bring its own context
+          CUstream s;
+          {
+            // A context is needed to create the stream: borrow the engine's by a call-free route.
+            CUcontext ctx;
+            check(driver().cuDevicePrimaryCtxRetain(&ctx, 0), "cuDevicePrimaryCtxRetain");
+            check(driver().cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+            check(driver().cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+          }
+          for (int i = 0; i < 6; ++i) {
+            testing::ProblemConfig c;
+            c.dtype = c.out_dtype = std::array<DType, 3>{DType::bf16, DType::f16, DType::f32}[(t + i) % 3];
+            c.head_dim = 16 * (1 + (t * 7 + i) % 12);  // many specializations, compiled concurrently
+            c.num_heads = 8;
+            c.num_kv_heads = 2;
+            c.context_lens = {int(50 + 37 * t + 11 * i), 300};
+            c.seed = std::uint64_t(1000 * t + i);
+            testing::DeviceProblem prob(c);
+            PagedAttentionOptions o;
+            o.num_splits = i % 3;
+            shared.paged_attention(prob.args(), o, s);
+            check(driver().cuStreamSynchronize(s), "cuStreamSynchronize");
+            const testing::ErrorStats e = prob.check(o);
+            if (e.nonfinite || e.rel_l2 > tolerance(c.dtype)) ++failures;
+            ++calls;
+          }
+          check(driver().cuStreamDestroy(s), "cuStreamDestroy");
+          check(driver().cuDevicePrimaryCtxRelease(0), "cuDevicePrimaryCtxRelease");
+        } catch (const std::exception& e) {
+          ++failures;
+          MESSAGE("thread ", t, ": ", e.what());
+        }
+      });
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+    CHECK(calls == 96);
+  }
+
+  TEST_CASE("gpu: two engines on one device; one destroyed while the other keeps working" *
+            pjtest::skip_without_gpu()) {
+    testing::ProblemConfig c;
+    c.context_lens = {500, 2000};
+    c.num_heads = 16;
+    c.num_kv_heads = 4;
+    testing::DeviceProblem prob(c);
+    auto a = std::make_unique<Engine>(0);
+    Engine b(0);
+    PagedAttentionOptions o;
+    o.num_splits = 3;
+    prob.poison_outputs();
+    a->paged_attention(prob.args(), o, nullptr);
+    b.paged_attention(prob.args(), o, nullptr);
+    a.reset();  // destroys its workspace and modules; b's stay valid
+    prob.poison_outputs();
+    b.paged_attention(prob.args(), o, nullptr);
+    check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+    const testing::ErrorStats e = prob.check(o);
+    CHECK(e.nonfinite == 0);
+    CHECK(e.rel_l2 < 1e-2);
   }
 
   TEST_CASE("gpu: validation mode reports the first bad sequence" * pjtest::skip_without_gpu()) {
