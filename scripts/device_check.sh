@@ -18,14 +18,20 @@ fi
 san=skipped
 if [ "${SANITIZE:-0}" = 1 ]; then
   san=""
-  for tool in memcheck racecheck; do
+  for tool in ${SANITIZERS:-memcheck racecheck}; do
     PAGEDJIT_TEST_CONFIGS=24 compute-sanitizer --tool $tool --error-exitcode 1 build/tests/pagedjit-tests \
       --test-suite=gpu "--test-case-exclude=*4 GiB*,*512k*,*4096 sequences*" > "$OUT/sanitizer-$tool.log" 2>&1
     san="$san $tool=$?"
   done
 fi
 if [ "${SWEEP:-0}" = 1 ]; then scripts/perf_sweep.sh --json "$OUT/sweep.json" > "$OUT/sweep.log" 2>&1; src=$?; fi
+if [ "${EMBED:-0}" = 1 ]; then
+  (cd build && ctest -R "c_api|install|python" --output-on-failure) > "$OUT/embed.log" 2>&1; erc=$?
+  python3 examples/python/seed_example.py --lib build/libpagedjit.so >> "$OUT/embed.log" 2>&1
+  python3 examples/python/seed_example.py --lib build/libpagedjit.so --dtype fp32 >> "$OUT/embed.log" 2>&1; prc=$?
+fi
 echo "=== gpu"; cat "$OUT/gpu.txt"
+[ -f "$OUT/embed.log" ] && { echo "=== embedding (ctest rc=$erc, python rc=$prc)"; grep -vE "^\s*$" "$OUT/embed.log" | tail -25; }
 echo "=== tests (rc=$trc)"; [ -f "$OUT/tests.log" ] && grep -E "ERROR|values|MESSAGE|\[doctest\] (test cases|assertions)|Status" "$OUT/tests.log" | head -40
 echo "=== demo (rc=$drc)"; grep -E "plan:|error:|time:|^OK|FAIL|No GPU" "$OUT/demo.log"
 echo "=== sanitizers ($san)"

@@ -66,10 +66,11 @@ TensorView::TensorView(void* ptr, DType dt, std::initializer_list<std::int64_t> 
   rank = int(dims.size());
   int i = 0;
   for (auto d : dims) shape[i++] = d;
-  std::int64_t s = 1;
+  // Unsigned: absurd sizes wrap instead of overflowing (validation refuses them).
+  std::uint64_t s = 1;
   for (int k = rank - 1; k >= 0; --k) {
-    strides[k] = s;
-    s *= shape[k];
+    strides[k] = std::int64_t(s);
+    s *= std::uint64_t(shape[k]);
   }
 }
 
@@ -82,22 +83,30 @@ TensorView::TensorView(void* ptr, DType dt, std::initializer_list<std::int64_t> 
   for (auto s : element_strides) strides[i++] = s;
 }
 
+// `rank` is a public field: a value outside [0, kMaxRank] must not index the arrays.
+static bool valid_rank(int rank) {
+  return rank >= 0 && rank <= kMaxRank;
+}
+
 std::int64_t TensorView::numel() const {
-  std::int64_t n = 1;
-  for (int i = 0; i < rank; ++i) n *= shape[i];
-  return n;
+  if (!valid_rank(rank)) return 0;
+  std::uint64_t n = 1;
+  for (int i = 0; i < rank; ++i) n *= std::uint64_t(shape[i]);
+  return std::int64_t(n);
 }
 
 bool TensorView::is_contiguous() const {
-  std::int64_t s = 1;
+  if (!valid_rank(rank)) return false;
+  std::uint64_t s = 1;
   for (int k = rank - 1; k >= 0; --k) {
-    if (shape[k] != 1 && strides[k] != s) return false;
-    s *= shape[k];
+    if (shape[k] != 1 && strides[k] != std::int64_t(s)) return false;
+    s *= std::uint64_t(shape[k]);
   }
   return true;
 }
 
 std::string TensorView::describe() const {
+  if (!valid_rank(rank)) return fmt::format("{} tensor of invalid rank {}", dtype_name(dtype), rank);
   std::string dims, st;
   for (int i = 0; i < rank; ++i) {
     dims += fmt::format("{}{}", i ? ", " : "", shape[i]);

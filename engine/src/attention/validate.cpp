@@ -43,7 +43,7 @@ void expect_vector_rows(const TensorView& t, const char* name) {
   if (addr % 16 != 0) throw InvalidArgument(name, "a 16-byte aligned pointer", fmt::format("{}", t.data));
   const std::int64_t es = std::int64_t(dtype_size(t.dtype));
   for (int i = 0; i + 1 < t.rank; ++i)
-    if ((t.strides[i] * es) % 16 != 0 || t.strides[i] < 0)
+    if (t.strides[i] < 0 || t.strides[i] % (16 / es) != 0)  // (stride * es overflows for absurd strides)
       throw InvalidArgument(name,
                             fmt::format("non-negative strides that are multiples of 16 bytes ({} elements)", 16 / es),
                             t.describe());

@@ -18,7 +18,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <thread>
 
 #include "jit/hash.hpp"
@@ -176,6 +178,20 @@ bool lock_is_stale(const std::string& path, std::chrono::seconds stale_age) {
   if (std::sscanf(buf, "%ld %255s", &pid, host) != 2 || pid <= 0) return false;
   if (host_name() != host) return false;  // can't tell: wait for the age
   return ::kill(pid_t(pid), 0) != 0 && errno == ESRCH;
+}
+
+// An integer field of an entry's metadata (`fallback` when absent). A float
+// outside T's range is malformed metadata: converting it would be undefined.
+template <class T>
+T meta_integer(const nlohmann::json& meta, const char* name, T fallback) {
+  const auto it = meta.find(name);
+  if (it == meta.end()) return fallback;
+  if (it->is_number_float()) {
+    const double d = it->template get<double>();
+    if (!(d >= double(std::numeric_limits<T>::min()) && d < double(std::numeric_limits<T>::max())))
+      throw std::range_error(fmt::format("{} = {} is out of range", name, d));
+  }
+  return it->template get<T>();
 }
 
 }  // namespace
@@ -440,8 +456,8 @@ EntryInfo DiskStore::read_entry(const std::string& path, const std::string* expe
     info.readable = meta.value("readable", std::string());
     info.is_ptx = meta.at("is_ptx").get<bool>();
     info.compile_ms = meta.value("compile_ms", 0.0);
-    info.created = meta.value("created", std::int64_t(0));
-    info.log_bytes = meta.value("nvrtc_log_bytes", std::uint64_t(0));
+    info.created = meta_integer(meta, "created", std::int64_t(0));
+    info.log_bytes = meta_integer(meta, "nvrtc_log_bytes", std::uint64_t(0));
     if (info.lowered_name.empty()) return fail(EntryStatus::bad_metadata, "empty lowered_name");
     if (kernel) {
       kernel->key = info.key;
