@@ -177,7 +177,9 @@ struct SimtMath {
       for (int i = 0; i < 4; ++i) {
         const int row = g + (i >> 1) * 8;
         const int tok = tok0 + nt * 8 + 2 * tig + (i & 1);
-        float acc = 0.f;
+        // kVec independent partial sums: shorter rounding chains (fp32 at
+        // head_dim 512 needs them to stay within 1e-5 of float64).
+        float acc[kVec] = {};
         if (row < nrows) {
           const uint4* qv = reinterpret_cast<const uint4*>(q_smem + row * pitch);
           const uint4* kv = reinterpret_cast<const uint4*>(k_smem + tok * pitch);
@@ -187,10 +189,13 @@ struct SimtMath {
             unpack16(T(), qv[c], qf);
             unpack16(T(), kv[c], kf);
 #pragma unroll
-            for (int e = 0; e < kVec; ++e) acc = fmaf(qf[e], kf[e], acc);
+            for (int e = 0; e < kVec; ++e) acc[e] = fmaf(qf[e], kf[e], acc[e]);
           }
         }
-        s[nt][i] = acc;
+        float sum = 0.f;
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) sum += acc[e];
+        s[nt][i] = sum;
       }
     }
   }
