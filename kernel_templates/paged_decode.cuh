@@ -78,18 +78,6 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int end = split == active - 1 ? len : min(len, begin + per);
   const int ntiles = begin < end ? (end - begin + TILE - 1) / TILE : 0;
 
-  // Query rows of this CTA; padding rows are zero.
-  {
-    constexpr int CPR = HEAD_DIM * T::bytes / 16;
-    const S* q = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq;
-    for (int c = tid; c < kTileRows * CPR; c += NT) {
-      const int r = c / CPR, col = c % CPR;
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (r < nrows) v = *reinterpret_cast<const uint4*>(q + i64(h0 + r) * p.q_stride_head + col * (16 / T::bytes));
-      *reinterpret_cast<uint4*>(q_smem + r * L.row_pitch + col * 16) = v;
-    }
-  }
-
   const S* k_head = static_cast<const S*>(p.k) + i64(kvh) * p.k_stride_head;
   const S* v_head = static_cast<const S*>(p.v) + i64(kvh) * p.v_stride_head + dv0;
   const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
@@ -106,16 +94,31 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     Loader::issue(p, k_head, v_head, dv_len, begin + t * TILE, ids(t), smem_addr(stage_k(t)), smem_addr(stage_v(t)),
                   L.row_pitch, L.v_pitch);
   };
+
+  // Prologue, latency first: the block-table lookups of the first tiles and
+  // the query rows are all in flight together (the query by cp.async, in the
+  // first copy group), so a CTA waits for two dependent memory trips (table,
+  // then pages) rather than four.
+  Loader first[STAGES];
+#pragma unroll
+  for (int t = 0; t < STAGES; ++t)
+    if (t < ntiles) first[t].load_ids(p, bt_row, begin + t * TILE, end);
+  {
+    constexpr int CPR = HEAD_DIM * T::bytes / 16;
+    const S* q = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq;
+    const u32 q_base = smem_addr(q_smem);
+    for (int c = tid; c < kTileRows * CPR; c += NT) {
+      const int r = c / CPR, col = c % CPR;  // padding rows are zero-filled
+      const S* src = q + i64(h0 + min(r, nrows - 1)) * p.q_stride_head + col * (16 / T::bytes);
+      cp_async16(q_base + u32(r * L.row_pitch + col * 16), src, r < nrows ? 16 : 0);
+    }
+  }
   // Bit t % (STAGES + 1): this thread stored a masked id for tile t.
   unsigned masked_bits = 0;
 #pragma unroll
-  for (int t = 0; t < STAGES; ++t) {
-    if (t < ntiles) {
-      loader.load_ids(p, bt_row, begin + t * TILE, end);
-      masked_bits |= unsigned(loader.store_ids(ids(t))) << (t % (STAGES + 1));
-    }
-  }
-  __syncthreads();  // page ids and the query tile visible
+  for (int t = 0; t < STAGES; ++t)
+    if (t < ntiles) masked_bits |= unsigned(first[t].store_ids(ids(t))) << (t % (STAGES + 1));
+  __syncthreads();  // page ids visible
 #pragma unroll
   for (int t = 0; t < STAGES - 1; ++t) {
     if (t < ntiles) issue(t);
@@ -123,7 +126,6 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   }
 
   Math math;
-  math.prepare(q_smem, L.row_pitch);
   WarpState<DV> st;
   st.init();
 
@@ -132,6 +134,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     // Tile t visible to all; the stage refilled below is no longer read; and
     // whether any token of tile t is masked (usually only the last tile).
     const bool masked = __syncthreads_or((masked_bits >> (t % (STAGES + 1))) & 1u);
+    if (t == 0) math.prepare(q_smem, L.row_pitch);  // the query arrived with tile 0
     const int tn = t + STAGES - 1;
     if (tn < ntiles) issue(tn);
     cp_async_commit();
