@@ -14,22 +14,13 @@
 #include "jit/source_set.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
+#include "shapes.hpp"
 
 using namespace pagedjit;
 
 namespace {
 ProblemShape shape(DType dt, int head_dim, int heads, int kv_heads) {
-  ProblemShape s;
-  s.num_seqs = 4;
-  s.num_heads = heads;
-  s.num_kv_heads = kv_heads;
-  s.head_dim = head_dim;
-  s.page_size = 16;
-  s.max_blocks = 64;
-  s.num_blocks = 256;
-  s.dtype = s.out_dtype = dt;
-  s.max_context_len = 1024;
-  return s;
+  return pjtest::test_shape(4, heads, kv_heads, 1024, head_dim, dt);
 }
 }  // namespace
 

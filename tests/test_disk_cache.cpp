@@ -27,6 +27,7 @@
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
 #include "pagedjit/errors.hpp"
+#include "shapes.hpp"
 
 using namespace pagedjit;
 namespace fs = std::filesystem;
@@ -143,17 +144,7 @@ jit::DiskStoreOptions options_for(const std::string& dir) {
 }
 
 ProblemShape shape(DType dt, int head_dim) {
-  ProblemShape s;
-  s.num_seqs = 8;
-  s.num_heads = 8;
-  s.num_kv_heads = 8;
-  s.head_dim = head_dim;
-  s.page_size = 16;
-  s.max_blocks = 256;
-  s.num_blocks = 2048;
-  s.dtype = s.out_dtype = dt;
-  s.max_context_len = 4096;
-  return s;
+  return pjtest::test_shape(8, 8, 8, 4096, head_dim, dt);
 }
 
 // Quick-to-compile kernels for the tests that need real ones.

@@ -4,40 +4,29 @@
 #include "attention/planner.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
+#include "shapes.hpp"
 
 using namespace pagedjit;
 
 namespace {
-ProblemShape shape(int seqs, int heads, int kv_heads, int ctx, int head_dim = 128, DType dt = DType::bf16) {
-  ProblemShape s;
-  s.num_seqs = seqs;
-  s.num_heads = heads;
-  s.num_kv_heads = kv_heads;
-  s.head_dim = head_dim;
-  s.page_size = 16;
-  s.max_blocks = (ctx + 15) / 16;
-  s.num_blocks = seqs * s.max_blocks;
-  s.dtype = s.out_dtype = dt;
-  s.max_context_len = ctx;
-  return s;
-}
+using pjtest::test_shape;
 const DeviceInfo h100 = DeviceInfo::h100_sxm();
 }  // namespace
 
 TEST_SUITE("cpu") {
   TEST_CASE("planner: a batch of one to two waves gets fixed partitions, for ragged lengths") {
-    const LaunchInfo p = plan_problem(shape(64, 32, 8, 8192), {}, h100);  // 512 CTAs on 264 slots
+    const LaunchInfo p = plan_problem(test_shape(64, 32, 8, 8192), {}, h100);  // 512 CTAs on 264 slots
     CHECK(p.chunk_tokens == attention::kFixedChunkTokens);
     CHECK(p.num_splits == (8192 + p.chunk_tokens - 1) / p.chunk_tokens);
     // Short contexts are never cut below two chunks' worth.
-    CHECK(plan_problem(shape(64, 32, 8, 2048), {}, h100).num_splits == 1);
+    CHECK(plan_problem(test_shape(64, 32, 8, 2048), {}, h100).num_splits == 1);
   }
 
   TEST_CASE("planner: batch-invariant partitions do not depend on the batch") {
     PagedAttentionOptions o;
     o.batch_invariant = true;
-    const LaunchInfo a = plan_problem(shape(1, 32, 8, 8192), o, h100);
-    const LaunchInfo b = plan_problem(shape(300, 32, 8, 8192), o, h100);
+    const LaunchInfo a = plan_problem(test_shape(1, 32, 8, 8192), o, h100);
+    const LaunchInfo b = plan_problem(test_shape(300, 32, 8, 8192), o, h100);
     CHECK(a.chunk_tokens == b.chunk_tokens);
     CHECK(a.chunk_tokens > 0);
     CHECK(a.source == "batch-invariant");
@@ -45,7 +34,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("planner: a large batch needs no split") {
-    const LaunchInfo p = plan_problem(shape(256, 32, 8, 4096), {}, h100);
+    const LaunchInfo p = plan_problem(test_shape(256, 32, 8, 4096), {}, h100);
     CHECK(p.num_splits == 1);
     CHECK(p.workspace_bytes == 0);
     CHECK(p.grid[0] == 8);
@@ -53,7 +42,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("planner: one long sequence is split to fill the SMs") {
-    const LaunchInfo p = plan_problem(shape(1, 32, 8, 131072), {}, h100);
+    const LaunchInfo p = plan_problem(test_shape(1, 32, 8, 131072), {}, h100);
     CHECK(p.num_splits >= h100.sm_count / 8);
     CHECK(std::int64_t(p.num_splits) * 8 <= 2 * h100.sm_count);
     CHECK(p.workspace_bytes >= std::int64_t(32) * p.num_splits * (128 + 1) * 4 + 8 * 4);
@@ -61,25 +50,25 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("planner: short contexts are not split below the minimum chunk") {
-    const LaunchInfo p = plan_problem(shape(1, 8, 8, 300), {}, h100);
+    const LaunchInfo p = plan_problem(test_shape(1, 8, 8, 300), {}, h100);
     CHECK(p.num_splits <= 2);
   }
 
   TEST_CASE("planner: the user's num_splits wins") {
     PagedAttentionOptions o;
     o.num_splits = 7;
-    const LaunchInfo p = plan_problem(shape(64, 32, 8, 4096), o, h100);
+    const LaunchInfo p = plan_problem(test_shape(64, 32, 8, 4096), o, h100);
     CHECK(p.num_splits == 7);
     CHECK(p.grid[2] == 7);
     CHECK(p.source == "user");
   }
 
   TEST_CASE("planner: groups above 16 are cut into balanced head chunks") {
-    const LaunchInfo p = plan_problem(shape(4, 40, 2, 1024), {}, h100);  // group 20
+    const LaunchInfo p = plan_problem(test_shape(4, 40, 2, 1024), {}, h100);  // group 20
     CHECK(p.head_chunks == 2);
     CHECK(p.heads_per_cta == 10);
     CHECK(p.grid[0] == 4);
-    const LaunchInfo q = plan_problem(shape(4, 64, 1, 1024), {}, h100);  // group 64
+    const LaunchInfo q = plan_problem(test_shape(4, 64, 1, 1024), {}, h100);  // group 64
     CHECK(q.head_chunks == 4);
     CHECK(q.heads_per_cta == 16);
   }
@@ -87,7 +76,7 @@ TEST_SUITE("cpu") {
   TEST_CASE("planner: shared memory fits the device for every dtype and head_dim") {
     for (DType dt : {DType::f16, DType::bf16, DType::f32})
       for (int d = 16; d <= 512; d += 16) {
-        const LaunchInfo p = plan_problem(shape(8, 8, 8, 2048, d, dt), {}, h100);
+        const LaunchInfo p = plan_problem(test_shape(8, 8, 8, 2048, d, dt), {}, h100);
         CHECK(p.smem_bytes <= h100.max_smem_per_block);
         CHECK(p.tile_tokens % (16 * p.warps) == 0);
         CHECK(p.v_dims % 16 == 0);
@@ -100,19 +89,19 @@ TEST_SUITE("cpu") {
   TEST_CASE("planner: a forced kernel config is used, or refused when it does not fit") {
     PagedAttentionOptions o;
     o.kernel_config = KernelConfig{32, 2, 6, 0};
-    LaunchInfo p = plan_problem(shape(8, 8, 8, 2048), o, h100);
+    LaunchInfo p = plan_problem(test_shape(8, 8, 8, 2048), o, h100);
     CHECK(p.tile_tokens == 32);
     CHECK(p.warps == 2);
     CHECK(p.stages == 6);
     o.kernel_config = KernelConfig{256, 8, 8, 0};  // far more shared memory than an SM has
-    CHECK_THROWS_AS(plan_problem(shape(8, 8, 8, 2048, 256), o, h100), InvalidArgument);
+    CHECK_THROWS_AS(plan_problem(test_shape(8, 8, 8, 2048, 256), o, h100), InvalidArgument);
   }
 
   TEST_CASE("planner: a fixed chunk gives ceil(max_context_len / chunk) partitions") {
     PagedAttentionOptions o;
     o.kernel_config = KernelConfig{};
     o.kernel_config->chunk_tokens = 1000;  // rounded up to a whole tile
-    const LaunchInfo p = plan_problem(shape(8, 32, 8, 8192), o, h100);
+    const LaunchInfo p = plan_problem(test_shape(8, 32, 8, 8192), o, h100);
     CHECK(p.chunk_tokens % p.tile_tokens == 0);
     CHECK(p.chunk_tokens >= 1000);
     CHECK(p.num_splits == (8192 + p.chunk_tokens - 1) / p.chunk_tokens);
@@ -123,7 +112,7 @@ TEST_SUITE("cpu") {
     PagedAttentionOptions o;
     o.kernel_config = KernelConfig{};
     o.kernel_config->v_dims = 128;
-    const LaunchInfo p = plan_problem(shape(8, 16, 8, 2048, 256), o, h100);
+    const LaunchInfo p = plan_problem(test_shape(8, 16, 8, 2048, 256), o, h100);
     CHECK(p.v_dims == 128);
     CHECK(p.dv_chunks == 2);
     CHECK(p.grid[0] == 16);
@@ -132,7 +121,7 @@ TEST_SUITE("cpu") {
   TEST_CASE("planner: pages_per_compute_block sets the tile") {
     PagedAttentionOptions o;
     o.pages_per_compute_block = 2;  // 32 tokens of 16-token pages
-    const LaunchInfo p = plan_problem(shape(8, 8, 8, 2048), o, h100);
+    const LaunchInfo p = plan_problem(test_shape(8, 8, 8, 2048), o, h100);
     CHECK(p.tile_tokens == 32);
     CHECK(p.warps == 2);
   }
