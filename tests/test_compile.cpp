@@ -88,6 +88,8 @@ TEST_SUITE("cpu") {
       CHECK(e.excerpt().find("this is not cuda") != std::string::npos);
       CHECK(e.options().front() == "--gpu-architecture=sm_90a");
     }
+    // The process stays usable: the same kernel from the embedded sources compiles.
+    CHECK_FALSE(jit::compile_kernel(s, jit::SourceSet::embedded()).binary.empty());
     fs::remove_all(dir);
   }
 }

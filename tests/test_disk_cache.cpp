@@ -475,6 +475,22 @@ TEST_SUITE("cpu") {
     CHECK(count_lines_with(err, "memory only") == 1);
   }
 
+  TEST_CASE("disk cache: the directory deleted while in use: calls keep working") {
+    TempDir tmp;
+    const std::string dir = tmp / "cache";
+    jit::KernelCache cache;
+    cache.set_store(std::make_shared<jit::DiskStore>(options_for(dir)));
+    const auto first = cache.get(small_spec(DType::bf16));
+    CHECK(!first->binary.empty());
+    std::filesystem::remove_all(dir);                       // another process cleaned up under our feet
+    const auto second = cache.get(small_spec(DType::f16));  // compiled, stored again or kept in memory
+    CHECK(!second->binary.empty());
+    CHECK(cache.get(small_spec(DType::bf16)).get() == first.get());  // the memory copy still serves
+    jit::KernelCache fresh;                                          // a later process on the same path
+    fresh.set_store(std::make_shared<jit::DiskStore>(options_for(dir)));
+    CHECK(!fresh.get(small_spec(DType::f16))->binary.empty());
+  }
+
   TEST_CASE("disk cache: a read-only directory serves its entries and keeps new kernels in memory, one warning") {
     TempDir tmp;
     fs::permissions(tmp.path, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |

@@ -490,6 +490,37 @@ TEST_SUITE("gpu") {
     d.cuStreamDestroy(s);
   }
 
+  TEST_CASE("gpu: a workspace larger than the device is a clear error, and the engine stays usable" *
+            pjtest::skip_without_gpu()) {
+    testing::ProblemConfig big;
+    big.num_heads = 64;
+    big.num_kv_heads = 1;
+    big.head_dim = 512;
+    big.context_lens.assign(512, 16);
+    testing::DeviceProblem prob(big);
+    PagedAttentionOptions o;
+    o.num_splits = 65535;  // partials of 512 x 64 x 65535 x 512 floats: terabytes
+    Engine e(0);
+    try {
+      e.paged_attention(prob.args(), o, nullptr);
+      FAIL("a terabyte workspace was allocated");
+    } catch (const DriverError& err) {
+      CHECK(err.code() == ErrorCode::driver_error);
+      CHECK(err.result() == int(CUDA_ERROR_OUT_OF_MEMORY));
+      CHECK(std::string(err.what()).find("cuMemAllocAsync") != std::string::npos);
+    }
+    Case c;  // the same engine, a normal split call
+    c.cfg.context_lens = {3000, 40};
+    c.opts.num_splits = 4;
+    testing::DeviceProblem ok(c.cfg);
+    ok.poison_outputs();
+    e.paged_attention(ok.args(), c.opts, nullptr);
+    check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+    const testing::ErrorStats stats = ok.check(c.opts);
+    CHECK(stats.nonfinite == 0);
+    CHECK(stats.rel_l2 < 1e-2);
+  }
+
   TEST_CASE("gpu: a device ordinal that does not exist is no_device" * pjtest::skip_without_gpu()) {
     try {
       Engine e(device_count());
