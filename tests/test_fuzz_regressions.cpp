@@ -2,11 +2,7 @@
 // a replay of their corpora (the seeds plus every input that once broke
 // something) through the same bodies the fuzzers run. Built with sanitizers
 // (scripts/sanitize.sh), a regression here aborts with the sanitizer's report.
-//
-// Tests marked skip are reproducers of bugs still open in code this suite does
-// not own (the planner, the bench's case parser); the fuzz targets step around
-// them (see known_planner_issue, known_case_issue). Run them with
-// `pagedjit-tests --no-skip -tc='fuzz: known*'` once fixed, then drop the skip.
+
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -239,10 +235,9 @@ TEST_SUITE("cpu") {
     fs::remove_all(dir, ec);
   }
 
-  // ---- open bugs in code other helpers own: reproducers, skipped until fixed ----
+  // ---- bugs found in the planner and the bench parser, fixed ----
 
-  TEST_CASE("fuzz: known planner bug: kernel_config.chunk_tokens near 2^31 overflows rounding to the tile" *
-            doctest::skip()) {
+  TEST_CASE("fuzz: fixed planner bug: kernel_config.chunk_tokens near 2^31 overflows rounding to the tile") {
     // planner.cpp use_chunk: (chunk + cfg.tile - 1) in int. Validation accepts any chunk_tokens >= 0.
     PagedAttentionOptions o;
     o.kernel_config = KernelConfig{};
@@ -251,15 +246,13 @@ TEST_SUITE("cpu") {
     expect_plan_or_error(validate_call(a, o), o);
   }
 
-  TEST_CASE("fuzz: known planner bug: num_heads near 2^31 with one KV head overflows the head chunking" *
-            doctest::skip()) {
+  TEST_CASE("fuzz: fixed planner bug: num_heads near 2^31 with one KV head overflows the head chunking") {
     // planner.cpp: group + kTileRows - 1 and group + head_chunks - 1 in int (2107892605 + 131743288 seen).
     expect_plan_or_error(shape(1, int(kI32Max), 1, 64), {});
     expect_plan_or_error(shape(1, 2107892605, 1, 64), {});
   }
 
-  TEST_CASE("fuzz: known planner bug: grid[0] = num_kv_heads * head_chunks * dv_chunks overflows int" *
-            doctest::skip()) {
+  TEST_CASE("fuzz: fixed planner bug: grid[0] = num_kv_heads * head_chunks * dv_chunks overflows int") {
     expect_plan_or_error(shape(1, 1 << 30, 1 << 30, 512), {});  // dv_chunks 2
     PagedAttentionOptions o;
     o.kernel_config = KernelConfig{};
@@ -267,14 +260,14 @@ TEST_SUITE("cpu") {
     expect_plan_or_error(shape(1, 1 << 27, 1 << 27, 512), o);
   }
 
-  TEST_CASE("fuzz: known planner bug: the workspace size overflows int64 for huge split problems" * doctest::skip()) {
+  TEST_CASE("fuzz: fixed planner bug: the workspace size overflows int64 for huge split problems") {
     // rows * head_dim * 4 with rows = num_seqs * num_heads * num_splits.
     PagedAttentionOptions o;
     o.num_splits = 65535;
     expect_plan_or_error(shape(65535, 1 << 24, 1 << 20, 512), o);
   }
 
-  TEST_CASE("fuzz: known bench bug: a k suffix on 16-18 digits overflows parse_int" * doctest::skip()) {
+  TEST_CASE("fuzz: fixed bench bug: a k suffix on 16-18 digits overflows parse_int") {
     // tools/bench/cases.cpp parse_int: std::stoll(digits) * 1024 before the range check.
     try {
       pjbench::parse_case_string("batch=88888888888888888K,q_heads=8,kv_heads=2,head_dim=64,ctx=100");

@@ -13,44 +13,17 @@ void check(bool ok, const char* what) {
   if (!ok) throw Violation(std::string("case string: ") + what);
 }
 
-// A known bug in tools/bench/cases.cpp, reported to its owner (reproducer in
-// tests/test_fuzz_regressions.cpp, skipped): parse_int multiplies up to 18
-// digits by 1024 for a "k" suffix, which overflows int64 from 2^53 up. Such
-// inputs are skipped so that the fuzzer explores the rest; delete this once
-// parse_int checks the range before multiplying.
-bool known_case_issue(const std::string& text) {
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    std::size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    std::string v = text.substr(start, end - start);
-    v = v.substr(v.find('=') == std::string::npos ? v.size() : v.find('=') + 1);
-    if (v.rfind("var:", 0) == 0) v = v.substr(4);
-    if (v.size() >= 17 && v.size() <= 19 && (v.back() == 'k' || v.back() == 'K')) {
-      v.pop_back();
-      if (v.find_first_not_of("0123456789") == std::string::npos && std::stoull(v) > (1ull << 53) - 1) return true;
-    }
-    start = end + 1;
-  }
-  return false;
-}
-
-std::uint64_t g_runs = 0, g_parsed = 0, g_known = 0;
+std::uint64_t g_runs = 0, g_parsed = 0;
 
 }  // namespace
 
 std::string case_string_stats() {
-  return std::to_string(g_runs) + " strings, " + std::to_string(g_parsed) + " parsed, " + std::to_string(g_known) +
-         " skipped (known parse_int overflow)";
+  return std::to_string(g_runs) + " strings, " + std::to_string(g_parsed) + " parsed";
 }
 
 void case_string_one(const std::uint8_t* data, std::size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   ++g_runs;
-  if (known_case_issue(text)) {
-    ++g_known;
-    return;
-  }
   pjbench::BenchCase c;
   try {
     c = pjbench::parse_case_string(text);

@@ -57,7 +57,9 @@ std::int64_t parse_int(const std::string& field, const std::string& v, std::int6
   bool ok = !digits.empty() && digits.size() <= 18;
   for (char c : digits) ok = ok && c >= '0' && c <= '9';
   if (!ok) fail(field, fmt::format("expected {}, got \"{}\"", expected(), v), at);
-  const std::int64_t x = std::stoll(digits) * mult;
+  const std::int64_t n = std::stoll(digits);                                               // <= 18 digits: fits
+  if (n > max / mult) fail(field, fmt::format("expected {}, got {}", expected(), v), at);  // before multiplying
+  const std::int64_t x = n * mult;
   if (x < min || x > max) fail(field, fmt::format("expected {}, got {}", expected(), v), at);
   return x;
 }

@@ -88,10 +88,17 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.stages = cfg.stages;
   info.threads = cfg.warps * 32;
   info.smem_bytes = smem;
-  info.head_chunks = (group + pj::kTileRows - 1) / pj::kTileRows;
-  info.heads_per_cta = (group + info.head_chunks - 1) / info.head_chunks;
+  // Grid limits, in 64-bit: absurd shapes must be refused, not overflow.
+  const std::int64_t head_chunks = (std::int64_t(group) + pj::kTileRows - 1) / pj::kTileRows;
+  const std::int64_t dv_chunks = (s.head_dim + dv - 1) / dv;
+  if (std::int64_t(s.num_kv_heads) * head_chunks * dv_chunks > 0x7fffffff || s.num_seqs > 65535)
+    throw NotSupported("query", fmt::format("{} sequences x {} KV heads x {} head chunks x {} dim chunks: more CTAs "
+                                            "than a grid holds",
+                                            s.num_seqs, s.num_kv_heads, head_chunks, dv_chunks));
+  info.head_chunks = int(head_chunks);
+  info.heads_per_cta = int((group + head_chunks - 1) / head_chunks);
   info.v_dims = dv;
-  info.dv_chunks = (s.head_dim + info.v_dims - 1) / info.v_dims;
+  info.dv_chunks = int(dv_chunks);
 
   // Partitions: enough CTAs to fill every SM, none smaller than kMinChunkTokens.
   const std::int64_t units = std::int64_t(s.num_seqs) * s.num_kv_heads * info.head_chunks * info.dv_chunks;
@@ -99,8 +106,9 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   const std::int64_t max_useful =
       std::max<std::int64_t>(1, (s.max_context_len + kMinChunkTokens - 1) / kMinChunkTokens);
   // Fixed-length partitions: ceil(max_context_len / chunk) of them per sequence.
-  const auto use_chunk = [&](int chunk) {
-    info.chunk_tokens = (chunk + cfg.tile - 1) / cfg.tile * cfg.tile;
+  const auto use_chunk = [&](std::int64_t chunk) {
+    chunk = std::min<std::int64_t>(chunk, std::int64_t(1) << 30);  // longer than any context
+    info.chunk_tokens = int((chunk + cfg.tile - 1) / cfg.tile * cfg.tile);
     info.num_splits =
         int(std::clamp<std::int64_t>((s.max_context_len + info.chunk_tokens - 1) / info.chunk_tokens, 1, 65535));
   };
@@ -143,6 +151,10 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.grid[2] = info.num_splits;
 
   if (info.num_splits > 1) {
+    if (double(s.num_seqs) * s.num_heads * info.num_splits * (s.head_dim + info.dv_chunks) * 4.0 > 0x1p60)
+      throw NotSupported("options.num_splits", fmt::format("{} partitions of this problem need more than 2^60 bytes of "
+                                                           "workspace",
+                                                           info.num_splits));
     const std::int64_t rows = std::int64_t(s.num_seqs) * s.num_heads * info.num_splits;
     plan.counters_bytes = (std::int64_t(s.num_seqs) * info.grid[0] * 4 + 255) / 256 * 256;
     plan.part_o_offset = plan.counters_bytes;
