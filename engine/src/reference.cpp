@@ -77,6 +77,44 @@ float bf16_to_f32(std::uint16_t b) {
   return f;
 }
 
+// OCP 8-bit floats. e4m3 ("fn"): bias 7, no infinities, 0x7f/0xff are NaN,
+// largest 448. e5m2: bias 15, IEEE-like infinities and NaNs, largest 57344.
+struct Fp8Format {
+  int mant_bits, bias;
+  bool has_inf;
+  float max_finite;
+};
+constexpr Fp8Format kE4m3{3, 7, false, 448.f};
+constexpr Fp8Format kE5m2{2, 15, true, 57344.f};
+
+float fp8_to_f32(std::uint8_t b, const Fp8Format& f) {
+  const int exp_bits = 7 - f.mant_bits;
+  const int e = (b >> f.mant_bits) & ((1 << exp_bits) - 1);
+  const int m = b & ((1 << f.mant_bits) - 1);
+  const float sign = (b & 0x80u) ? -1.f : 1.f;
+  const int e_max = (1 << exp_bits) - 1;
+  if (f.has_inf && e == e_max) return m ? std::numeric_limits<float>::quiet_NaN() : sign * INFINITY;
+  if (!f.has_inf && e == e_max && m == (1 << f.mant_bits) - 1) return std::numeric_limits<float>::quiet_NaN();
+  if (e == 0) return sign * std::ldexp(float(m), 1 - f.bias - f.mant_bits);
+  return sign * std::ldexp(float(m + (1 << f.mant_bits)), e - f.bias - f.mant_bits);
+}
+
+// Round to nearest even; saturates to the largest finite value (the
+// "satfinite" conversion quantizers use).
+std::uint8_t f32_to_fp8(float x, const Fp8Format& f) {
+  if (std::isnan(x)) return 0x7f;
+  const std::uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  const double a = std::min(std::fabs(double(x)), double(f.max_finite));
+  const int emin = 1 - f.bias;  // exponent of the smallest normal
+  int e = std::max(emin, std::ilogb(a == 0 ? std::ldexp(1.0, emin) : a));
+  // a = q * 2^(e - mant_bits) with q in [2^mant_bits, 2^(mant_bits+1)) (or below for subnormals)
+  const double q = std::nearbyint(std::ldexp(a, f.mant_bits - e));  // ties to even in the default mode
+  long code = long(q);
+  if (e == emin && code < (1L << f.mant_bits)) return std::uint8_t(sign | code);  // subnormal or zero
+  if (code == (2L << f.mant_bits)) ++e, code >>= 1;                               // rounded up a binade
+  return std::uint8_t(sign | ((e + f.bias) << f.mant_bits) | (code - (1L << f.mant_bits)));
+}
+
 }  // namespace
 
 float round_to_dtype(float x, DType dtype) {
@@ -85,6 +123,10 @@ float round_to_dtype(float x, DType dtype) {
       return f16_to_f32(f32_to_f16(x));
     case DType::bf16:
       return bf16_to_f32(f32_to_bf16(x));
+    case DType::e4m3:
+      return fp8_to_f32(f32_to_fp8(x, kE4m3), kE4m3);
+    case DType::e5m2:
+      return fp8_to_f32(f32_to_fp8(x, kE5m2), kE5m2);
     default:
       return x;
   }
@@ -104,6 +146,12 @@ void store_element(void* base, std::int64_t i, float x, DType dtype) {
     case DType::i32:
       static_cast<std::int32_t*>(base)[i] = std::int32_t(x);
       return;
+    case DType::e4m3:
+      static_cast<std::uint8_t*>(base)[i] = f32_to_fp8(x, kE4m3);
+      return;
+    case DType::e5m2:
+      static_cast<std::uint8_t*>(base)[i] = f32_to_fp8(x, kE5m2);
+      return;
   }
 }
 
@@ -117,6 +165,10 @@ float load_element(const void* base, std::int64_t i, DType dtype) {
       return bf16_to_f32(static_cast<const std::uint16_t*>(base)[i]);
     case DType::i32:
       return float(static_cast<const std::int32_t*>(base)[i]);
+    case DType::e4m3:
+      return fp8_to_f32(static_cast<const std::uint8_t*>(base)[i], kE4m3);
+    case DType::e5m2:
+      return fp8_to_f32(static_cast<const std::uint8_t*>(base)[i], kE5m2);
   }
   return 0.f;
 }

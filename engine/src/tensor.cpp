@@ -16,6 +16,9 @@ std::size_t dtype_size(DType d) {
       return 2;
     case DType::i32:
       return 4;
+    case DType::e4m3:
+    case DType::e5m2:
+      return 1;
   }
   return 0;
 }
@@ -30,6 +33,10 @@ const char* dtype_name(DType d) {
       return "bf16";
     case DType::i32:
       return "int32";
+    case DType::e4m3:
+      return "e4m3";
+    case DType::e5m2:
+      return "e5m2";
   }
   return "?";
 }
@@ -39,7 +46,13 @@ DType parse_dtype(const std::string& n) {
   if (n == "fp16" || n == "f16" || n == "float16" || n == "half") return DType::f16;
   if (n == "bf16" || n == "bfloat16") return DType::bf16;
   if (n == "int32" || n == "i32") return DType::i32;
-  throw InvalidArgument("dtype", "one of fp32, fp16, bf16, int32", "'" + n + "'");
+  if (n == "e4m3" || n == "fp8_e4m3" || n == "float8_e4m3fn") return DType::e4m3;
+  if (n == "e5m2" || n == "fp8_e5m2" || n == "float8_e5m2") return DType::e5m2;
+  throw InvalidArgument("dtype", "one of fp32, fp16, bf16, int32, e4m3, e5m2", "'" + n + "'");
+}
+
+bool is_fp8(DType d) {
+  return d == DType::e4m3 || d == DType::e5m2;
 }
 
 const char* layout_name(CacheLayout l) {

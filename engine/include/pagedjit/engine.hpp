@@ -16,6 +16,10 @@ struct EngineOptions {
   // Check device data (context_lens, block tables) before each launch and
   // throw DeviceDataError naming the first bad sequence. Synchronizes: debug only.
   bool validate_device_data = false;
+  // Tuned launch configurations: files in $PAGEDJIT_PROFILE_PATH, then the
+  // shipped profile of this GPU model, then one of its architecture, then the
+  // built-in heuristic. false: the heuristic only.
+  bool use_profiles = true;
 };
 
 class Engine {

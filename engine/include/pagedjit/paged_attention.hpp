@@ -9,14 +9,22 @@
 namespace pagedjit {
 
 struct PagedAttentionArgs {
-  TensorView query;         // [num_seqs, num_heads, head_dim]
-  TensorView key_cache;     // 4-D, see `layout`
+  // [num_seqs, num_heads, head_dim], or [num_seqs, q_len, num_heads, head_dim]
+  // for 1..8 query tokens per sequence (speculative decoding): token i sees
+  // the context up to position context_len - q_len + i (causal).
+  TensorView query;
+  TensorView key_cache;     // 4-D, see `layout`; the query's dtype, or e4m3 / e5m2
   TensorView value_cache;   // same shape and dtype as key_cache
   TensorView context_lens;  // [num_seqs] int32, device
   TensorView block_tables;  // [num_seqs, max_blocks] int32, device
-  TensorView output;        // [num_seqs, num_heads, head_dim]
+  TensorView output;        // the query's shape
   CacheLayout layout = CacheLayout::blocks_heads;
-  TensorView lse;  // [num_seqs, num_heads] fp32, written when options.return_lse
+  // The query's leading dims ([num_seqs, num_heads] or [num_seqs, q_len,
+  // num_heads]) fp32, written when options.return_lse.
+  TensorView lse;
+  // fp8 caches only: fp32 device scales, [1] (per tensor) or [num_kv_heads];
+  // the cache holds value / scale. Absent: 1.
+  TensorView k_scale, v_scale;
   // Optional scratch for split partials (Engine::workspace_bytes tells the
   // size). Zero-fill it before its first use, and again before using it for a
   // call of another shape: its first bytes count finished partitions, which
@@ -60,10 +68,12 @@ struct PagedAttentionOptions {
 struct ProblemShape {
   int num_seqs = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
   int page_size = 0, max_blocks = 0, num_blocks = 0;
-  DType dtype = DType::bf16;  // query and KV cache
+  DType dtype = DType::bf16;     // query
+  DType kv_dtype = DType::bf16;  // KV cache: the query's dtype, or e4m3 / e5m2
   DType out_dtype = DType::bf16;
   CacheLayout layout = CacheLayout::blocks_heads;
   std::int64_t max_context_len = 0;  // the hint, or max_blocks * page_size
+  int q_len = 1;                     // query tokens per sequence (1..8)
   int group() const { return num_heads / num_kv_heads; }
 };
 
@@ -71,7 +81,8 @@ struct ProblemShape {
 struct LaunchInfo {
   std::string decode_kernel;  // NVRTC name expression
   std::string compute;        // "mma" (tensor cores) or "simt"
-  std::string source;         // "heuristic", "user" (options forced it)
+  std::string source;         // "heuristic", "user" (options forced it), "batch-invariant", "profile"
+  std::string profile;        // with source "profile": the level and file it came from
   int num_splits = 1;
   int chunk_tokens = 0;  // 0: each sequence split evenly
   int tile_tokens = 0, warps = 0, stages = 0;

@@ -8,11 +8,13 @@
 
 namespace pagedjit {
 
-enum class DType : std::uint8_t { f32, f16, bf16, i32 };
+// e4m3 / e5m2: 8-bit float KV caches (OCP FP8), dequantized with k_scale / v_scale.
+enum class DType : std::uint8_t { f32, f16, bf16, i32, e4m3, e5m2 };
 
 std::size_t dtype_size(DType d);
 const char* dtype_name(DType d);
-DType parse_dtype(const std::string& name);  // "fp32"/"f32"/"float32", "fp16", "bf16", "int32"
+DType parse_dtype(const std::string& name);  // "fp32"/"f32"/"float32", "fp16", "bf16", "int32", "e4m3", "e5m2"
+bool is_fp8(DType d);
 
 // Layout of a paged KV cache. All three describe the same logical data; only
 // the order of the first three axes differs (head_dim is always last, unit stride).

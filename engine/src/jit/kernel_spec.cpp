@@ -16,6 +16,10 @@ const char* tag(DType d) {
       return "pj::f16";
     case DType::bf16:
       return "pj::bf16";
+    case DType::e4m3:
+      return "pj::e4m3";
+    case DType::e5m2:
+      return "pj::e5m2";
     case DType::i32:
       break;
   }
