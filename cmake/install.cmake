@@ -24,7 +24,7 @@ install(TARGETS ${PAGEDJIT_INSTALL_TARGETS} EXPORT pagedjitTargets
 install(DIRECTORY engine/include/pagedjit ${PAGEDJIT_GENERATED_INCLUDE}/pagedjit
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
-foreach(tool pagedjit-demo pagedjit-bench pagedjit-cache)
+foreach(tool pagedjit-demo pagedjit-bench pagedjit-cache pagedjit-tune)
   if(TARGET ${tool})
     install(TARGETS ${tool} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
   endif()

@@ -140,6 +140,9 @@ TEST_SUITE("cpu") {
     SUBCASE("case string") {
       replay("fuzz_case_string", pjfuzz::case_string_one);
     }
+    SUBCASE("profile") {
+      replay("fuzz_profile", pjfuzz::profile_one);
+    }
   }
 
   TEST_CASE("fuzz regression: a TensorView rank outside [0, 4] is refused, not read past the arrays") {

@@ -38,6 +38,9 @@ std::string disk_cache_stats();
 // (d) The input as a pagedjit-bench --case string.
 void case_string_one(const std::uint8_t* data, std::size_t size);
 std::string case_string_stats();
+// (e) The input as a tuned profile file (parse, round trip, lookups).
+void profile_one(const std::uint8_t* data, std::size_t size);
+std::string profile_stats();
 
 // Reads little pieces of the input; zeros once it is exhausted.
 class Bytes {

@@ -3,9 +3,11 @@
 // bandwidth, then each case as a fraction of them, then the small-call costs.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +61,14 @@ timing:
   --no-small          skip the small-call section
   --device N          GPU ordinal (default 0)
 
+launch configurations (configs/README.md):
+  --no-profile        the built-in heuristic only (EngineOptions::use_profiles
+                      = false); default: tuned profiles ($PAGEDJIT_PROFILE_PATH,
+                      then the shipped profile of this GPU or its architecture)
+  --compare-heuristic time every case twice, with the profiles and with the
+                      heuristic only (two engines), and print per case the
+                      ratio heuristic ms / profile ms and their geomean
+
 output:
   --json FILE         everything measured, as JSON
   --svg FILE          bar chart of the fraction of read bandwidth per case
@@ -96,6 +106,7 @@ struct Options {
   std::vector<std::string> case_specs;
   RunSettings settings;
   bool small = true, list = false, help = false;
+  bool no_profile = false, compare_heuristic = false;
   int device = 0;
 };
 
@@ -150,6 +161,10 @@ Options parse_options(int argc, char** argv) {
       o.small = false;
     } else if (a == "--device") {
       o.device = int_arg(a, value(), 0);
+    } else if (a == "--no-profile") {
+      o.no_profile = true;
+    } else if (a == "--compare-heuristic") {
+      o.compare_heuristic = true;
     } else if (a == "--json") {
       o.json = value();
     } else if (a == "--svg") {
@@ -162,6 +177,8 @@ Options parse_options(int argc, char** argv) {
       usage_error(fmt::format("unknown option \"{}\"", a));
     }
   }
+  if (o.no_profile && o.compare_heuristic)
+    usage_error("--compare-heuristic compares with the profiles: it cannot go with --no-profile");
   return o;
 }
 
@@ -257,6 +274,43 @@ int from_json(const Options& o) {
   return print_and_finish(out, run, 0);
 }
 
+// Where a case's launch configuration came from: the plan's source, and with
+// "profile" its level and file (LaunchInfo::source / profile).
+std::string plan_text(const Json& row) {
+  if (!row.contains("launch") || !row["launch"].is_object()) return "?";
+  const Json& l = row["launch"];
+  std::string s = l.contains("source") && l["source"].is_string() ? l["source"].get<std::string>() : "?";
+  if (l.contains("profile") && l["profile"].is_string() && !l["profile"].get<std::string>().empty())
+    s += " " + l["profile"].get<std::string>();
+  return s;
+}
+
+// --compare-heuristic: the heuristic-only run of a case next to the profile run.
+Json compare_row(const Json& profile_row, const Json& h) {
+  Json c;
+  const bool ok = profile_row["error"].is_null() && h["error"].is_null() && h.contains("time_ms") &&
+                  profile_row.contains("time_ms");
+  c["time_ms"] = h.contains("time_ms") ? h["time_ms"] : Json();
+  c["launch"] = h.contains("launch") ? h["launch"] : Json();
+  c["check_pass"] = h.contains("check") ? h["check"]["pass"] : Json();
+  c["error"] = h["error"];
+  c["ratio"] = ok ? Json(h["time_ms"].get<double>() / profile_row["time_ms"].get<double>()) : Json();
+  return c;
+}
+
+Json compare_summary(const Json& cases) {
+  double log_sum = 0;
+  int n = 0;
+  for (const Json& r : cases)
+    if (r.contains("compare_heuristic") && r["compare_heuristic"]["ratio"].is_number()) {
+      log_sum += std::log(r["compare_heuristic"]["ratio"].get<double>());
+      ++n;
+    }
+  return Json{{"geomean_ratio", n ? Json(std::exp(log_sum / n)) : Json()},
+              {"cases", n},
+              {"ratio", "heuristic ms / profile ms (>1: the profile is faster)"}};
+}
+
 // Makes the device's primary context current for this thread (the engine
 // then needs no push/pop, and the helper kernels and buffers live in it).
 class PrimaryContext {
@@ -287,7 +341,16 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
       return 2;
     }
   }
-  pagedjit::Engine engine(o.device);
+  pagedjit::EngineOptions engine_options;
+  engine_options.use_profiles = !o.no_profile;
+  pagedjit::Engine engine(o.device, engine_options);
+  // --compare-heuristic: a second engine that never uses a profile.
+  std::unique_ptr<pagedjit::Engine> heuristic;
+  if (o.compare_heuristic) {
+    pagedjit::EngineOptions h;
+    h.use_profiles = false;
+    heuristic = std::make_unique<pagedjit::Engine>(o.device, h);
+  }
   PrimaryContext context(o.device);
   const pagedjit::DeviceInfo& dev = engine.device();
   CUstream stream = nullptr;
@@ -312,7 +375,9 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"l2", l2_mode_name(o.settings.l2)},
                          {"max_sets", o.settings.max_sets},
                          {"memory_budget", o.settings.memory_budget},
-                         {"stream", "legacy default stream"}};
+                         {"stream", "legacy default stream"},
+                         {"profiles", o.no_profile ? "off (--no-profile)" : "on"},
+                         {"compare_heuristic", o.compare_heuristic}};
 
   int status = 0;
   run["cases"] = Json::array();
@@ -333,9 +398,23 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                  row["check"]["rel_l2"].is_number() ? fmt::format("{:.1e}", row["check"]["rel_l2"].get<double>())
                                                     : std::string("NaN"),
                  pass ? "ok" : "FAIL", row["l2"]["text"].get<std::string>());
+      fmt::print("  plan: {}\n", plan_text(row));
+    }
+    if (heuristic) {
+      const Json h = run_case(*heuristic, c, bw, o.settings, stream);
+      row["compare_heuristic"] = compare_row(row, h);
+      if (!h["error"].is_null() || (h.contains("check") && !h["check"].value("pass", false))) status = 1;
+      const Json& ch = row["compare_heuristic"];
+      if (ch["ratio"].is_number())
+        fmt::print("  heuristic only: {:.4f} ms ({}): heuristic / profile = {:.3f}\n", ch["time_ms"].get<double>(),
+                   plan_text(h), ch["ratio"].get<double>());
+      else
+        fmt::print("  heuristic only: {}\n",
+                   ch["error"].is_string() ? "ERROR " + ch["error"].get<std::string>() : std::string("no comparison"));
     }
     run["cases"].push_back(row);
   }
+  if (heuristic) run["compare_heuristic"] = compare_summary(run["cases"]);
   if (o.small) {
     fmt::print("small calls ...\n");
     std::fflush(stdout);

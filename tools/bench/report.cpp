@@ -26,6 +26,17 @@ const Json* peer_entry(const Json& run, const std::string& name) {
   return nullptr;
 }
 
+// Where a case's launch configuration came from: "heuristic", "user",
+// "batch-invariant", or "profile" with its level and file.
+std::string plan_text(const Json& r) {
+  if (!r.contains("launch") || !r["launch"].is_object()) return "-";
+  const Json& l = r["launch"];
+  std::string s = str(l, "source", "?");
+  const std::string profile = str(l, "profile");
+  if (!profile.empty()) s += " " + profile.substr(0, profile.find(" ("));  // level and file, not the bucket
+  return s;
+}
+
 std::string gpu_line(const Json& run) {
   if (!run.contains("gpu")) return "GPU: unknown";
   const Json& g = run["gpu"];
@@ -134,15 +145,23 @@ std::string format_report(const Json& run) {
         "timing: median of {} CUDA-event timings per case after warm-up; L2 kept cold per case "
         "(column L2: rotN = N input sets in turn, flush = memset between timings)\n",
         num(run["settings"], "reps"));
+  if (run.contains("settings") && run["settings"].contains("profiles"))
+    o += fmt::format("launch configurations: tuned profiles {} (column plan: where each case's came from)\n",
+                     str(run["settings"], "profiles"));
 
   const Json& cases = run.at("cases");
   std::size_t w = 4;
   for (const Json& r : cases) w = std::max(w, str(r, "name").size());
   const bool peers = run.contains("peers");
+  const bool compare = run.contains("compare_heuristic");
+  // The plan column: where each case's launch configuration came from.
+  std::size_t pw = 4;
+  for (const Json& r : cases) pw = std::max(pw, plan_text(r).size());
   std::string head = fmt::format("\n{:<{}}  {:>8}  {:>7}  {:>5}  {:>5}  {:>8}  {:<5}", "case", w, "ms", "GB/s", "/copy",
                                  "/read", "rel err", "L2");
   if (peers) head += fmt::format("  {:<22}  {:>6}", "best peer (ms)", "ratio");
-  o += head + "  config\n";
+  if (compare) head += fmt::format("  {:>8}  {:>5}", "heur ms", "h/p");
+  o += head + fmt::format("  {:<{}}  config\n", "plan", pw);
   int failures = 0;
   for (const Json& r : cases) {
     const std::string name = str(r, "name");
@@ -178,7 +197,27 @@ std::string format_report(const Json& run) {
       }
       line += fmt::format("  {:<22}  {:>6}", best, ratio);
     }
+    if (compare) {
+      std::string hms = "-", ratio = "-";
+      if (r.contains("compare_heuristic")) {
+        const Json& ch = r["compare_heuristic"];
+        if (ch["time_ms"].is_number()) hms = fmt::format("{:.4f}", ch["time_ms"].get<double>());
+        if (ch["ratio"].is_number()) ratio = fmt::format("{:.3f}", ch["ratio"].get<double>());
+        if (ch["error"].is_string()) hms = "ERROR";
+      }
+      line += fmt::format("  {:>8}  {:>5}", hms, ratio);
+    }
+    line += fmt::format("  {:<{}}", plan_text(r), pw);
     o += line + "  " + (r.contains("launch") ? str(r["launch"], "describe") : "") + "\n";
+  }
+  if (compare) {
+    const Json& c = run["compare_heuristic"];
+    o += c.contains("geomean_ratio") && c["geomean_ratio"].is_number()
+             ? fmt::format(
+                   "h/p = heuristic-only ms / profile ms (>1: the tuned profile is faster); geomean over {} cases: "
+                   "{:.3f}\n",
+                   num(c, "cases"), num(c, "geomean_ratio"))
+             : std::string("h/p: no case ran both ways\n");
   }
   if (peers) {
     const Json& p = run["peers"];

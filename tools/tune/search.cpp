@@ -1,0 +1,160 @@
+#include "search.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "pagedjit/engine.hpp"
+#include "pagedjit/errors.hpp"
+
+namespace pjtune {
+
+using pagedjit::KernelConfig;
+using pagedjit::ProblemShape;
+using pagedjit::tuning::Range;
+
+namespace {
+
+// The problem's KV dtype and query length where ProblemConfig has them (as
+// DType / std::optional<DType> / int members), else the query's dtype and 1.
+template <class C>
+auto kv_dtype_of(const C& c, int) -> decltype(pagedjit::DType{c.kv_dtype}) {
+  return c.kv_dtype;
+}
+template <class C>
+auto kv_dtype_of(const C& c, long) -> decltype(pagedjit::DType{c.kv_dtype.value_or(c.dtype)}) {
+  return c.kv_dtype.value_or(c.dtype);
+}
+template <class C>
+pagedjit::DType kv_dtype_of(const C& c, ...) {
+  return c.dtype;
+}
+template <class C>
+auto q_len_of(const C& c, int) -> decltype(int{c.q_len}) {
+  return std::max(1, c.q_len);
+}
+template <class C>
+int q_len_of(const C&, ...) {
+  return 1;
+}
+
+}  // namespace
+
+Range ladder_range(std::int64_t x) {
+  const std::int64_t cap = pagedjit::tuning::kMaxBucketValue;
+  if (x <= 1) return {1, 1};
+  std::int64_t lo = 2, hi = 3;  // k = 1
+  while (x > hi) {
+    lo = hi + 1;
+    hi = std::min(cap, hi * 2);
+    if (hi == cap) break;
+  }
+  return {lo, hi};
+}
+
+ProblemShape shape_of(const pjbench::BenchCase& c) {
+  ProblemShape s;
+  s.num_seqs = c.batch;
+  s.num_heads = c.q_heads;
+  s.num_kv_heads = c.kv_heads;
+  s.head_dim = c.head_dim;
+  s.page_size = c.page_size;
+  int longest = 0;
+  for (int l : c.context_lens()) longest = std::max(longest, l);
+  s.max_blocks = std::max(1, (longest + c.page_size - 1) / c.page_size);
+  s.num_blocks = int(std::min<std::int64_t>(0x7fffffff, (c.tokens() + c.page_size - 1) / c.page_size + 3));
+  s.dtype = s.out_dtype = c.dtype;
+  const pagedjit::testing::ProblemConfig cfg = c.problem(0);
+  s.kv_dtype = kv_dtype_of(cfg, 0);
+  s.layout = c.layout;
+  const std::int64_t capacity = std::int64_t(s.max_blocks) * s.page_size;
+  s.max_context_len = c.max_ctx ? std::min(*c.max_ctx, capacity) : capacity;
+  s.q_len = q_len_of(cfg, 0);
+  return s;
+}
+
+pagedjit::tuning::Bucket bucket_of(const ProblemShape& s) {
+  pagedjit::tuning::Bucket b;
+  b.dtype = s.dtype;
+  b.kv_dtype = s.kv_dtype;
+  b.head_dim = s.head_dim;
+  b.page_size = s.page_size;
+  b.layout = s.layout;
+  b.group = {s.group(), s.group()};
+  b.q_len = {s.q_len, s.q_len};
+  b.batch = ladder_range(s.num_seqs);
+  b.context = ladder_range(s.max_context_len);
+  return b;
+}
+
+std::string tuning_problem_error(const pjbench::BenchCase& c) {
+  const KernelConfig& k = c.config;
+  if (k.tile_tokens || k.warps || k.stages || k.chunk_tokens || k.v_dims)
+    return "tile, warps, stages, chunk and dv are what the tuner chooses: leave them out";
+  if (c.splits) return "splits is what the tuner chooses: leave it out";
+  return "";
+}
+
+std::vector<Candidate> tile_candidates(const ProblemShape& s, const pagedjit::DeviceInfo& device) {
+  std::vector<int> dvs = {0};
+  if (s.head_dim > 128) {
+    const int chunks = (s.head_dim + 255) / 256;
+    const int def = ((s.head_dim + chunks - 1) / chunks + 15) / 16 * 16;
+    if (def / 2 >= 16 && (def / 2) % 16 == 0) dvs.push_back(def / 2);
+  }
+  std::vector<Candidate> out;
+  for (int dv : dvs)
+    for (int warps : {1, 2, 4, 8})
+      for (int per_warp : {16, 32, 64}) {
+        const int tile = warps * per_warp;
+        if (tile > 256) continue;
+        for (int stages : {2, 3, 4, 6}) {
+          Candidate c;
+          c.config = KernelConfig{tile, warps, stages, 0, dv};
+          c.smem_bytes = pagedjit::tuning::config_smem_bytes(c.config, s);
+          c.pruned = pagedjit::tuning::config_error(c.config, s, device);
+          if (c.pruned.empty()) {  // the planner must accept it too
+            pagedjit::PagedAttentionOptions o;
+            o.kernel_config = c.config;
+            try {
+              pagedjit::plan_problem(s, o, device);
+            } catch (const pagedjit::Error& e) {
+              c.pruned = fmt::format("the planner refuses it: {}", e.what());
+            }
+          }
+          out.push_back(c);
+        }
+      }
+  return out;
+}
+
+std::vector<int> chunk_candidates(const ProblemShape& s) {
+  std::vector<int> out;
+  for (int chunk : {512, 1024, 1536, 2048, 4096, 8192, 16384})
+    if (chunk < s.max_context_len && (s.max_context_len + chunk - 1) / chunk <= 512) out.push_back(chunk);
+  return out;
+}
+
+std::string slug(const std::string& name) {
+  std::string s;
+  for (char c : name) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (c >= 'A' && c <= 'Z')
+      s += char(c - 'A' + 'a');
+    else if (alnum)
+      s += c;
+    else if (!s.empty() && s.back() != '-')
+      s += '-';
+  }
+  while (!s.empty() && s.back() == '-') s.pop_back();
+  return s.empty() ? "gpu" : s;
+}
+
+pagedjit::DeviceInfo gpu_preset(const std::string& name) {
+  if (name == "h100") return pagedjit::DeviceInfo::h100_sxm();
+  if (name == "h200") return pagedjit::DeviceInfo::h200();
+  throw std::invalid_argument(fmt::format("unknown GPU preset \"{}\" (h100 or h200)", name));
+}
+
+}  // namespace pjtune

@@ -1,0 +1,58 @@
+// pagedjit-tune's search space (CPU only: the dry run and the tests use it
+// without a GPU). A tuning problem is a bench case (tools/bench/cases.hpp);
+// its bucket is the exact fields of its shape plus ladder ranges of batch and
+// context around it; its candidates are tile shapes (phase 1), then partition
+// lengths for the fastest few (phase 2), then the finalists re-timed and
+// checked (phase 3).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../bench/cases.hpp"
+#include "pagedjit/device.hpp"
+#include "pagedjit/paged_attention.hpp"
+#include "tuning/profile.hpp"
+
+namespace pjtune {
+
+// The ladder range holding x >= 1: [1, 1], [2, 3], [4, 6], [7, 12], [13, 24],
+// ...: the range around the power of two 2^k is [3 * 2^(k-2) + 1, 3 * 2^(k-1)]
+// (values nearest 2^k in log terms), capped at 2^31 - 1.
+pagedjit::tuning::Range ladder_range(std::int64_t x);
+
+// The shape validate_call gives for the case's tensors (without building them).
+pagedjit::ProblemShape shape_of(const pjbench::BenchCase& c);
+// The case's bucket: exact fields of the shape, group [g, g], q_len
+// [q, q], ladder ranges of num_seqs and max_context_len.
+pagedjit::tuning::Bucket bucket_of(const pagedjit::ProblemShape& s);
+
+// Why the case cannot be a tuning problem ("" when it can): forced tile,
+// warps, stages, chunk, dv or splits belong to the tuner.
+std::string tuning_problem_error(const pjbench::BenchCase& c);
+
+struct Candidate {
+  pagedjit::KernelConfig config;
+  int smem_bytes = 0;
+  std::string pruned;  // why it cannot run on the device ("" when it can)
+};
+
+// Phase 1: warps 1, 2, 4, 8 x 16, 32 or 64 tokens per warp (tile <= 256) x
+// stages 2, 3, 4, 6, with the heuristic's partitions (chunk_tokens 0) and
+// output dims (v_dims 0; above head_dim 128 also half of the default).
+// Configurations that cannot run on `device` come back with `pruned` set.
+std::vector<Candidate> tile_candidates(const pagedjit::ProblemShape& s, const pagedjit::DeviceInfo& device);
+// Phase 2: fixed partition lengths to try with a tile: 512, 1024, 1536, 2048,
+// 4096, 8192, 16384 tokens, those shorter than max_context_len and giving at
+// most 512 partitions.
+std::vector<int> chunk_candidates(const pagedjit::ProblemShape& s);
+constexpr int kFinalists = 3;  // tile configs kept for phase 2, and configs re-timed in phase 3
+
+// Lowercase letters and digits of a device name, the rest as '-':
+// "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3".
+std::string slug(const std::string& device_name);
+
+// The built-in GPU presets: "h100" or "h200". Throws std::invalid_argument.
+pagedjit::DeviceInfo gpu_preset(const std::string& name);
+
+}  // namespace pjtune
