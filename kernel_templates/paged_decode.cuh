@@ -1,8 +1,9 @@
-// Paged-attention decode: one CTA per (KV head, head chunk, output-dim chunk)
+// Paged-attention decode: one CTA per (KV head, row chunk, output-dim chunk)
 // x sequence x partition.
 //
-// The CTA computes every query head of its GQA group (up to 16) against each
-// key/value it loads, so the cache is read once per KV head. Tiles of TILE
+// The CTA computes every query row of its GQA group (query heads x query
+// tokens, up to 16) against each key/value it loads, so the cache is read once
+// per KV head. Tiles of TILE
 // tokens stream through a STAGES-deep cp.async pipeline; each of the WARPS
 // warps takes a TILE/WARPS-token slice of every tile and keeps its own online
 // softmax state, and the warps merge once at the end. With one partition the
@@ -17,31 +18,47 @@
 
 namespace pj {
 
-// Four output elements of one head, and (with_lse) its natural-log sum-exp
-// from the log2-domain value.
+// Four output elements of one row (query head `head`, query token `tok`),
+// and (with_lse) its natural-log sum-exp from the log2-domain value.
 template <class OUT>
-__device__ __forceinline__ void write_output(const DecodeParams& p, int seq, int head, int d, float4 v, bool with_lse,
-                                             float lse2) {
-  typename OUT::storage* o =
-      static_cast<typename OUT::storage*>(p.out) + i64(seq) * p.o_stride_seq + i64(head) * p.o_stride_head + d;
+__device__ __forceinline__ void write_output(const DecodeParams& p, int seq, int head, int tok, int d, float4 v,
+                                             bool with_lse, float lse2) {
+  typename OUT::storage* o = static_cast<typename OUT::storage*>(p.out) + i64(seq) * p.o_stride_seq +
+                             i64(tok) * p.o_stride_tok + i64(head) * p.o_stride_head + d;
   o[0] = from_float(OUT(), v.x);
   o[1] = from_float(OUT(), v.y);
   o[2] = from_float(OUT(), v.z);
   o[3] = from_float(OUT(), v.w);
-  if (with_lse && p.lse) p.lse[i64(seq) * p.lse_stride_seq + head] = lse2 * kLn2;
+  if (with_lse && p.lse) p.lse[i64(seq) * p.lse_stride_seq + i64(tok) * p.lse_stride_tok + head] = lse2 * kLn2;
 }
 
-template <class T, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA>
+template <class A, class B>
+struct same_type {
+  static constexpr bool value = false;
+};
+template <class A>
+struct same_type<A, A> {
+  static constexpr bool value = true;
+};
+
+// T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
+template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA>
 __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
   typedef typename T::storage S;
+  typedef typename KV::storage KS;
+  constexpr bool FP8 = is_fp8<KV>::value;
   constexpr int NT = WARPS * 32;
   constexpr int WT = TILE / WARPS;  // tokens per warp per tile
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
   static_assert(TILE % (16 * WARPS) == 0, "each warp takes whole 16-token slices");
   static_assert(STAGES >= 2, "the pipeline needs two stages");
+  static_assert(FP8 ? (MMA && T::mma) : same_type<T, KV>::value, "fp8 caches need an fp16/bf16 query and MMA");
   static_assert(!MMA || T::mma, "tensor-core path needs fp16 or bf16");
-  constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, T::bytes, TILE, WARPS, STAGES, !MMA);
-  typedef typename conditional<MMA, MmaMath<T, HEAD_DIM, DV>, SimtMath<T, HEAD_DIM, DV>>::type Math;
+  constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
+  typedef
+      typename conditional<FP8, Fp8MmaMath<KV, HEAD_DIM, DV>,
+                           typename conditional<MMA, MmaMath<T, HEAD_DIM, DV>, SimtMath<T, HEAD_DIM, DV>>::type>::type
+          Math;
 
   extern __shared__ __align__(16) char smem[];
   char* q_smem = smem;
@@ -50,21 +67,30 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   char* pipe = smem + L.q_bytes + L.ptile_bytes + L.ids_bytes;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  // Output-dim chunks of one head chunk are adjacent: they read the same keys,
+  // Output-dim chunks of one row chunk are adjacent: they read the same keys,
   // so the second read mostly hits L2.
   const int dv_chunk = blockIdx.x % p.dv_chunks;
-  const int head_chunk = (blockIdx.x / p.dv_chunks) % p.head_chunks;
-  const int kvh = blockIdx.x / (p.dv_chunks * p.head_chunks);
+  const int row_chunk = (blockIdx.x / p.dv_chunks) % p.row_chunks;
+  const int kvh = blockIdx.x / (p.dv_chunks * p.row_chunks);
   const int dv0 = dv_chunk * DV;
   const int dv_len = min(DV, HEAD_DIM - dv0);
   const int seq = blockIdx.y;
   const int split = blockIdx.z;
-  const int h0 = kvh * p.group + head_chunk * p.heads_per_cta;
-  const int nrows = min(p.heads_per_cta, p.group - head_chunk * p.heads_per_cta);
+  // Rows of this KV head: (query head, query token) pairs, head-major; this
+  // CTA takes rows [r0, r0 + nrows).
+  const int kv_rows = p.group * p.q_len;
+  const int r0 = row_chunk * p.rows_per_cta;
+  const int nrows = min(p.rows_per_cta, kv_rows - r0);
+  const int grow0 = kvh * kv_rows + r0;  // first row's index among the sequence's rows
+  auto head_of = [&](int grow) { return grow / p.q_len; };
+  auto tok_of = [&](int grow) { return grow % p.q_len; };
 
   // Tokens past the table's capacity are ignored (the validation mode reports them).
   const int len = max(0, min(p.context_lens[seq], p.max_blocks << p.page_shift));
-  const int start = p.window > 0 ? max(0, len - p.window) : 0;
+  // Query token i sees positions [lo_i, hi_i]: hi_i = len - q_len + i, and
+  // with a window W, lo_i = hi_i + 1 - W. The CTA reads the union.
+  const int last_common = len - p.q_len + 1;  // positions below it are seen by every token (window aside)
+  const int start = p.window > 0 ? max(0, last_common - p.window) : 0;
   // Partitions of this sequence: a fixed length, or its span cut evenly. Only
   // the first `active` are non-empty; with at most one, it writes the output
   // directly. Otherwise each writes an fp32 partial and the last to finish
@@ -77,12 +103,15 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int begin = start + split * per;
   const int end = split == active - 1 ? len : min(len, begin + per);
   const int ntiles = begin < end ? (end - begin + TILE - 1) / TILE : 0;
+  // fp8: dequantization folds into the logit scale and the output.
+  const float qk_scale = p.k_scale ? p.scale * p.k_scale[kvh * p.k_scale_stride] : p.scale;
+  const float out_scale = p.v_scale ? p.v_scale[kvh * p.v_scale_stride] : 1.f;
 
-  const S* k_head = static_cast<const S*>(p.k) + i64(kvh) * p.k_stride_head;
-  const S* v_head = static_cast<const S*>(p.v) + i64(kvh) * p.v_stride_head + dv0;
+  const KS* k_head = static_cast<const KS*>(p.k) + i64(kvh) * p.k_stride_head;
+  const KS* v_head = static_cast<const KS*>(p.v) + i64(kvh) * p.v_stride_head + dv0;
   const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
 
-  typedef TileLoader<T, HEAD_DIM, DV, TILE, NT> Loader;
+  typedef TileLoader<KV, HEAD_DIM, DV, TILE, NT> Loader;
   Loader loader;
   auto stage_k = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes; };
   auto stage_v = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes + TILE * L.row_pitch; };
@@ -103,14 +132,30 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
 #pragma unroll
   for (int t = 0; t < STAGES; ++t)
     if (t < ntiles) first[t].load_ids(p, bt_row, begin + t * TILE, end);
-  {
+  const S* q_seq = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq;
+  auto q_row = [&](int r) {  // padding rows repeat the last real one
+    const int grow = grow0 + min(r, nrows - 1);
+    return q_seq + i64(tok_of(grow)) * p.q_stride_tok + i64(head_of(grow)) * p.q_stride_head;
+  };
+  if constexpr (FP8) {
+    // Widened to fp16 (clamped to its range) and stored in Fp8MmaMath's order;
+    // the first barrier below publishes it.
+    for (int c = tid; c < kTileRows * (HEAD_DIM / 4); c += NT) {
+      const int r = c / (HEAD_DIM / 4), d = (c % (HEAD_DIM / 4)) * 4;
+      const S* src = q_row(r) + d;
+      float x[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) x[j] = r < nrows ? fminf(fmaxf(to_float(T(), src[j]), -65504.f), 65504.f) : 0.f;
+      char* row = q_smem + r * L.q_pitch;
+      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d)) = pack2(f16(), x[0], x[1]);
+      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
+    }
+  } else {
     constexpr int CPR = HEAD_DIM * T::bytes / 16;
-    const S* q = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq;
     const u32 q_base = smem_addr(q_smem);
     for (int c = tid; c < kTileRows * CPR; c += NT) {
       const int r = c / CPR, col = c % CPR;  // padding rows are zero-filled
-      const S* src = q + i64(h0 + min(r, nrows - 1)) * p.q_stride_head + col * (16 / T::bytes);
-      cp_async16(q_base + u32(r * L.row_pitch + col * 16), src, r < nrows ? 16 : 0);
+      cp_async16(q_base + u32(r * L.q_pitch + col * 16), q_row(r) + col * (16 / T::bytes), r < nrows ? 16 : 0);
     }
   }
   // Bit t % (STAGES + 1): this thread stored a masked id for tile t.
@@ -128,13 +173,22 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   Math math;
   WarpState<DV> st;
   st.init();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int tok = tok_of(grow0 + min(lane / 4 + 8 * r, nrows - 1));
+    st.hi[r] = len - p.q_len + tok;
+    st.lo[r] = p.window > 0 ? st.hi[r] + 1 - p.window : 0;
+  }
 
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<STAGES - 2>();
     // Tile t visible to all; the stage refilled below is no longer read; and
     // whether any token of tile t is masked (usually only the last tile).
-    const bool masked = __syncthreads_or((masked_bits >> (t % (STAGES + 1))) & 1u);
-    if (t == 0) math.prepare(q_smem, L.row_pitch);  // the query arrived with tile 0
+    const int pos0 = begin + t * TILE;
+    // A multi-token query's tokens see different spans: tiles at either edge need per-row masks.
+    const bool edge = p.q_len > 1 && (pos0 + TILE > last_common || (p.window > 0 && pos0 < start + p.q_len - 1));
+    const bool masked = __syncthreads_or((masked_bits >> (t % (STAGES + 1))) & 1u) || edge;
+    if (t == 0) math.prepare(q_smem, L.q_pitch);  // the query arrived with tile 0
     const int tn = t + STAGES - 1;
     if (tn < ntiles) issue(tn);
     cp_async_commit();
@@ -145,8 +199,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     for (int ks = 0; ks < WT / 16; ++ks) {
       const int tok0 = warp * WT + ks * 16;
       float sc[2][4];
-      math.scores(q_smem, stage_k(t), L.row_pitch, tok0, nrows, sc);
-      st.online_softmax(sc, p, ids(t), tok0, masked);
+      math.scores(q_smem, L.q_pitch, stage_k(t), L.row_pitch, tok0, nrows, sc);
+      st.online_softmax(sc, p, qk_scale, ids(t), pos0, tok0, masked);
       math.accumulate(st, sc, stage_v(t), L.v_pitch, tok0, p_tiles + warp * kTileRows * 16, dv_len);
     }
     if (more) {
@@ -173,18 +227,12 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
         l_buf[warp * kTileRows + g + 8 * r] = l;
       }
     }
-    float* ow = o_buf + warp * kTileRows * DV;
-#pragma unroll
-    for (int dt = 0; dt < DV / 8; ++dt) {
-      const int d = dt * 8 + 2 * tig;
-      *reinterpret_cast<float2*>(ow + g * DV + d) = make_float2(st.o[dt][0], st.o[dt][1]);
-      *reinterpret_cast<float2*>(ow + (g + 8) * DV + d) = make_float2(st.o[dt][2], st.o[dt][3]);
-    }
+    Math::store_o(st, o_buf + warp * kTileRows * DV);
   }
   __syncthreads();
 
   const bool split_mode = active > 1;
-  const i64 part0 = (i64(seq) * p.num_heads + h0) * p.num_splits;  // partials of row 0, split 0
+  const i64 part0 = (i64(seq) * p.num_heads * p.q_len + grow0) * p.num_splits;  // partials of row 0, split 0
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
     const int dl = (idx % (dv_len / 4)) * 4;  // within the chunk
@@ -203,7 +251,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
         acc.x += o.x * f, acc.y += o.y * f, acc.z += o.z * f, acc.w += o.w * f;
       }
     }
-    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const float inv = l > 0.f ? out_scale / l : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse2 = l > 0.f ? mx + log2f(l) : neg_inf();  // log2 domain
     if (split_mode) {
@@ -211,7 +259,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
       if (dl == 0) p.part_lse[part * p.dv_chunks + dv_chunk] = lse2;
     } else {
-      write_output<OUT>(p, seq, h0 + row, d, acc, dv_chunk == 0 && dl == 0, lse2);
+      write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0, lse2);
     }
   }
   if (!split_mode) return;
@@ -248,7 +296,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
-    write_output<OUT>(p, seq, h0 + row, d, acc, dv_chunk == 0 && dl == 0, sum > 0.f ? mx + log2f(sum) : neg_inf());
+    write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0,
+                      sum > 0.f ? mx + log2f(sum) : neg_inf());
   }
 }
 

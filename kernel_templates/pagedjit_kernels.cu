@@ -1,3 +1,4 @@
 // The translation unit NVRTC compiles. Specializations are instantiated by
 // name (nvrtcAddNameExpression), never by pasting text into this file.
+#include "merge_states.cuh"
 #include "paged_decode.cuh"

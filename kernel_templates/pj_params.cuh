@@ -6,14 +6,14 @@
 
 namespace pj {
 
-typedef long long i64;
+typedef long long i64;  // (pj_types.cuh has it too; the host includes only this header)
 
 // Arguments of the decode kernel. Strides are in elements. The three cache
 // layouts of the SPEC reduce to (page, head, slot) strides, so the kernel
 // never needs to know which layout the caller uses.
 struct DecodeParams {
-  const void* q;
-  i64 q_stride_seq, q_stride_head;
+  const void* q;  // [seq][query token][head][dim]
+  i64 q_stride_seq, q_stride_tok, q_stride_head;
 
   const void* k;
   const void* v;
@@ -29,19 +29,27 @@ struct DecodeParams {
   int max_blocks;  // entries per row that may be used
   int num_blocks;  // physical pages in the cache: entries outside [0, num_blocks) are masked
 
-  void* out;  // final output (num_splits == 1)
-  i64 o_stride_seq, o_stride_head;
-  float* lse;  // natural-log sum-exp, [seq][head], may be null
-  i64 lse_stride_seq;
+  // fp8 caches: dequantization scales, indexed by KV head * stride (stride 0:
+  // one per tensor); null = 1.
+  const float* k_scale;
+  const float* v_scale;
+  int k_scale_stride, v_scale_stride;
 
-  float* part_o;       // [seq][head][split][head_dim] fp32 partial outputs (num_splits > 1)
-  float* part_lse;     // [seq][head][split][dv_chunk] log2-domain sum-exp of each partial
+  void* out;  // final output (num_splits == 1), the query's layout
+  i64 o_stride_seq, o_stride_tok, o_stride_head;
+  float* lse;  // natural-log sum-exp, [seq][query token][head], may be null
+  i64 lse_stride_seq, lse_stride_tok;
+
+  // Rows: one per (query head, query token), head-major within a sequence.
+  float* part_o;       // [seq][row][split][head_dim] fp32 partial outputs (num_splits > 1)
+  float* part_lse;     // [seq][row][split][dv_chunk] log2-domain sum-exp of each partial
   unsigned* counters;  // [seq][gridDim.x] finished partitions; zero between calls
 
   int num_heads, group;  // query heads; query heads per KV head
-  int heads_per_cta;     // query heads one CTA handles (<= 16)
-  int head_chunks;       // CTAs per KV head = ceil(group / heads_per_cta)
-  int dv_chunks;         // CTAs per head chunk, each writing up to DV output dims
+  int q_len;             // query tokens per sequence; token i sees positions <= len - q_len + i
+  int rows_per_cta;      // rows one CTA handles (<= 16)
+  int row_chunks;        // CTAs per KV head = ceil(group * q_len / rows_per_cta)
+  int dv_chunks;         // CTAs per row chunk, each writing up to DV output dims
   int page_shift;        // log2(page_size)
   int num_splits;        // partitions per sequence (grid.z)
   int chunk_tokens;      // > 0: fixed partition length; 0: len split evenly
@@ -50,13 +58,28 @@ struct DecodeParams {
   float soft_cap;        // > 0: logits = cap * tanh(logits / cap)
 };
 
+// Arguments of merge_states (merge_states.cuh).
+struct MergeParams {
+  const void* out_a;
+  const void* out_b;
+  const float* lse_a;
+  const float* lse_b;
+  void* out;
+  float* lse;                                      // may be null
+  i64 a_row_stride, b_row_stride, out_row_stride;  // elements between rows
+  i64 lse_a_stride, lse_b_stride, lse_stride;
+  i64 rows;
+  int head_dim;  // a multiple of 4
+};
+
 // Rows of the MMA tile: the query heads of one CTA are padded to 16.
 constexpr int kTileRows = 16;
 
 // Dynamic shared memory of the decode kernel, in bytes. Used by the kernel to
 // carve its buffers and by the host to size the launch.
 struct DecodeSmem {
-  int row_pitch;    // bytes per Q or K row in shared memory (padded against bank conflicts)
+  int q_pitch;      // bytes per query row in shared memory (padded against bank conflicts)
+  int row_pitch;    // bytes per K row
   int v_pitch;      // bytes per V row (DV dims)
   int q_bytes;      // the query tile
   int stage_bytes;  // one pipeline stage: K and V tiles
@@ -70,12 +93,15 @@ constexpr int round_up16(int x) {
   return (x + 15) / 16 * 16;
 }
 
-constexpr DecodeSmem decode_smem(int head_dim, int dv, int elem_bytes, int tile_tokens, int warps, int stages,
+// q_elem / kv_elem: element sizes of the query tile (fp16 for fp8 caches)
+// and of the cache.
+constexpr DecodeSmem decode_smem(int head_dim, int dv, int q_elem, int kv_elem, int tile_tokens, int warps, int stages,
                                  bool simt) {
   DecodeSmem s{};
-  s.row_pitch = head_dim * elem_bytes + 16;
-  s.v_pitch = dv * elem_bytes + 16;
-  s.q_bytes = kTileRows * s.row_pitch;
+  s.q_pitch = head_dim * q_elem + 16;
+  s.row_pitch = head_dim * kv_elem + 16;
+  s.v_pitch = dv * kv_elem + 16;
+  s.q_bytes = kTileRows * s.q_pitch;
   s.stage_bytes = tile_tokens * (s.row_pitch + s.v_pitch);
   s.ids_bytes = (stages + 1) * tile_tokens * 4;
   s.ptile_bytes = simt ? warps * kTileRows * 16 * 4 : 0;

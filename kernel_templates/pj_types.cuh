@@ -8,6 +8,7 @@ namespace pj {
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
+typedef long long i64;
 
 template <bool B, class A, class C>
 struct conditional {
@@ -34,6 +35,47 @@ struct bf16 {
   static constexpr int bytes = 2;
   static constexpr bool mma = true;
 };
+
+// 8-bit float KV caches (OCP FP8). They are only storage: tiles are widened
+// to fp16 in registers (exact for both formats) and multiplied on the fp16
+// tensor cores, so `mma` is false here and the kernel picks Fp8MmaMath.
+struct e4m3 {
+  typedef unsigned char storage;
+  static constexpr int bytes = 1;
+  static constexpr bool mma = false;
+  static constexpr bool fp8 = true;
+};
+struct e5m2 {
+  typedef unsigned char storage;
+  static constexpr int bytes = 1;
+  static constexpr bool mma = false;
+  static constexpr bool fp8 = true;
+};
+template <class T>
+struct is_fp8 {
+  static constexpr bool value = false;
+};
+template <>
+struct is_fp8<e4m3> {
+  static constexpr bool value = true;
+};
+template <>
+struct is_fp8<e5m2> {
+  static constexpr bool value = true;
+};
+
+// Four fp8 values (low byte first) to two fp16 pairs (low half first): bytes
+// 0-1 to `lo`, bytes 2-3 to `hi`. One F2FP instruction per pair on sm_89+.
+__device__ __forceinline__ void fp8x4_to_f16x4(e4m3, u32 x, u32& lo, u32& hi) {
+  asm("{ .reg .b16 a, b; mov.b32 {a, b}, %2; cvt.rn.f16x2.e4m3x2 %0, a; cvt.rn.f16x2.e4m3x2 %1, b; }"
+      : "=r"(lo), "=r"(hi)
+      : "r"(x));
+}
+__device__ __forceinline__ void fp8x4_to_f16x4(e5m2, u32 x, u32& lo, u32& hi) {
+  asm("{ .reg .b16 a, b; mov.b32 {a, b}, %2; cvt.rn.f16x2.e5m2x2 %0, a; cvt.rn.f16x2.e5m2x2 %1, b; }"
+      : "=r"(lo), "=r"(hi)
+      : "r"(x));
+}
 
 __device__ __forceinline__ float to_float(f32, float x) {
   return x;

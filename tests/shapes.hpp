@@ -15,7 +15,7 @@ inline pagedjit::ProblemShape test_shape(int seqs, int heads, int kv_heads, int 
   s.page_size = 16;
   s.max_blocks = (ctx + 15) / 16;
   s.num_blocks = seqs * s.max_blocks;
-  s.dtype = s.out_dtype = dt;
+  s.dtype = s.out_dtype = s.kv_dtype = dt;
   s.max_context_len = ctx;
   return s;
 }

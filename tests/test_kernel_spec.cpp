@@ -14,6 +14,7 @@ using jit::KernelSpec;
 namespace {
 KernelSpec decode_spec() {
   KernelSpec s;
+  s.q_dtype = DType::bf16;
   s.kv_dtype = DType::bf16;
   s.out_dtype = DType::f16;
   s.head_dim = 128;
@@ -29,7 +30,10 @@ KernelSpec decode_spec() {
 
 TEST_SUITE("cpu") {
   TEST_CASE("kernel spec: name expression carries every template parameter") {
-    CHECK(decode_spec().name_expression() == "pj::paged_decode<pj::bf16, pj::f16, 128, 128, 64, 4, 3, true>");
+    CHECK(decode_spec().name_expression() == "pj::paged_decode<pj::bf16, pj::bf16, pj::f16, 128, 128, 64, 4, 3, true>");
+    KernelSpec s = decode_spec();
+    s.kv_dtype = DType::e4m3;
+    CHECK(s.name_expression() == "pj::paged_decode<pj::bf16, pj::e4m3, pj::f16, 128, 128, 64, 4, 3, true>");
   }
 
   TEST_CASE("kernel spec: every field that changes the binary changes the key") {
@@ -38,7 +42,9 @@ TEST_SUITE("cpu") {
     keys.insert(b.key("H", "13.0"));
     auto add = [&](KernelSpec s) { CHECK(keys.insert(s.key("H", "13.0")).second); };
     KernelSpec s = b;
-    s.kv_dtype = DType::f16, add(s);
+    s.q_dtype = s.kv_dtype = DType::f16, add(s);
+    s = b, s.kv_dtype = DType::e4m3, add(s);
+    s = b, s.kv_dtype = DType::e5m2, add(s);
     s = b, s.out_dtype = DType::f32, add(s);
     s = b, s.head_dim = 64, add(s);
     s = b, s.tile_tokens = 32, add(s);
@@ -80,9 +86,19 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_AS(s.check(), InvalidArgument);
     s = decode_spec(), s.stages = 1;
     CHECK_THROWS_AS(s.check(), InvalidArgument);
-    s = decode_spec(), s.kv_dtype = DType::f32;  // mma has no fp32 path
+    s = decode_spec(), s.kv_dtype = DType::f32;  // kv must match the query (or be fp8)
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s.q_dtype = DType::f32;  // mma has no fp32 path
     CHECK_THROWS_AS(s.check(), InvalidArgument);
     s.compute = jit::Compute::simt;
     CHECK_NOTHROW(s.check());
+    s = decode_spec(), s.kv_dtype = DType::e4m3;
+    CHECK_NOTHROW(s.check());
+    s.compute = jit::Compute::simt;  // fp8 needs the MMA path
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.q_dtype = DType::f32, s.kv_dtype = DType::e5m2, s.compute = jit::Compute::simt;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);  // fp8 needs an fp16/bf16 query
+    s = decode_spec(), s.q_dtype = DType::e4m3, s.kv_dtype = DType::e4m3;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
   }
 }

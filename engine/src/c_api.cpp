@@ -26,7 +26,7 @@ static_assert(int(ErrorCode::invalid_argument) + 1 == PAGEDJIT_ERROR_INVALID_ARG
               "pagedjit_status mirrors pagedjit::ErrorCode, in the same order");
 
 // The struct layouts foreign mirrors copy (examples/python/seed_example.py): change them knowingly.
-static_assert(sizeof(pagedjit_tensor) == 80 && sizeof(pagedjit_args) == 584 && sizeof(pagedjit_options) == 104,
+static_assert(sizeof(pagedjit_tensor) == 80 && sizeof(pagedjit_args) == 744 && sizeof(pagedjit_options) == 104,
               "the C API's struct layouts changed");
 static_assert(offsetof(pagedjit_options, megacore_mode) == 72 && offsetof(pagedjit_args, workspace) == 568,
               "the C API's struct layouts changed");
@@ -94,8 +94,8 @@ void require(const void* p, const char* name) {
 
 TensorView to_view(const pagedjit_tensor& t, const std::string& name) {
   if (t.rank < 0 || t.rank > kMaxRank) throw InvalidArgument(name + ".rank", "0..4", std::to_string(t.rank));
-  if (t.dtype < PAGEDJIT_F32 || t.dtype > PAGEDJIT_I32)
-    throw InvalidArgument(name + ".dtype", "a pagedjit_dtype (0..3)", std::to_string(t.dtype));
+  if (t.dtype < PAGEDJIT_F32 || t.dtype > PAGEDJIT_E5M2)
+    throw InvalidArgument(name + ".dtype", "a pagedjit_dtype (0..5)", std::to_string(t.dtype));
   TensorView v;
   v.data = t.data;
   v.dtype = static_cast<DType>(t.dtype);
@@ -119,6 +119,8 @@ PagedAttentionArgs to_args(const pagedjit_args* a) {
   r.block_tables = to_view(a->block_tables, "block_tables");
   r.output = to_view(a->output, "output");
   r.lse = to_view(a->lse, "lse");
+  r.k_scale = to_view(a->k_scale, "k_scale");
+  r.v_scale = to_view(a->v_scale, "v_scale");
   r.layout = static_cast<CacheLayout>(a->layout);
   r.workspace = a->workspace;
   r.workspace_bytes = a->workspace_bytes;
@@ -180,8 +182,8 @@ pagedjit_status pagedjit_tensor_init(pagedjit_tensor* t, void* data, int32_t dty
     require(t, "tensor");
     if (rank < 0 || rank > kMaxRank) throw InvalidArgument("rank", "0..4", std::to_string(rank));
     if (rank > 0) require(shape, "shape");
-    if (dtype < PAGEDJIT_F32 || dtype > PAGEDJIT_I32)
-      throw InvalidArgument("dtype", "a pagedjit_dtype (0..3)", std::to_string(dtype));
+    if (dtype < PAGEDJIT_F32 || dtype > PAGEDJIT_E5M2)
+      throw InvalidArgument("dtype", "a pagedjit_dtype (0..5)", std::to_string(dtype));
     *t = pagedjit_tensor{};
     t->data = data;
     t->dtype = dtype;

@@ -10,10 +10,12 @@
 #include <vector>
 
 #include "attention/launch.hpp"
+#include "attention/merge.hpp"
 #include "attention/planner.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
+#include "tuning/registry.hpp"
 
 namespace pagedjit {
 namespace {
@@ -93,6 +95,7 @@ struct Engine::Impl {
   std::mutex mu;
   std::map<jit::KernelSpec, LoadedKernel> kernels;
   std::unordered_map<CUstream, Workspace> workspaces;
+  tuning::DeviceProfiles profiles;  // tuned configurations for this GPU (none: the heuristic)
 
   Impl(int ordinal, EngineOptions opts) : drv(driver()), options(opts) {
     int count = 0;
@@ -108,6 +111,13 @@ struct Engine::Impl {
     CUcontext cur = nullptr;
     check(drv.cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
     if (!cur) check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+    if (options.use_profiles) profiles = tuning::ProfileRegistry::global().for_device(info);
+  }
+
+  attention::Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& o) const {
+    if (!tuning::profile_applies(o)) return attention::make_plan(shape, o, info);
+    const std::optional<tuning::Choice> choice = profiles.choose(shape);
+    return attention::make_plan(shape, o, info, choice ? &*choice : nullptr);
   }
 
   ~Impl() {
@@ -235,13 +245,13 @@ std::int64_t Engine::workspace_bytes(const PagedAttentionArgs& args, const Paged
 }
 
 LaunchInfo Engine::plan(const PagedAttentionArgs& args, const PagedAttentionOptions& options) const {
-  return attention::make_plan(validate_call(args, options), options, impl_->info).info;
+  return impl_->make_plan(validate_call(args, options), options).info;
 }
 
 LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
                                    CUstream stream) {
   const ProblemShape shape = validate_call(args, options);
-  const attention::Plan plan = attention::make_plan(shape, options, impl_->info);
+  const attention::Plan plan = impl_->make_plan(shape, options);
   if (shape.num_seqs == 0) return plan.info;
 
   Impl& m = *impl_;
@@ -259,6 +269,36 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
                              unsigned(plan.info.smem_bytes), stream, decode_args, nullptr),
         "cuLaunchKernel(paged_decode)");
   return plan.info;
+}
+
+void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream) {
+  const attention::MergeShape shape = attention::validate_merge(args);
+  if (shape.rows == 0) return;
+  Impl& m = *impl_;
+  jit::KernelSpec spec;
+  spec.kind = jit::KernelKind::merge;
+  spec.q_dtype = args.out_a.dtype;
+  spec.out_dtype = args.out.dtype;
+  spec.arch = jit::clamp_arch(m.info.arch());
+  ContextScope scope(m.drv, m.ctx);
+  CUfunction f = m.kernel(spec, 0);
+  pj::MergeParams p{};
+  p.out_a = args.out_a.data;
+  p.out_b = args.out_b.data;
+  p.lse_a = static_cast<const float*>(args.lse_a.data);
+  p.lse_b = static_cast<const float*>(args.lse_b.data);
+  p.out = args.out.data;
+  p.lse = static_cast<float*>(args.lse.data);
+  p.a_row_stride = shape.a_stride, p.b_row_stride = shape.b_stride, p.out_row_stride = shape.out_stride;
+  p.lse_a_stride = shape.lse_a_stride, p.lse_b_stride = shape.lse_b_stride, p.lse_stride = shape.lse_stride;
+  p.rows = shape.rows;
+  p.head_dim = shape.head_dim;
+  const std::int64_t threads = shape.rows * (shape.head_dim / 4);
+  const std::int64_t blocks = (threads + 127) / 128;
+  if (blocks > 0x7fffffff) throw NotSupported("out_a", "more rows than one launch covers");
+  void* params[] = {&p};
+  check(m.drv.cuLaunchKernel(f, unsigned(blocks), 1, 1, 128, 1, 1, 0, stream, params, nullptr),
+        "cuLaunchKernel(merge_states)");
 }
 
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device) {

@@ -104,6 +104,7 @@ float fp8_to_f32(std::uint8_t b, const Fp8Format& f) {
 std::uint8_t f32_to_fp8(float x, const Fp8Format& f) {
   if (std::isnan(x)) return 0x7f;
   const std::uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  if (std::isinf(x) && f.has_inf) return std::uint8_t(sign | 0x7c);  // e5m2 keeps infinities
   const double a = std::min(std::fabs(double(x)), double(f.max_finite));
   const int emin = 1 - f.bias;  // exponent of the smallest normal
   int e = std::max(emin, std::ilogb(a == 0 ? std::ldexp(1.0, emin) : a));
@@ -186,13 +187,20 @@ ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& a, const Pa
   const auto* lens = static_cast<const std::int32_t*>(a.context_lens.data);
   const auto* table = static_cast<const std::int32_t*>(a.block_tables.data);
   const std::int64_t capacity = std::int64_t(s.max_blocks) * s.page_size;
+  const int L = s.q_len;
+  const int qt = q.rank == 4 ? 1 : -1, qh = q.rank - 2;  // axes of query tokens and heads
+  // fp8 caches hold value / scale: dequantize with the (host) scales.
+  auto scale_of = [&](const TensorView& t, int kvh) {
+    if (!t.data) return 1.0;
+    return double(static_cast<const float*>(t.data)[t.shape[0] > 1 ? kvh : 0]);
+  };
   if (seqs.empty())
     for (int i = 0; i < s.num_seqs; ++i) seqs.push_back(i);
 
   ReferenceOutputs out;
   out.seqs = seqs;
-  out.output.assign(seqs.size() * std::size_t(s.num_heads) * D, 0.0);
-  out.lse.assign(seqs.size() * std::size_t(s.num_heads), -std::numeric_limits<double>::infinity());
+  out.output.assign(seqs.size() * std::size_t(L) * std::size_t(s.num_heads) * D, 0.0);
+  out.lse.assign(seqs.size() * std::size_t(L) * std::size_t(s.num_heads), -std::numeric_limits<double>::infinity());
   std::vector<double> logits, qrow(std::size_t(D), 0.0);
   std::vector<std::int64_t> vrow;
   for (std::size_t si = 0; si < seqs.size(); ++si) {
@@ -200,35 +208,41 @@ ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& a, const Pa
     if (seq < 0 || seq >= s.num_seqs)
       throw InvalidArgument("seqs", "sequence indices in [0, num_seqs)", std::to_string(seq));
     const std::int64_t len = std::clamp<std::int64_t>(lens[seq * a.context_lens.strides[0]], 0, capacity);
-    const std::int64_t start = o.sliding_window ? std::max<std::int64_t>(0, len - *o.sliding_window) : 0;
-    for (int h = 0; h < s.num_heads; ++h) {
-      const int kvh = h / group;
-      for (int d = 0; d < D; ++d)
-        qrow[std::size_t(d)] = load_element(q.data, seq * q.strides[0] + h * q.strides[1] + d, q.dtype);
-      logits.clear();
-      vrow.clear();
-      for (std::int64_t t = start; t < len; ++t) {
-        const int page = table[seq * a.block_tables.strides[0] + t / s.page_size];
-        if (page < 0 || page >= s.num_blocks) continue;  // masked, never dereferenced
-        const std::int64_t slot = t % s.page_size;
-        const std::int64_t kb = page * kc.strides[ab] + kvh * kc.strides[ah] + slot * kc.strides[as];
-        double dot = 0;
-        for (int d = 0; d < D; ++d) dot += qrow[std::size_t(d)] * double(load_element(kc.data, kb + d, kc.dtype));
-        double x = scale * dot;
-        if (o.attn_logits_soft_cap) x = *o.attn_logits_soft_cap * std::tanh(x / *o.attn_logits_soft_cap);
-        logits.push_back(x);
-        vrow.push_back(page * vc.strides[ab] + kvh * vc.strides[ah] + slot * vc.strides[as]);
+    for (int i = 0; i < L; ++i) {
+      // Query token i sees positions [start, last]: causal within the query tokens.
+      const std::int64_t last = len - L + i;
+      const std::int64_t start = o.sliding_window ? std::max<std::int64_t>(0, last + 1 - *o.sliding_window) : 0;
+      for (int h = 0; h < s.num_heads; ++h) {
+        const int kvh = h / group;
+        const double ks = scale_of(a.k_scale, kvh), vs = scale_of(a.v_scale, kvh);
+        const std::int64_t qbase = seq * q.strides[0] + (qt > 0 ? i * q.strides[qt] : 0) + h * q.strides[qh];
+        for (int d = 0; d < D; ++d) qrow[std::size_t(d)] = load_element(q.data, qbase + d, q.dtype);
+        logits.clear();
+        vrow.clear();
+        for (std::int64_t t = start; t <= last; ++t) {
+          const int page = table[seq * a.block_tables.strides[0] + t / s.page_size];
+          if (page < 0 || page >= s.num_blocks) continue;  // masked, never dereferenced
+          const std::int64_t slot = t % s.page_size;
+          const std::int64_t kb = page * kc.strides[ab] + kvh * kc.strides[ah] + slot * kc.strides[as];
+          double dot = 0;
+          for (int d = 0; d < D; ++d) dot += qrow[std::size_t(d)] * double(load_element(kc.data, kb + d, kc.dtype));
+          double x = scale * ks * dot;
+          if (o.attn_logits_soft_cap) x = *o.attn_logits_soft_cap * std::tanh(x / *o.attn_logits_soft_cap);
+          logits.push_back(x);
+          vrow.push_back(page * vc.strides[ab] + kvh * vc.strides[ah] + slot * vc.strides[as]);
+        }
+        if (logits.empty()) continue;  // zero row, lse -inf
+        const double mx = *std::max_element(logits.begin(), logits.end());
+        double sum = 0;
+        for (double& x : logits) sum += (x = std::exp(x - mx));
+        const std::size_t row = (si * std::size_t(L) + std::size_t(i)) * std::size_t(s.num_heads) + std::size_t(h);
+        double* o_row = &out.output[row * std::size_t(D)];
+        for (std::size_t j = 0; j < logits.size(); ++j) {
+          const double p = logits[j] / sum * vs;
+          for (int d = 0; d < D; ++d) o_row[d] += p * double(load_element(vc.data, vrow[j] + d, vc.dtype));
+        }
+        out.lse[row] = mx + std::log(sum);
       }
-      if (logits.empty()) continue;  // zero row, lse -inf
-      const double mx = *std::max_element(logits.begin(), logits.end());
-      double sum = 0;
-      for (double& x : logits) sum += (x = std::exp(x - mx));
-      double* o_row = &out.output[(si * std::size_t(s.num_heads) + std::size_t(h)) * std::size_t(D)];
-      for (std::size_t i = 0; i < logits.size(); ++i) {
-        const double p = logits[i] / sum;
-        for (int d = 0; d < D; ++d) o_row[d] += p * double(load_element(vc.data, vrow[i] + d, vc.dtype));
-      }
-      out.lse[si * std::size_t(s.num_heads) + std::size_t(h)] = mx + std::log(sum);
     }
   }
   return out;

@@ -57,16 +57,20 @@ std::string ProblemConfig::describe() const {
   std::int64_t total = 0;
   int mx = 0;
   for (int l : context_lens) total += l, mx = std::max(mx, l);
-  return fmt::format("seqs={} heads={}/{} d={} page={} {}->{} {} tokens={} max={} pad={} seed={}", context_lens.size(),
-                     num_heads, num_kv_heads, head_dim, page_size, dtype_name(dtype), dtype_name(out_dtype),
-                     layout_name(layout), total, mx, pad_elems, seed);
+  const std::string kv =
+      kv_dtype && *kv_dtype != dtype ? fmt::format(" kv={} scales={}", dtype_name(*kv_dtype), kv_scales) : "";
+  const std::string ql = q_len > 1 ? fmt::format(" q_len={}", q_len) : "";
+  return fmt::format("seqs={} heads={}/{} d={} page={} {}->{}{}{} {} tokens={} max={} pad={} seed={}",
+                     context_lens.size(), num_heads, num_kv_heads, head_dim, page_size, dtype_name(dtype),
+                     dtype_name(out_dtype), kv, ql, layout_name(layout), total, mx, pad_elems, seed);
 }
 
 HostProblem::HostProblem(ProblemConfig cfg) : cfg_(std::move(cfg)) {
   const int S = int(cfg_.context_lens.size());
-  const std::int64_t es = std::int64_t(dtype_size(cfg_.dtype));
-  const std::int64_t align = 16 / es;
-  const std::int64_t pad = (cfg_.pad_elems + align - 1) / align * align;
+  const DType kvt = kv_dtype();
+  const std::int64_t es = std::int64_t(dtype_size(cfg_.dtype)), kes = std::int64_t(dtype_size(kvt));
+  // Padded rows keep 16-byte alignment in both the query's and the cache's element size.
+  const std::int64_t pad = (cfg_.pad_elems + 15) / 16 * 16;
   q_row = cfg_.head_dim + pad;
   kv_row = cfg_.head_dim + pad;
   const int ps = cfg_.page_size;
@@ -101,12 +105,21 @@ HostProblem::HostProblem(ProblemConfig cfg) : cfg_(std::move(cfg)) {
     if (used[std::size_t(s)] >= 2) table[std::size_t(s) * mb + std::size_t(used[std::size_t(s)] / 2)] = -1, --left;
 
   const std::int64_t kv_elems = num_blocks_ * cfg_.num_kv_heads * ps * kv_row;
-  q.resize(std::size_t(std::int64_t(S) * cfg_.num_heads * q_row * es));
-  k.resize(std::size_t(kv_elems * es));
-  v.resize(std::size_t(kv_elems * es));
-  fill_random(q, std::int64_t(S) * cfg_.num_heads * q_row, cfg_.dtype, rng.next());
-  fill_random(k, kv_elems, cfg_.dtype, rng.next());
-  fill_random(v, kv_elems, cfg_.dtype, rng.next());
+  const std::int64_t q_elems = std::int64_t(S) * cfg_.q_len * cfg_.num_heads * q_row;
+  q.resize(std::size_t(q_elems * es));
+  k.resize(std::size_t(kv_elems * kes));
+  v.resize(std::size_t(kv_elems * kes));
+  fill_random(q, q_elems, cfg_.dtype, rng.next());
+  fill_random(k, kv_elems, kvt, rng.next());
+  fill_random(v, kv_elems, kvt, rng.next());
+  if (is_fp8(kvt) && cfg_.kv_scales > 0) {
+    // Scales in [0.25, 2): the cache holds value / scale.
+    const std::size_t n = cfg_.kv_scales == 1 ? 1 : std::size_t(cfg_.num_kv_heads);
+    for (auto* sc : {&k_scale, &v_scale}) {
+      sc->resize(n);
+      for (float& x : *sc) x = 1.125f + 0.875f * rng.uniform();
+    }
+  }
 
   if (cfg_.poison_unused) {
     const PagedAttentionArgs a = args();
@@ -119,8 +132,8 @@ HostProblem::HostProblem(ProblemConfig cfg) : cfg_(std::move(cfg)) {
       for (int h = 0; h < cfg_.num_kv_heads; ++h)
         for (int d = 0; d < cfg_.head_dim; ++d) {
           const std::int64_t i = page * st[ab] + h * st[ah] + slot * st[as] + d;
-          store_element(k.data(), i, bad[d & 1], cfg_.dtype);
-          store_element(v.data(), i, bad[(d + 1) & 1], cfg_.dtype);
+          store_element(k.data(), i, bad[d & 1], kvt);
+          store_element(v.data(), i, bad[(d + 1) & 1], kvt);
         }
     };
     for (int s = 0; s < S; ++s) {
@@ -135,8 +148,12 @@ HostProblem::HostProblem(ProblemConfig cfg) : cfg_(std::move(cfg)) {
     for (std::size_t i = std::size_t(total_used); i < perm.size(); ++i)
       for (int slot = 0; slot < ps; ++slot) poison_slot(perm[i], slot);
   }
-  out_scratch_.resize(std::size_t(std::int64_t(S) * cfg_.num_heads * cfg_.head_dim) * dtype_size(cfg_.out_dtype));
-  lse_scratch_.resize(std::size_t(S) * std::size_t(cfg_.num_heads) * 4);
+  out_scratch_.resize(std::size_t(rows() * cfg_.head_dim) * dtype_size(cfg_.out_dtype));
+  lse_scratch_.resize(std::size_t(rows()) * 4);
+}
+
+std::int64_t HostProblem::rows() const {
+  return std::int64_t(cfg_.context_lens.size()) * cfg_.q_len * cfg_.num_heads;
 }
 
 PagedAttentionArgs HostProblem::args() const {
@@ -145,18 +162,27 @@ PagedAttentionArgs HostProblem::args() const {
   const std::int64_t NB = num_blocks_;
   PagedAttentionArgs a;
   a.layout = cfg_.layout;
-  a.query = TensorView(const_cast<std::uint8_t*>(q.data()), cfg_.dtype, {S, H, D}, {H * q_row, q_row, 1});
+  const std::int64_t L = cfg_.q_len;
+  auto* qp = const_cast<std::uint8_t*>(q.data());
+  a.query = L > 1 ? TensorView(qp, cfg_.dtype, {S, L, H, D}, {L * H * q_row, H * q_row, q_row, 1})
+                  : TensorView(qp, cfg_.dtype, {S, H, D}, {H * q_row, q_row, 1});
+  const DType kvt = kv_dtype();
   TensorView kv;
   switch (cfg_.layout) {
     case CacheLayout::blocks_heads:
-      kv = TensorView(nullptr, cfg_.dtype, {NB, KH, P, D}, {KH * P * kv_row, P * kv_row, kv_row, 1});
+      kv = TensorView(nullptr, kvt, {NB, KH, P, D}, {KH * P * kv_row, P * kv_row, kv_row, 1});
       break;
     case CacheLayout::heads_blocks:
-      kv = TensorView(nullptr, cfg_.dtype, {KH, NB, P, D}, {NB * P * kv_row, P * kv_row, kv_row, 1});
+      kv = TensorView(nullptr, kvt, {KH, NB, P, D}, {NB * P * kv_row, P * kv_row, kv_row, 1});
       break;
     case CacheLayout::blocks_tokens:
-      kv = TensorView(nullptr, cfg_.dtype, {NB, P, KH, D}, {P * KH * kv_row, KH * kv_row, kv_row, 1});
+      kv = TensorView(nullptr, kvt, {NB, P, KH, D}, {P * KH * kv_row, KH * kv_row, kv_row, 1});
       break;
+  }
+  if (!k_scale.empty()) {
+    const std::int64_t n = std::int64_t(k_scale.size());
+    a.k_scale = TensorView(const_cast<float*>(k_scale.data()), DType::f32, {n});
+    a.v_scale = TensorView(const_cast<float*>(v_scale.data()), DType::f32, {n});
   }
   a.key_cache = kv;
   a.key_cache.data = const_cast<std::uint8_t*>(k.data());
@@ -164,8 +190,11 @@ PagedAttentionArgs HostProblem::args() const {
   a.value_cache.data = const_cast<std::uint8_t*>(v.data());
   a.context_lens = TensorView(const_cast<std::int32_t*>(lens.data()), DType::i32, {S});
   a.block_tables = TensorView(const_cast<std::int32_t*>(table.data()), DType::i32, {S, cfg_.max_blocks});
-  a.output = TensorView(out_scratch_.data(), cfg_.out_dtype, {S, H, D});
-  if (cfg_.with_lse) a.lse = TensorView(lse_scratch_.data(), DType::f32, {S, H});
+  a.output = L > 1 ? TensorView(out_scratch_.data(), cfg_.out_dtype, {S, L, H, D})
+                   : TensorView(out_scratch_.data(), cfg_.out_dtype, {S, H, D});
+  if (cfg_.with_lse)
+    a.lse = L > 1 ? TensorView(lse_scratch_.data(), DType::f32, {S, L, H})
+                  : TensorView(lse_scratch_.data(), DType::f32, {S, H});
   return a;
 }
 
@@ -173,7 +202,7 @@ std::int64_t HostProblem::kv_bytes_read() const {
   const std::int64_t cap = std::int64_t(cfg_.max_blocks) * cfg_.page_size;
   std::int64_t tokens = 0;
   for (int l : lens) tokens += std::clamp<std::int64_t>(l, 0, cap);
-  return tokens * cfg_.num_kv_heads * cfg_.head_dim * 2 * std::int64_t(dtype_size(cfg_.dtype));
+  return tokens * cfg_.num_kv_heads * cfg_.head_dim * 2 * std::int64_t(dtype_size(kv_dtype()));
 }
 
 DeviceProblem::DeviceProblem(ProblemConfig cfg) : host_(std::move(cfg)) {
@@ -186,10 +215,11 @@ DeviceProblem::DeviceProblem(ProblemConfig cfg) : host_(std::move(cfg)) {
   up(v_, host_.v.data(), host_.v.size());
   up(lens_, host_.lens.data(), host_.lens.size() * 4);
   up(table_, host_.table.data(), host_.table.size() * 4);
+  up(k_scale_, host_.k_scale.data(), host_.k_scale.size() * 4);
+  up(v_scale_, host_.v_scale.data(), host_.v_scale.size() * 4);
   const auto& c = host_.config();
-  out_ = DeviceBuffer(std::max<std::size_t>(
-      16, c.context_lens.size() * std::size_t(c.num_heads) * std::size_t(c.head_dim) * dtype_size(c.out_dtype)));
-  lse_ = DeviceBuffer(std::max<std::size_t>(16, c.context_lens.size() * std::size_t(c.num_heads) * 4));
+  out_ = DeviceBuffer(std::max<std::size_t>(16, std::size_t(host_.rows() * c.head_dim) * dtype_size(c.out_dtype)));
+  lse_ = DeviceBuffer(std::max<std::size_t>(16, std::size_t(host_.rows()) * 4));
 }
 
 PagedAttentionArgs DeviceProblem::args() const {
@@ -201,6 +231,7 @@ PagedAttentionArgs DeviceProblem::args() const {
   a.block_tables.data = table_.data();
   a.output.data = out_.data();
   if (host_.config().with_lse) a.lse.data = lse_.data();
+  if (!host_.k_scale.empty()) a.k_scale.data = k_scale_.data(), a.v_scale.data = v_scale_.data();
   return a;
 }
 
@@ -214,7 +245,7 @@ void DeviceProblem::poison_outputs() {
 
 std::vector<float> DeviceProblem::output() const {
   const auto& c = host_.config();
-  const std::size_t n = c.context_lens.size() * std::size_t(c.num_heads) * std::size_t(c.head_dim);
+  const std::size_t n = std::size_t(host_.rows()) * std::size_t(c.head_dim);
   std::vector<std::uint8_t> raw(n * dtype_size(c.out_dtype));
   if (n) out_.download(raw.data(), raw.size());
   std::vector<float> out(n);
@@ -223,8 +254,7 @@ std::vector<float> DeviceProblem::output() const {
 }
 
 std::vector<float> DeviceProblem::lse() const {
-  const auto& c = host_.config();
-  std::vector<float> out(c.context_lens.size() * std::size_t(c.num_heads));
+  std::vector<float> out(static_cast<std::size_t>(host_.rows()));
   if (!out.empty()) lse_.download(out.data(), out.size() * 4);
   return out;
 }
@@ -234,7 +264,8 @@ ErrorStats DeviceProblem::check(const PagedAttentionOptions& options, const std:
   o.return_lse = host_.config().with_lse;
   const ReferenceOutputs ref = reference_paged_attention(host_.args(), o, seqs);
   const auto& c = host_.config();
-  const std::size_t row = std::size_t(c.num_heads) * std::size_t(c.head_dim);
+  const std::size_t seq_rows = std::size_t(c.q_len) * std::size_t(c.num_heads);  // rows of one sequence
+  const std::size_t row = seq_rows * std::size_t(c.head_dim);
   const std::vector<float> all = output();
   std::vector<float> got;
   for (int s : ref.seqs)
@@ -243,9 +274,9 @@ ErrorStats DeviceProblem::check(const PagedAttentionOptions& options, const std:
   if (c.with_lse) {
     const std::vector<float> l = lse();
     for (std::size_t i = 0; i < ref.seqs.size(); ++i)
-      for (int h = 0; h < c.num_heads; ++h) {
-        const double want = ref.lse[i * std::size_t(c.num_heads) + std::size_t(h)];
-        const float g = l[std::size_t(ref.seqs[i]) * std::size_t(c.num_heads) + std::size_t(h)];
+      for (std::size_t h = 0; h < seq_rows; ++h) {
+        const double want = ref.lse[i * seq_rows + h];
+        const float g = l[std::size_t(ref.seqs[i]) * seq_rows + h];
         if (std::isinf(want)) {
           if (!(std::isinf(g) && g < 0)) e.lse_ok = false;
         } else if (!std::isfinite(g)) {

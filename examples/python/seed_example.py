@@ -36,7 +36,8 @@ class Tensor(ctypes.Structure):
 class Args(ctypes.Structure):
     _fields_ = [(name, Tensor) for name in
                 ("query", "key_cache", "value_cache", "context_lens", "block_tables", "output", "lse")] + \
-               [("layout", c_int32), ("reserved0", c_int32), ("workspace", c_void_p), ("workspace_bytes", c_int64)]
+               [("layout", c_int32), ("reserved0", c_int32), ("workspace", c_void_p), ("workspace_bytes", c_int64),
+                ("k_scale", Tensor), ("v_scale", Tensor)]
 
 
 class Options(ctypes.Structure):
@@ -53,7 +54,7 @@ class Options(ctypes.Structure):
 
 
 # Pinned by static_asserts in engine/src/c_api.cpp.
-assert (ctypes.sizeof(Tensor), ctypes.sizeof(Args), ctypes.sizeof(Options)) == (80, 584, 104)
+assert (ctypes.sizeof(Tensor), ctypes.sizeof(Args), ctypes.sizeof(Options)) == (80, 744, 104)
 assert Options.megacore_mode.offset == 72 and Args.workspace.offset == 568
 
 

@@ -69,8 +69,9 @@ std::int64_t problem_alloc_bytes(const BenchCase& c) {
   std::int64_t pages = 3;  // the spare pages ProblemConfig adds
   for (int l : c.context_lens()) pages += (std::int64_t(l) + c.page_size - 1) / c.page_size;
   const std::int64_t es = std::int64_t(pagedjit::dtype_size(c.dtype));
-  const std::int64_t kv = 2 * pages * c.page_size * c.kv_heads * c.head_dim * es;
-  const std::int64_t qo = 2 * std::int64_t(c.batch) * c.q_heads * c.head_dim * es;
+  const std::int64_t kv =
+      2 * pages * c.page_size * c.kv_heads * c.head_dim * std::int64_t(pagedjit::dtype_size(c.kv_dtype));
+  const std::int64_t qo = 2 * std::int64_t(c.batch) * c.q_len * c.q_heads * c.head_dim * es;
   return kv + qo + std::int64_t(c.batch) * 4 * (1 + pages) + (1 << 20);
 }
 
@@ -90,6 +91,7 @@ Json launch_info_json(const pagedjit::LaunchInfo& i) {
               {"decode_kernel", i.decode_kernel},
               {"compute", i.compute},
               {"source", i.source},
+              {"profile", i.profile},
               {"num_splits", i.num_splits},
               {"chunk_tokens", i.chunk_tokens},
               {"tile_tokens", i.tile_tokens},
@@ -111,6 +113,8 @@ Json case_config_json(const BenchCase& c) {
          {"page_size", c.page_size},
          {"ctx", c.ctx.describe()},
          {"dtype", pagedjit::dtype_name(c.dtype)},
+         {"kv_dtype", pagedjit::dtype_name(c.kv_dtype)},
+         {"q_len", c.q_len},
          {"layout", pagedjit::layout_name(c.layout)},
          {"splits", c.splits},
          {"seed", c.seed}};

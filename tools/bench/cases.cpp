@@ -21,7 +21,7 @@ using pagedjit::DType;
 
 constexpr const char* kFields[] = {"name",  "batch",    "q_heads", "kv_heads", "head_dim", "page_size", "ctx",
                                    "dtype", "kv_dtype", "layout",  "window",   "soft_cap", "splits",    "seed",
-                                   "tile",  "warps",    "stages",  "chunk",    "max_ctx",  "dv"};
+                                   "tile",  "warps",    "stages",  "chunk",    "max_ctx",  "dv",        "q_len"};
 
 bool known_field(const std::string& k) {
   return std::find(std::begin(kFields), std::end(kFields), k) != std::end(kFields);
@@ -117,9 +117,14 @@ struct Builder {
       try {
         d = pagedjit::parse_dtype(v);
       } catch (const pagedjit::Error&) {
-        fail(key, fmt::format("expected one of bf16, fp16, fp32, got \"{}\"", v), at);
+        fail(key,
+             fmt::format("expected one of bf16, fp16, fp32{}, got \"{}\"", key == "kv_dtype" ? ", e4m3, e5m2" : "", v),
+             at);
       }
-      if (d == DType::i32) fail(key, fmt::format("expected one of bf16, fp16, fp32, got \"{}\"", v), at);
+      if (d == DType::i32 || (key == "dtype" && pagedjit::is_fp8(d)))
+        fail(key,
+             fmt::format("expected one of bf16, fp16, fp32{}, got \"{}\"", key == "kv_dtype" ? ", e4m3, e5m2" : "", v),
+             at);
       if (key == "dtype") {
         c.dtype = d;
       } else {
@@ -157,6 +162,8 @@ struct Builder {
       c.config.chunk_tokens = parse_i32(key, v, 16, at);
     } else if (key == "dv") {
       c.config.v_dims = parse_i32(key, v, 16, at);
+    } else if (key == "q_len") {
+      c.q_len = int(parse_int(key, v, 1, 8, at));
     } else if (key == "max_ctx") {
       c.max_ctx = parse_int(key, v, 1, std::numeric_limits<int>::max(), at);
     } else if (key == "seed") {
@@ -194,10 +201,11 @@ struct Builder {
     if (c.q_heads % c.kv_heads != 0)
       fail("q_heads", fmt::format("must be a multiple of kv_heads ({}), got {}", c.kv_heads, c.q_heads),
            where("q_heads"));
-    if (kv_dtype && *kv_dtype != c.dtype)
+    c.kv_dtype = kv_dtype.value_or(c.dtype);
+    if (c.kv_dtype != c.dtype && !(pagedjit::is_fp8(c.kv_dtype) && c.dtype != DType::f32))
       fail("kv_dtype",
-           fmt::format("a KV cache dtype other than the query's ({} vs {}) is not supported by this engine yet",
-                       pagedjit::dtype_name(*kv_dtype), pagedjit::dtype_name(c.dtype)),
+           fmt::format("the query's dtype, or e4m3/e5m2 with an fp16/bf16 query ({} vs {})",
+                       pagedjit::dtype_name(c.kv_dtype), pagedjit::dtype_name(c.dtype)),
            kv_dtype_at);
     if (c.name.empty())
       c.name = fmt::format("b{}_h{}x{}_d{}_p{}_c{}_{}", c.batch, c.q_heads, c.kv_heads, c.head_dim, c.page_size,
@@ -268,11 +276,11 @@ std::int64_t BenchCase::tokens_read() const {
 }
 
 std::int64_t BenchCase::kv_bytes() const {
-  return tokens_read() * kv_heads * head_dim * 2 * std::int64_t(pagedjit::dtype_size(dtype));
+  return tokens_read() * kv_heads * head_dim * 2 * std::int64_t(pagedjit::dtype_size(kv_dtype));
 }
 
 std::int64_t BenchCase::bytes() const {
-  const std::int64_t qo = std::int64_t(batch) * q_heads * head_dim * std::int64_t(pagedjit::dtype_size(dtype));
+  const std::int64_t qo = std::int64_t(batch) * q_len * q_heads * head_dim * std::int64_t(pagedjit::dtype_size(dtype));
   return kv_bytes() + 2 * qo;
 }
 
@@ -293,6 +301,8 @@ pagedjit::testing::ProblemConfig BenchCase::problem(int set) const {
   p.head_dim = head_dim;
   p.page_size = page_size;
   p.dtype = p.out_dtype = dtype;
+  if (kv_dtype != dtype) p.kv_dtype = kv_dtype;
+  p.q_len = q_len;
   p.layout = layout;
   p.context_lens = context_lens();
   p.spare_blocks = 3;
@@ -304,6 +314,8 @@ pagedjit::testing::ProblemConfig BenchCase::problem(int set) const {
 std::string BenchCase::shape_text() const {
   std::string s = fmt::format("b{} h{}/{} d{} p{} ctx={} {} {}", batch, q_heads, kv_heads, head_dim, page_size,
                               ctx.describe(), pagedjit::dtype_name(dtype), pagedjit::layout_name(layout));
+  if (kv_dtype != dtype) s += fmt::format(" kv={}", pagedjit::dtype_name(kv_dtype));
+  if (q_len > 1) s += fmt::format(" q_len={}", q_len);
   if (window) s += fmt::format(" window={}", *window);
   if (soft_cap) s += fmt::format(" soft_cap={}", *soft_cap);
   if (splits) s += fmt::format(" splits={}", splits);

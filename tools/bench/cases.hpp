@@ -45,7 +45,9 @@ struct BenchCase {
   std::string name;
   int batch = 0, q_heads = 0, kv_heads = 0, head_dim = 0, page_size = 16;
   ContextSpec ctx;
-  pagedjit::DType dtype = pagedjit::DType::bf16;  // q, K, V and output
+  pagedjit::DType dtype = pagedjit::DType::bf16;     // q and output (and K, V unless kv_dtype)
+  pagedjit::DType kv_dtype = pagedjit::DType::bf16;  // K and V: dtype, or e4m3 / e5m2 (per-head scales)
+  int q_len = 1;                                     // query tokens per sequence (1..8)
   pagedjit::CacheLayout layout = pagedjit::CacheLayout::blocks_heads;
   std::optional<std::int64_t> window;   // sliding window, tokens
   std::optional<float> soft_cap;        // logits soft cap

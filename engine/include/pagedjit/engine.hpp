@@ -22,6 +22,17 @@ struct EngineOptions {
   bool use_profiles = true;
 };
 
+// Two attention results over disjoint parts of the same contexts (a shared
+// prefix and each sequence's own suffix, say), each with its natural-log
+// sum-exp as paged_attention's `lse` gives it. Leading dims are rows (any
+// shape, e.g. [num_seqs, num_heads]); the last is head_dim (a multiple of 4).
+struct MergeStatesArgs {
+  TensorView out_a, lse_a;  // [rows..., head_dim] and fp32 [rows...]
+  TensorView out_b, lse_b;  // the same shapes, out_a's dtype
+  TensorView out;           // the same shape, any float dtype; may be out_a or out_b (in place)
+  TensorView lse;           // optional (data null: not written): log(exp(lse_a) + exp(lse_b))
+};
+
 class Engine {
  public:
   // Binds to device `ordinal` (its primary context), and makes that context
@@ -42,6 +53,12 @@ class Engine {
 
   // Scratch bytes a call needs in PagedAttentionArgs::workspace (0: none).
   std::int64_t workspace_bytes(const PagedAttentionArgs& args, const PagedAttentionOptions& options = {}) const;
+
+  // out = (e^lse_a * out_a + e^lse_b * out_b) / (e^lse_a + e^lse_b): the
+  // attention over both parts (cascade / prefix-sharing attention). A part
+  // with lse -inf (no tokens) has weight 0; both empty gives zeros and -inf.
+  // Asynchronous; graph-capturable (no allocation, no synchronization).
+  void merge_attention_states(const MergeStatesArgs& args, CUstream stream = nullptr);
 
   // The plan paged_attention would use, without compiling or launching.
   LaunchInfo plan(const PagedAttentionArgs& args, const PagedAttentionOptions& options = {}) const;

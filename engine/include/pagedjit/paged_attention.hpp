@@ -86,8 +86,8 @@ struct LaunchInfo {
   int num_splits = 1;
   int chunk_tokens = 0;  // 0: each sequence split evenly
   int tile_tokens = 0, warps = 0, stages = 0;
-  int heads_per_cta = 0, head_chunks = 0;
-  int v_dims = 0, dv_chunks = 1;  // output dims per CTA; CTAs per head chunk
+  int heads_per_cta = 0, head_chunks = 0;  // query rows (heads x query tokens) per CTA; CTAs per KV head
+  int v_dims = 0, dv_chunks = 1;           // output dims per CTA; CTAs per head chunk
   int grid[3] = {0, 0, 0};
   int threads = 0;
   int smem_bytes = 0;

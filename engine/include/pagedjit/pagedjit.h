@@ -56,7 +56,14 @@ PAGEDJIT_API int pagedjit_device_count(void);
 
 /* ------------------------------------------------------------ tensors */
 
-typedef enum pagedjit_dtype { PAGEDJIT_F32 = 0, PAGEDJIT_F16 = 1, PAGEDJIT_BF16 = 2, PAGEDJIT_I32 = 3 } pagedjit_dtype;
+typedef enum pagedjit_dtype {
+  PAGEDJIT_F32 = 0,
+  PAGEDJIT_F16 = 1,
+  PAGEDJIT_BF16 = 2,
+  PAGEDJIT_I32 = 3,
+  PAGEDJIT_E4M3 = 4, /* 8-bit float KV caches (OCP FP8), with k_scale / v_scale */
+  PAGEDJIT_E5M2 = 5
+} pagedjit_dtype;
 
 typedef enum pagedjit_layout {
   PAGEDJIT_BLOCKS_HEADS = 0, /* [num_blocks, num_kv_heads, page_size, head_dim] (vLLM; default) */
@@ -83,13 +90,13 @@ PAGEDJIT_API pagedjit_status pagedjit_tensor_init(pagedjit_tensor* t, void* data
 
 /* The tensors of one call (see SPEC.md). Zero-initialize, then fill. */
 typedef struct pagedjit_args {
-  pagedjit_tensor query;        /* [num_seqs, num_heads, head_dim] */
+  pagedjit_tensor query;        /* [num_seqs, num_heads, head_dim] or [num_seqs, q_len, num_heads, head_dim] */
   pagedjit_tensor key_cache;    /* 4-D, see `layout` */
   pagedjit_tensor value_cache;  /* same shape and dtype as key_cache */
   pagedjit_tensor context_lens; /* [num_seqs] int32 */
   pagedjit_tensor block_tables; /* [num_seqs, max_blocks] int32, -1 padded */
-  pagedjit_tensor output;       /* [num_seqs, num_heads, head_dim] */
-  pagedjit_tensor lse;          /* [num_seqs, num_heads] fp32, written when options.return_lse */
+  pagedjit_tensor output;       /* the query's shape */
+  pagedjit_tensor lse;          /* the query's leading dims, fp32, written when options.return_lse */
   int32_t layout;               /* pagedjit_layout */
   int32_t reserved0;            /* 0 */
   /* Optional scratch for split partials (pagedjit_workspace_bytes tells the
@@ -97,6 +104,9 @@ typedef struct pagedjit_args {
    * NULL: the engine keeps a buffer per stream. */
   void* workspace;
   int64_t workspace_bytes;
+  /* fp8 caches only: fp32 [1] or [num_kv_heads] dequantization scales (rank 0: 1). */
+  pagedjit_tensor k_scale;
+  pagedjit_tensor v_scale;
 } pagedjit_args;
 
 /* Options. Call pagedjit_options_init first: it sets the defaults. A field

@@ -10,12 +10,13 @@ namespace pagedjit {
 
 struct ReferenceOutputs {
   std::vector<int> seqs;       // the sequences computed, in order
-  std::vector<double> output;  // [seqs.size(), num_heads, head_dim]
-  std::vector<double> lse;     // [seqs.size(), num_heads], natural log; -inf for empty rows
+  std::vector<double> output;  // [seqs.size(), q_len, num_heads, head_dim]
+  std::vector<double> lse;     // [seqs.size(), q_len, num_heads], natural log; -inf for empty rows
 };
 
 // `host_args` is a call whose TensorViews point to host memory (same shapes,
-// dtypes and strides as the device call). `seqs` selects sequences (all when empty).
+// dtypes and strides as the device call; k_scale / v_scale too). `seqs`
+// selects sequences (all when empty).
 ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& host_args, const PagedAttentionOptions& options,
                                            std::vector<int> seqs = {});
 

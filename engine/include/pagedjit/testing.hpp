@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@ namespace pagedjit::testing {
 struct ProblemConfig {
   int num_heads = 8, num_kv_heads = 8, head_dim = 64, page_size = 16;
   DType dtype = DType::bf16, out_dtype = DType::bf16;
+  std::optional<DType> kv_dtype;  // the cache's dtype when not the query's (e4m3, e5m2)
+  int kv_scales = 2;              // fp8 caches: 0 no scales, 1 one per tensor, 2 one per KV head
+  int q_len = 1;                  // query tokens per sequence; > 1 makes query/output rank 4
   CacheLayout layout = CacheLayout::blocks_heads;
   std::vector<int> context_lens{32};
   int max_blocks = 0;         // 0: just enough for the longest sequence
@@ -41,6 +45,9 @@ class HostProblem {
 
   std::vector<std::uint8_t> q, k, v;
   std::vector<std::int32_t> lens, table;
+  std::vector<float> k_scale, v_scale;  // fp8 dequantization scales (empty: none)
+  DType kv_dtype() const { return cfg_.kv_dtype.value_or(cfg_.dtype); }
+  std::int64_t rows() const;  // query rows: sequences x q_len x heads
 
  private:
   ProblemConfig cfg_;
@@ -71,7 +78,7 @@ class DeviceProblem {
 
  private:
   HostProblem host_;
-  DeviceBuffer q_, k_, v_, lens_, table_, out_, lse_;
+  DeviceBuffer q_, k_, v_, lens_, table_, out_, lse_, k_scale_, v_scale_;
 };
 
 // Comparison of a device result (float) with a reference (double).

@@ -16,9 +16,12 @@ int log2_exact(int x) {
 pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttentionOptions& o, const ProblemShape& s,
                                const Plan& plan, CUdeviceptr counters, CUdeviceptr partials) {
   pj::DecodeParams p{};
+  // Rank 3 is rank 4 with q_len 1.
+  const bool multi = a.query.rank == 4;
   p.q = a.query.data;
   p.q_stride_seq = a.query.strides[0];
-  p.q_stride_head = a.query.strides[1];
+  p.q_stride_tok = multi ? a.query.strides[1] : 0;
+  p.q_stride_head = a.query.strides[multi ? 2 : 1];
   // The layouts differ only in which axis holds blocks, heads and slots.
   int ab = 0, ah = 1, as = 2;
   if (s.layout == CacheLayout::heads_blocks) ab = 1, ah = 0, as = 2;
@@ -36,11 +39,17 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.bt_stride = a.block_tables.strides[0];
   p.max_blocks = s.max_blocks;
   p.num_blocks = s.num_blocks;
+  p.k_scale = static_cast<const float*>(a.k_scale.data);
+  p.v_scale = static_cast<const float*>(a.v_scale.data);
+  p.k_scale_stride = a.k_scale.rank == 1 && a.k_scale.shape[0] > 1 ? 1 : 0;
+  p.v_scale_stride = a.v_scale.rank == 1 && a.v_scale.shape[0] > 1 ? 1 : 0;
   p.out = a.output.data;
   p.o_stride_seq = a.output.strides[0];
-  p.o_stride_head = a.output.strides[1];
+  p.o_stride_tok = multi ? a.output.strides[1] : 0;
+  p.o_stride_head = a.output.strides[multi ? 2 : 1];
   p.lse = o.return_lse ? static_cast<float*>(a.lse.data) : nullptr;
   p.lse_stride_seq = o.return_lse ? a.lse.strides[0] : 0;
+  p.lse_stride_tok = o.return_lse && multi ? a.lse.strides[1] : 0;
   if (plan.info.num_splits > 1) {
     // `partials` is the workspace itself or a buffer laid out like it.
     p.part_o = reinterpret_cast<float*>(partials + plan.part_o_offset);
@@ -49,8 +58,9 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   }
   p.num_heads = s.num_heads;
   p.group = s.group();
-  p.heads_per_cta = plan.info.heads_per_cta;
-  p.head_chunks = plan.info.head_chunks;
+  p.q_len = s.q_len;
+  p.rows_per_cta = plan.info.heads_per_cta;
+  p.row_chunks = plan.info.head_chunks;
   p.dv_chunks = plan.info.dv_chunks;
   p.page_shift = log2_exact(s.page_size);
   p.num_splits = plan.info.num_splits;

@@ -18,6 +18,9 @@ struct TileConfig {
 
 // Preferred first: big tiles and deep pipelines keep the most bytes in flight.
 constexpr TileConfig kTileConfigs[] = {{64, 4, 3}, {64, 4, 2}, {32, 2, 3}, {32, 2, 2}, {16, 1, 3}, {16, 1, 2}};
+// fp8 tokens are half the bytes: deeper pipelines keep as many bytes in flight.
+constexpr TileConfig kFp8TileConfigs[] = {{64, 4, 5}, {64, 4, 4}, {64, 4, 3}, {64, 4, 2},
+                                          {32, 2, 3}, {32, 2, 2}, {16, 1, 3}, {16, 1, 2}};
 
 // Output dims per CTA: the whole head up to 256, else even chunks of at most
 // 256 (each CTA reads whole keys; the accumulator holds only its chunk).
@@ -26,8 +29,17 @@ int v_dims_of(int head_dim) {
   return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
 }
 
+// The cache's dtype: a non-fp8 one always equals the query's (validated), so
+// shapes built by hand need not set kv_dtype unless it is fp8.
+DType kv_dtype_of(const ProblemShape& s) {
+  return is_fp8(s.kv_dtype) ? s.kv_dtype : s.dtype;
+}
+
 int smem_of(const ProblemShape& s, int dv, const TileConfig& c, bool simt) {
-  return pj::decode_smem(s.head_dim, dv, int(dtype_size(s.dtype)), c.tile, c.warps, c.stages, simt).total;
+  const bool fp8 = is_fp8(s.kv_dtype);
+  const int q_elem = fp8 ? 2 : int(dtype_size(s.dtype));  // fp8: the query tile is fp16
+  return pj::decode_smem(s.head_dim, dv, q_elem, int(dtype_size(kv_dtype_of(s))), c.tile, c.warps, c.stages, simt)
+      .total;
 }
 
 // Rough per-thread register use, for the occupancy estimate only.
@@ -43,16 +55,32 @@ int ctas_per_sm(const DeviceInfo& d, int smem, int threads, int regs) {
 
 }  // namespace
 
-Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d) {
+Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d,
+               const tuning::Choice* tuned) {
   Plan plan;
   LaunchInfo& info = plan.info;
   const bool simt = s.dtype == DType::f32;
-  const int group = s.group();
+  const bool fp8 = is_fp8(s.kv_dtype);
+  const int rows = s.group() * s.q_len;  // query rows per KV head
+  if (fp8 && d.cc_major * 10 + d.cc_minor < 89)
+    throw NotSupported("key_cache", fmt::format("{} caches need an sm_89+ GPU (fp8 conversions); {} is sm_{}{}",
+                                                dtype_name(s.kv_dtype), d.name, d.cc_major, d.cc_minor));
 
   // Tile shape: a forced one (pages_per_compute_block), else the first that
   // lets two CTAs share an SM, else the first that fits at all.
   TileConfig cfg{0, 0, 0};
-  const KernelConfig forced = o.kernel_config.value_or(KernelConfig{});
+  // A tuned profile's choice counts as forced where the options leave the
+  // choice open (tuning::profile_applies); its split policy only where they
+  // do not set one either. The registry checked it against this device.
+  const bool use_tuned = tuned && tuning::profile_applies(o);
+  if (use_tuned) {  // checked by the registry; a stale one falls back to the heuristic
+    const KernelConfig& t = tuned->config;
+    const TileConfig tc{t.tile_tokens, t.warps, t.stages};
+    if (t.tile_tokens <= 0 || smem_of(s, t.v_dims ? t.v_dims : v_dims_of(s.head_dim), tc, simt) > d.max_smem_per_block)
+      return make_plan(s, o, d, nullptr);
+  }
+  const KernelConfig forced = use_tuned ? tuned->config : o.kernel_config.value_or(KernelConfig{});
+  const bool tuned_chunk = use_tuned && forced.chunk_tokens > 0 && o.num_splits == 0 && !o.batch_invariant;
   const int dv = forced.v_dims ? forced.v_dims : v_dims_of(s.head_dim);
   if (forced.tile_tokens) {
     cfg = {forced.tile_tokens, forced.warps, forced.stages};
@@ -61,17 +89,14 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
     cfg = {tokens, tokens / 16, 3};
     if (smem_of(s, dv, cfg, simt) > d.max_smem_per_block) cfg.stages = 2;
   } else {
-    for (const auto& c : kTileConfigs)
-      if (smem_of(s, dv, c, simt) + 1024 <= d.max_smem_per_sm / 2) {
-        cfg = c;
-        break;
-      }
-    if (cfg.tile == 0)
-      for (const auto& c : kTileConfigs)
-        if (smem_of(s, dv, c, simt) <= d.max_smem_per_block) {
-          cfg = c;
-          break;
-        }
+    const auto pick = [&](const auto& list) {
+      for (const auto& c : list)
+        if (smem_of(s, dv, c, simt) + 1024 <= d.max_smem_per_sm / 2) return c;
+      for (const auto& c : list)
+        if (smem_of(s, dv, c, simt) <= d.max_smem_per_block) return c;
+      return TileConfig{0, 0, 0};
+    };
+    cfg = fp8 ? pick(kFp8TileConfigs) : pick(kTileConfigs);
   }
   const int smem = cfg.tile ? smem_of(s, dv, cfg, simt) : 0;
   if (forced.tile_tokens && smem > d.max_smem_per_block)
@@ -80,7 +105,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
                           fmt::format("{} bytes", smem));
   if (cfg.tile == 0 || smem > d.max_smem_per_block)
     throw NotSupported("query", fmt::format("head_dim {} with {} needs more shared memory than {} offers", s.head_dim,
-                                            dtype_name(s.dtype), d.name));
+                                            dtype_name(kv_dtype_of(s)), d.name));
 
   info.compute = simt ? "simt" : "mma";
   info.tile_tokens = cfg.tile;
@@ -89,14 +114,14 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.threads = cfg.warps * 32;
   info.smem_bytes = smem;
   // Grid limits, in 64-bit: absurd shapes must be refused, not overflow.
-  const std::int64_t head_chunks = (std::int64_t(group) + pj::kTileRows - 1) / pj::kTileRows;
+  const std::int64_t head_chunks = (std::int64_t(rows) + pj::kTileRows - 1) / pj::kTileRows;
   const std::int64_t dv_chunks = (s.head_dim + dv - 1) / dv;
   if (std::int64_t(s.num_kv_heads) * head_chunks * dv_chunks > 0x7fffffff || s.num_seqs > 65535)
     throw NotSupported("query", fmt::format("{} sequences x {} KV heads x {} head chunks x {} dim chunks: more CTAs "
                                             "than a grid holds",
                                             s.num_seqs, s.num_kv_heads, head_chunks, dv_chunks));
   info.head_chunks = int(head_chunks);
-  info.heads_per_cta = int((group + head_chunks - 1) / head_chunks);
+  info.heads_per_cta = int((rows + head_chunks - 1) / head_chunks);
   info.v_dims = dv;
   info.dv_chunks = int(dv_chunks);
 
@@ -113,7 +138,10 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
         int(std::clamp<std::int64_t>((s.max_context_len + info.chunk_tokens - 1) / info.chunk_tokens, 1, 65535));
   };
   info.chunk_tokens = 0;
-  if (forced.chunk_tokens > 0) {
+  if (tuned_chunk) {
+    use_chunk(forced.chunk_tokens);
+    info.source = "profile";
+  } else if (!use_tuned && forced.chunk_tokens > 0) {
     use_chunk(forced.chunk_tokens);
     info.source = "user";
   } else if (o.batch_invariant) {
@@ -123,7 +151,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
     info.num_splits = o.num_splits;
     info.source = "user";
   } else {
-    info.source = "heuristic";
+    info.source = use_tuned ? "profile" : "heuristic";
     info.num_splits = 1;
     if (units > 0 && units * 10 < slots * 8) {
       // Too few CTAs to fill the GPU: cut every sequence evenly.
@@ -134,8 +162,11 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
     }
   }
 
+  if (use_tuned) info.profile = tuned->describe();
+
   const std::string arch = jit::clamp_arch(d.arch());
-  plan.decode.kv_dtype = s.dtype;
+  plan.decode.q_dtype = s.dtype;
+  plan.decode.kv_dtype = kv_dtype_of(s);
   plan.decode.out_dtype = s.out_dtype;
   plan.decode.head_dim = s.head_dim;
   plan.decode.v_dims = info.v_dims;
@@ -151,15 +182,15 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.grid[2] = info.num_splits;
 
   if (info.num_splits > 1) {
-    if (double(s.num_seqs) * s.num_heads * info.num_splits * (s.head_dim + info.dv_chunks) * 4.0 > 0x1p60)
+    if (double(s.num_seqs) * s.num_heads * s.q_len * info.num_splits * (s.head_dim + info.dv_chunks) * 4.0 > 0x1p60)
       throw NotSupported("options.num_splits", fmt::format("{} partitions of this problem need more than 2^60 bytes of "
                                                            "workspace",
                                                            info.num_splits));
-    const std::int64_t rows = std::int64_t(s.num_seqs) * s.num_heads * info.num_splits;
+    const std::int64_t part_rows = std::int64_t(s.num_seqs) * s.num_heads * s.q_len * info.num_splits;
     plan.counters_bytes = (std::int64_t(s.num_seqs) * info.grid[0] * 4 + 255) / 256 * 256;
     plan.part_o_offset = plan.counters_bytes;
-    plan.part_lse_offset = plan.part_o_offset + rows * s.head_dim * 4;
-    info.workspace_bytes = (plan.part_lse_offset + rows * info.dv_chunks * 4 + 255) / 256 * 256;
+    plan.part_lse_offset = plan.part_o_offset + part_rows * s.head_dim * 4;
+    info.workspace_bytes = (plan.part_lse_offset + part_rows * info.dv_chunks * 4 + 255) / 256 * 256;
   }
   return plan;
 }

@@ -6,6 +6,7 @@
 #include "jit/kernel_spec.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/paged_attention.hpp"
+#include "tuning/registry.hpp"
 
 namespace pagedjit::attention {
 
@@ -28,6 +29,9 @@ constexpr int kMinChunkTokens = 128;  // fp32 partials then cost <= ~3% of the K
 // lose about 2%. Also the batch-invariant partition length.
 constexpr int kFixedChunkTokens = 1536;
 
-Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device);
+// `tuned`: a tuned profile's choice for this shape (tuning::DeviceProfiles),
+// used where the options leave the choice to the engine.
+Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+               const tuning::Choice* tuned = nullptr);
 
 }  // namespace pagedjit::attention

@@ -58,19 +58,26 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
   if (!o.inline_seq_dim) throw NotSupported("options.inline_seq_dim", "only inline_seq_dim = true is implemented");
 
   const TensorView& q = a.query;
-  expect_rank(q, "query", 3, "[num_seqs, num_heads, head_dim]");
+  if (q.rank != 3 && q.rank != 4)
+    throw InvalidArgument("query", "rank 3 [num_seqs, num_heads, head_dim] or 4 [num_seqs, q_len, num_heads, head_dim]",
+                          q.describe());
   expect_positive_shape(q, "query");
   if (!is_float(q.dtype)) throw InvalidArgument("query", "dtype fp32, fp16 or bf16", dtype_name(q.dtype));
+  const int qh = q.rank - 2;  // axis of the heads
 
   ProblemShape s;
   s.num_seqs = int(q.shape[0]);
-  s.num_heads = int(q.shape[1]);
-  s.head_dim = int(q.shape[2]);
+  s.q_len = q.rank == 4 ? int(q.shape[1]) : 1;
+  s.num_heads = int(q.shape[qh]);
+  s.head_dim = int(q.shape[qh + 1]);
   s.dtype = q.dtype;
+  if (q.rank == 4 && (q.shape[1] < 1 || q.shape[1] > 8))
+    throw InvalidArgument("query", "q_len (shape[1]) in 1..8", std::to_string(q.shape[1]));
   s.layout = a.layout;
   if (q.shape[0] > 65535) throw InvalidArgument("query", "num_seqs <= 65535", std::to_string(q.shape[0]));
-  if (s.num_heads < 1) throw InvalidArgument("query", "num_heads >= 1", std::to_string(s.num_heads));
-  if (s.head_dim < 16 || s.head_dim % 16 != 0 || s.head_dim > 512)
+  if (q.shape[qh] < 1 || q.shape[qh] > 65535)
+    throw InvalidArgument("query", "num_heads in 1..65535", std::to_string(q.shape[qh]));
+  if (q.shape[qh + 1] < 16 || q.shape[qh + 1] % 16 != 0 || q.shape[qh + 1] > 512)
     throw InvalidArgument("query", "head_dim a multiple of 16 in [16, 512]", std::to_string(s.head_dim));
   if (s.head_dim > kMaxHeadDim)
     throw NotSupported("query", fmt::format("head_dim {} (this version handles up to {})", s.head_dim, kMaxHeadDim));
@@ -80,8 +87,15 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
   expect_rank(k, "key_cache", 4, "(paged cache)");
   expect_rank(v, "value_cache", 4, "(paged cache)");
   expect_positive_shape(k, "key_cache");
-  if (k.dtype != q.dtype)
-    throw InvalidArgument("key_cache", fmt::format("dtype {} (the query's)", dtype_name(q.dtype)), dtype_name(k.dtype));
+  if (is_fp8(k.dtype)) {
+    if (q.dtype == DType::f32)
+      throw InvalidArgument("query", fmt::format("dtype fp16 or bf16 with a {} cache", dtype_name(k.dtype)),
+                            dtype_name(q.dtype));
+  } else if (k.dtype != q.dtype) {
+    throw InvalidArgument("key_cache", fmt::format("dtype {} (the query's), e4m3 or e5m2", dtype_name(q.dtype)),
+                          dtype_name(k.dtype));
+  }
+  s.kv_dtype = k.dtype;
   if (v.dtype != k.dtype)
     throw InvalidArgument("value_cache", fmt::format("dtype {} (the key cache's)", dtype_name(k.dtype)),
                           dtype_name(v.dtype));
@@ -126,20 +140,38 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
   s.max_blocks = int(bt.shape[1]);
 
   const TensorView& out = a.output;
-  expect_rank(out, "output", 3, "[num_seqs, num_heads, head_dim]");
+  if (out.rank != q.rank) throw InvalidArgument("output", "the query's shape " + q.describe(), out.describe());
   if (!is_float(out.dtype)) throw InvalidArgument("output", "dtype fp32, fp16 or bf16", dtype_name(out.dtype));
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < q.rank; ++i)
     if (out.shape[i] != q.shape[i])
       throw InvalidArgument("output", "the query's shape " + q.describe(), out.describe());
-  if (out.strides[2] != 1) throw InvalidArgument("output", "unit stride on head_dim", out.describe());
+  if (out.strides[q.rank - 1] != 1) throw InvalidArgument("output", "unit stride on head_dim", out.describe());
   s.out_dtype = out.dtype;
 
   if (o.return_lse) {
-    expect_rank(a.lse, "lse", 2, "[num_seqs, num_heads]");
-    if (a.lse.dtype != DType::f32) throw InvalidArgument("lse", "dtype fp32", dtype_name(a.lse.dtype));
-    if (a.lse.shape[0] != s.num_seqs || a.lse.shape[1] != s.num_heads || a.lse.strides[1] != 1)
-      throw InvalidArgument("lse", fmt::format("shape [{}, {}] with unit stride on heads", s.num_seqs, s.num_heads),
-                            a.lse.describe());
+    const TensorView& l = a.lse;
+    const std::string want = q.rank == 4 ? fmt::format("[{}, {}, {}]", s.num_seqs, s.q_len, s.num_heads)
+                                         : fmt::format("[{}, {}]", s.num_seqs, s.num_heads);
+    if (l.rank != q.rank - 1)
+      throw InvalidArgument("lse", "shape " + want + " (the query's leading dims)", l.describe());
+    if (l.dtype != DType::f32) throw InvalidArgument("lse", "dtype fp32", dtype_name(l.dtype));
+    for (int i = 0; i < l.rank; ++i)
+      if (l.shape[i] != q.shape[i] || l.strides[i] < 0)
+        throw InvalidArgument("lse", "shape " + want + " with non-negative strides", l.describe());
+    if (l.strides[l.rank - 1] != 1) throw InvalidArgument("lse", "unit stride on heads", l.describe());
+  }
+
+  // fp8 dequantization scales: fp32, one per tensor or per KV head.
+  for (auto [t, n] : {std::pair{&a.k_scale, "k_scale"}, {&a.v_scale, "v_scale"}}) {
+    if (!t->data && t->rank == 0) continue;  // absent: 1
+    if (!is_fp8(k.dtype))
+      throw InvalidArgument(
+          n, fmt::format("absent (scales apply to e4m3/e5m2 caches; this one is {})", dtype_name(k.dtype)),
+          t->describe());
+    if (t->dtype != DType::f32 || t->rank != 1 || (t->shape[0] != 1 && t->shape[0] != s.num_kv_heads) ||
+        (t->shape[0] > 1 && t->strides[0] != 1))
+      throw InvalidArgument(n, fmt::format("fp32 [1] or contiguous [{}] (num_kv_heads)", s.num_kv_heads),
+                            t->describe());
   }
 
   if (o.attn_scale && !std::isfinite(*o.attn_scale))
@@ -188,6 +220,8 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
                         {&out, "output"}})
       expect_data(*t, n);
     if (o.return_lse) expect_data(a.lse, "lse");
+    for (auto [t, n] : {std::pair{&a.k_scale, "k_scale"}, {&a.v_scale, "v_scale"}})
+      if (t->rank == 1) expect_data(*t, n);
     expect_vector_rows(q, "query");
     expect_vector_rows(k, "key_cache");
     expect_vector_rows(v, "value_cache");

@@ -23,7 +23,7 @@ const char* tag(DType d) {
     case DType::i32:
       break;
   }
-  throw InvalidArgument("KernelSpec.dtype", "fp32, fp16 or bf16", dtype_name(d));
+  throw InvalidArgument("KernelSpec.dtype", "fp32, fp16, bf16, e4m3 or e5m2", dtype_name(d));
 }
 
 }  // namespace
@@ -33,10 +33,23 @@ const char* compute_name(Compute c) {
 }
 
 void KernelSpec::check() const {
+  if (kind == KernelKind::merge) {
+    tag(out_dtype);
+    tag(q_dtype);
+    if (is_fp8(out_dtype) || is_fp8(q_dtype))
+      throw InvalidArgument("KernelSpec.q_dtype", "fp32, fp16 or bf16 partial results", dtype_name(q_dtype));
+    return;
+  }
   if (head_dim <= 0 || head_dim % 16 != 0 || head_dim > 512)
     throw InvalidArgument("KernelSpec.head_dim", "a multiple of 16 in [16, 512]", std::to_string(head_dim));
   tag(out_dtype);
   tag(kv_dtype);
+  tag(q_dtype);
+  if (is_fp8(out_dtype) || is_fp8(q_dtype))
+    throw InvalidArgument("KernelSpec.q_dtype", "fp32, fp16 or bf16 for the query and output", dtype_name(q_dtype));
+  if (is_fp8(kv_dtype) ? q_dtype == DType::f32 : kv_dtype != q_dtype)
+    throw InvalidArgument("KernelSpec.kv_dtype", "the query's dtype, or e4m3/e5m2 with an fp16/bf16 query",
+                          dtype_name(kv_dtype));
   if (v_dims <= 0 || v_dims % 16 != 0 || v_dims > head_dim)
     throw InvalidArgument("KernelSpec.v_dims", "a multiple of 16 in [16, head_dim]", std::to_string(v_dims));
   if (warps < 1 || warps > 8) throw InvalidArgument("KernelSpec.warps", "1..8", std::to_string(warps));
@@ -46,11 +59,15 @@ void KernelSpec::check() const {
   if (stages < 2 || stages > 8) throw InvalidArgument("KernelSpec.stages", "2..8", std::to_string(stages));
   if (compute == Compute::mma && kv_dtype == DType::f32)
     throw InvalidArgument("KernelSpec.compute", "simt for fp32 (tensor cores have no fp32-exact mode)", "mma");
+  if (compute == Compute::simt && is_fp8(kv_dtype))
+    throw InvalidArgument("KernelSpec.compute", "mma for fp8 caches", "simt");
 }
 
 std::string KernelSpec::name_expression() const {
-  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}>", tag(kv_dtype), tag(out_dtype), head_dim,
-                     v_dims, tile_tokens, warps, stages, compute == Compute::mma ? "true" : "false");
+  if (kind == KernelKind::merge) return fmt::format("pj::merge_states<{}, {}>", tag(q_dtype), tag(out_dtype));
+  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}>", tag(q_dtype), tag(kv_dtype),
+                     tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
+                     compute == Compute::mma ? "true" : "false");
 }
 
 std::vector<std::string> KernelSpec::compile_options() const {
@@ -58,7 +75,7 @@ std::vector<std::string> KernelSpec::compile_options() const {
 }
 
 int KernelSpec::threads() const {
-  return warps * 32;
+  return kind == KernelKind::merge ? 128 : warps * 32;
 }
 
 std::string KernelSpec::key(const std::string& source_hash, const std::string& nvrtc_version) const {
@@ -67,8 +84,11 @@ std::string KernelSpec::key(const std::string& source_hash, const std::string& n
 }
 
 std::string KernelSpec::readable() const {
-  return fmt::format("decode {}->{} d{}/{} tile{} w{} s{} {} {}", dtype_name(kv_dtype), dtype_name(out_dtype), head_dim,
-                     v_dims, tile_tokens, warps, stages, compute_name(compute), arch);
+  if (kind == KernelKind::merge)
+    return fmt::format("merge {}->{} {}", dtype_name(q_dtype), dtype_name(out_dtype), arch);
+  const std::string kv = kv_dtype == q_dtype ? "" : fmt::format("/kv {}", dtype_name(kv_dtype));
+  return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} {}", dtype_name(q_dtype), kv, dtype_name(out_dtype),
+                     head_dim, v_dims, tile_tokens, warps, stages, compute_name(compute), arch);
 }
 
 }  // namespace pagedjit::jit

@@ -14,8 +14,14 @@ enum class Compute { mma, simt };
 
 const char* compute_name(Compute c);
 
+// Which kernel template: the decode kernel, or the merge of two partial
+// results (only the dtypes and arch matter for it).
+enum class KernelKind { decode, merge };
+
 struct KernelSpec {
-  DType kv_dtype = DType::bf16;  // query and KV cache
+  KernelKind kind = KernelKind::decode;
+  DType q_dtype = DType::bf16;   // query (merge: the partial results' dtype)
+  DType kv_dtype = DType::bf16;  // KV cache: q_dtype, or e4m3 / e5m2 with an fp16/bf16 query
   DType out_dtype = DType::bf16;
   int head_dim = 0;
   int v_dims = 0;       // output dims per CTA (head_dim, or a chunk of it above 256)
@@ -25,7 +31,7 @@ struct KernelSpec {
   Compute compute = Compute::mma;
   std::string arch;  // exact NVRTC target, e.g. "sm_90a"
 
-  // "pj::paged_decode<pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true>"
+  // "pj::paged_decode<pj::bf16, pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true>"
   std::string name_expression() const;
   // NVRTC options: a function of the spec alone.
   std::vector<std::string> compile_options() const;
@@ -40,12 +46,12 @@ struct KernelSpec {
   void check() const;
 
   auto tie() const {
-    return std::tie(kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, arch);
+    return std::tie(kind, q_dtype, kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, arch);
   }
   bool operator<(const KernelSpec& o) const { return tie() < o.tie(); }
   bool operator==(const KernelSpec& o) const { return tie() == o.tie(); }
 };
 
-constexpr int kCacheFormatVersion = 2;
+constexpr int kCacheFormatVersion = 3;  // 3: the query type joined the template
 
 }  // namespace pagedjit::jit
