@@ -9,6 +9,12 @@ namespace pjtest {
 
 bool has_gpu();
 pagedjit::Engine& engine();  // one engine on device 0, shared by the GPU tests
+// True under compute-sanitizer: PAGEDJIT_UNDER_SANITIZER=1 (scripts/sanitize_gpu.sh
+// and the ctest sanitizer entries set it; 0 forces false), else detected from
+// what the tool exports to the process it starts (NV_SANITIZER_INJECTION_PORT_BASE,
+// or CUDA_INJECTION64_PATH naming its library). The giant GPU cases then shrink
+// to sizes the tools get through, keeping what each one tests.
+bool under_sanitizer();
 inline doctest::skip skip_without_gpu() {
   return doctest::skip(!has_gpu());
 }

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -22,6 +23,19 @@ pagedjit::Engine& engine() {
   return e;
 }
 
+bool under_sanitizer() {
+  static const bool yes = [] {
+    if (const char* v = std::getenv("PAGEDJIT_UNDER_SANITIZER"); v && *v) {
+      const std::string s = v;
+      return !(s == "0" || s == "off" || s == "false" || s == "no");
+    }
+    if (std::getenv("NV_SANITIZER_INJECTION_PORT_BASE")) return true;
+    const char* injection = std::getenv("CUDA_INJECTION64_PATH");
+    return injection && std::string(injection).find("sanitizer") != std::string::npos;
+  }();
+  return yes;
+}
+
 }  // namespace pjtest
 
 int main(int argc, char** argv) {
@@ -30,10 +44,12 @@ int main(int argc, char** argv) {
   std::string cache_dir = (std::filesystem::temp_directory_path() / "pagedjit-tests-XXXXXX").string();
   if (!::mkdtemp(cache_dir.data())) return 2;
   ::setenv("PAGEDJIT_CACHE_DIR", cache_dir.c_str(), 1);
-  for (const char* v : {"PAGEDJIT_CACHE", "PAGEDJIT_JIT", "PAGEDJIT_CACHE_MAX_BYTES", "PAGEDJIT_CACHE_LOCKS"})
+  for (const char* v : {"PAGEDJIT_CACHE", "PAGEDJIT_JIT", "PAGEDJIT_CACHE_MAX_BYTES", "PAGEDJIT_CACHE_LOCKS",
+                        "PAGEDJIT_PROFILE_PATH", "PAGEDJIT_PROFILE_LOG"})
     ::unsetenv(v);
   if (pjtest::has_gpu())
-    fmt::print("[pagedjit-tests] GPU tests run on device 0: {}\n", pjtest::engine().device().name);
+    fmt::print("[pagedjit-tests] GPU tests run on device 0: {}{}\n", pjtest::engine().device().name,
+               pjtest::under_sanitizer() ? " (under compute-sanitizer: the giant cases are shrunk)" : "");
   else
     fmt::print("[pagedjit-tests] no GPU: GPU tests are SKIPPED ({})\n", pagedjit::device_unavailable_reason());
   doctest::Context ctx(argc, argv);

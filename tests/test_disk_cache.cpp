@@ -3,6 +3,10 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -187,6 +191,187 @@ std::vector<std::string> files_in(const std::string& dir) {
   return out;
 }
 
+// ---- Processes whose cache directory has no room left. A forked child (no
+// doctest there) reports on its stderr, a pipe, with "@report <json>" or
+// "@skip <why>"; the parent checks. Pipes are not subject to RLIMIT_FSIZE. ----
+
+// One line on fd 2, in one write.
+void child_line(const std::string& text) {
+  const std::string line = text + "\n";
+  if (::write(2, line.data(), line.size()) < 0) {
+  }
+}
+
+struct ChildOutput {
+  int code = -1;        // exit status; -signal when killed
+  std::string err;      // all the child wrote to stderr, report line included
+  json report;          // from "@report <json>"
+  std::string skipped;  // from "@skip <why>"
+};
+
+// Reads `fd` to its end, then closes it.
+std::string drain(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, std::size_t(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+int wait_status(pid_t pid) {
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) return -1000;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? -WTERMSIG(st) : -1000;
+}
+
+// Runs `body` (returning the exit status) in a forked child with stderr to a pipe.
+template <class Body>
+ChildOutput run_child(Body&& body) {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(fds[1], 2);
+    int code = 0;
+    try {
+      code = body();
+    } catch (const std::exception& e) {
+      child_line(std::string("@exception ") + e.what());
+      code = 70;
+    } catch (...) {
+      code = 71;
+    }
+    ::_exit(code);
+  }
+  ::close(fds[1]);
+  ChildOutput out;
+  out.err = drain(fds[0]);
+  out.code = wait_status(pid);
+  std::istringstream in(out.err);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("@report ", 0) == 0) out.report = json::parse(line.substr(8), nullptr, false);
+    if (line.rfind("@skip ", 0) == 0) out.skipped = line.substr(6);
+  }
+  return out;
+}
+
+// Makes this process unable to write files past `bytes` (`ulimit -f`). With
+// `ignore_sigxfsz`, write() then fails with EFBIG, as it fails with ENOSPC on
+// a full disk; without, the kernel's SIGXFSZ would end the process, so the
+// store must not try.
+bool limit_file_size(rlim_t bytes, bool ignore_sigxfsz = true) {
+  if (ignore_sigxfsz) ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim {};
+  if (::getrlimit(RLIMIT_FSIZE, &lim) != 0) return false;
+  lim.rlim_cur = bytes;
+  return ::setrlimit(RLIMIT_FSIZE, &lim) == 0;
+}
+
+// In a child whose cache directory `dir` has no room left and holds the entry
+// of `cached`: gets `cached` and two kernels that are not cached, then one of
+// those again, and reports what the process saw.
+json full_cache_scenario(const std::string& dir, const jit::KernelSpec& cached) {
+  auto store = std::make_shared<jit::DiskStore>(options_for(dir));
+  jit::KernelCache cache;
+  cache.set_store(store);
+  const auto a = cache.get(cached);
+  const auto b = cache.get(small_spec(DType::f16));
+  const auto c = cache.get(small_spec(DType::f32));
+  const auto b_again = cache.get(small_spec(DType::f16));
+  const jit::KernelCacheStats stats = cache.stats();
+  const jit::DiskStore::DirContents contents = store->scan(true, true);
+  json entries = json::array();
+  for (const auto& e : contents.entries)
+    entries.push_back({{"file", e.file_name}, {"status", jit::entry_status_name(e.status)}});
+  return {{"store_hits", stats.store_hits},
+          {"compiles", stats.compiles},
+          {"memory_hits", stats.memory_hits},
+          {"writable", store->writable()},
+          {"bytes", {a->binary.size(), b->binary.size(), c->binary.size()}},
+          {"same_b", b_again.get() == b.get()},
+          {"entries", entries},
+          {"temps", contents.temps.size()},
+          {"locks", contents.locks.size()},
+          {"files", files_in(dir)}};
+}
+
+// What a process with no room to write must have seen: the cached kernel read
+// from the disk, the two others compiled and served (the repeat from memory),
+// one warning that names the directory and the lack of space, and in the
+// directory nothing but the valid entry: no partial entry, temp or lock file.
+void check_full_cache_child(const ChildOutput& out, const std::string& dir, const std::string& cached_file) {
+  CAPTURE(out.err);
+  REQUIRE(out.code == 0);
+  REQUIRE(out.report.is_object());
+  const json& r = out.report;
+  CHECK(r["store_hits"] == 1);
+  CHECK(r["compiles"] == 2);
+  CHECK(r["memory_hits"] == 1);
+  CHECK(r["same_b"] == true);
+  CHECK(r["writable"] == false);
+  for (const json& bytes : r["bytes"]) CHECK(bytes.get<std::size_t>() > 1000);
+  CHECK(count_lines_with(out.err, "pagedjit:") == 1);
+  CHECK(count_lines_with(out.err, "memory only") == 1);
+  CHECK(count_lines_with(out.err, dir) == 1);
+  REQUIRE(r["entries"].size() == 1);
+  CHECK(r["entries"][0]["file"] == cached_file);
+  CHECK(r["entries"][0]["status"] == "ok");
+  CHECK(r["temps"] == 0);
+  CHECK(r["locks"] == 0);
+  CHECK(r["files"] == json::array({cached_file}));
+}
+
+bool write_proc_file(const char* path, const std::string& text) {
+  const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+  ::close(fd);
+  return ok;
+}
+
+// In a forked (single-threaded) child: a private mount namespace, entered
+// directly with CAP_SYS_ADMIN or through a user namespace without it, with a
+// tmpfs of `options` mounted at `dir`. It vanishes with the process. False,
+// with the reason, where neither is permitted (e.g. a container without
+// CAP_SYS_ADMIN whose seccomp profile forbids user namespaces).
+bool mount_private_tmpfs(const std::string& dir, const std::string& options, std::string& why) {
+  const uid_t uid = ::geteuid();
+  const gid_t gid = ::getegid();
+  if (::unshare(CLONE_NEWNS) != 0) {
+    const int direct = errno;
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
+      why = fmt::format("no mount namespace: unshare(CLONE_NEWNS): {}; with CLONE_NEWUSER: {}", std::strerror(direct),
+                        std::strerror(errno));
+      return false;
+    }
+    write_proc_file("/proc/self/setgroups", "deny");  // (absent before Linux 3.19)
+    if (!write_proc_file("/proc/self/uid_map", fmt::format("0 {} 1", uid)) ||
+        !write_proc_file("/proc/self/gid_map", fmt::format("0 {} 1", gid))) {
+      why = fmt::format("cannot map ids into the user namespace: {}", std::strerror(errno));
+      return false;
+    }
+  }
+  // Private first, so the tmpfs never propagates to the parent's namespace.
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    why = fmt::format("mount --make-rprivate /: {}", std::strerror(errno));
+    return false;
+  }
+  if (::mount("pagedjit-test", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+    why = fmt::format("mount -t tmpfs: {}", std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
 #ifdef PAGEDJIT_CACHE_TOOL
 struct RunResult {
   int status = -1;
@@ -209,6 +394,46 @@ std::string write_shapes(const TempDir& dir, const std::string& name, const json
   const std::string path = dir / name;
   write_file(path, shapes.dump());
   return path;
+}
+
+// The cache tool with `args`, stdout and stderr to pipes; with `fsize_limit`,
+// unable to write files past that many bytes (see limit_file_size).
+struct ToolProcess {
+  pid_t pid = -1;
+  int out = -1, err = -1;
+};
+ToolProcess spawn_tool(std::vector<std::string> args, rlim_t fsize_limit = 0, bool ignore_sigxfsz = true) {
+  args.insert(args.begin(), PAGEDJIT_CACHE_TOOL);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int out[2], err[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::dup2(out[1], 1) < 0 || ::dup2(err[1], 2) < 0) ::_exit(76);
+    if (fsize_limit && !limit_file_size(fsize_limit, ignore_sigxfsz)) ::_exit(77);
+    ::execv(argv[0], argv.data());
+    ::_exit(78);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  return {pid, out[0], err[0]};
+}
+struct ToolResult {
+  int status = -1;
+  std::string out, err;
+};
+ToolResult finish(const ToolProcess& p) {  // (outputs are far below a pipe's buffer)
+  ToolResult r;
+  r.out = drain(p.out);
+  r.err = drain(p.err);
+  r.status = wait_status(p.pid);
+  return r;
 }
 #endif
 
@@ -568,6 +793,113 @@ TEST_SUITE("cpu") {
     }
   }
 
+  TEST_CASE("disk cache: no room to write (a file size limit): kernels served from memory, nothing partial, no crash") {
+    // The cache directory filling up, simulated without privileges: a child
+    // process may not write files past 1 kB (RLIMIT_FSIZE, `ulimit -f`); an
+    // entry is about 40 kB, a lock file a few bytes.
+    bool ignore_sigxfsz = true;
+    SUBCASE("SIGXFSZ ignored: writing an entry fails part way with EFBIG, as with ENOSPC on a full disk") {}
+    SUBCASE("SIGXFSZ at its default: the entry is not written (writing it used to kill the process)") {
+      ignore_sigxfsz = false;
+    }
+    TempDir tmp;
+    const std::string dir = tmp / "cache";
+    const jit::KernelSpec cached = small_spec(DType::bf16);
+    jit::DiskStore(options_for(dir)).store(*jit::KernelCache::global().get(cached));
+    const std::string cached_file = jit::entry_file_name(key_of(cached));
+    REQUIRE(files_in(dir) == std::vector<std::string>{cached_file});
+    constexpr rlim_t kLimit = 1024;
+    REQUIRE(fs::file_size(dir + "/" + cached_file) > 8 * kLimit);
+
+    const ChildOutput out = run_child([&] {
+      if (!limit_file_size(kLimit, ignore_sigxfsz)) return 3;
+      child_line("@report " + full_cache_scenario(dir, cached).dump());
+      return 0;
+    });
+    INFO("the child's exit status, -signal if killed (SIGXFSZ is ", SIGXFSZ, "): ", out.code);
+    check_full_cache_child(out, dir, cached_file);
+    CHECK(count_lines_with(out.err, std::strerror(EFBIG)) == 1);
+    CHECK(count_lines_with(out.err, "ulimit -f") == 1);
+
+    // Another process, with room: the cached entry is a hit, the kernels the
+    // child could not store are clean misses (no warning: no file at all).
+    CHECK(files_in(dir) == std::vector<std::string>{cached_file});
+    {
+      jit::DiskStore later(options_for(dir));
+      StderrCapture cap(tmp / "stderr.txt");
+      CHECK(later.load(key_of(cached)).has_value());
+      CHECK_FALSE(later.load(key_of(small_spec(DType::f16))).has_value());
+      CHECK_FALSE(later.load(key_of(small_spec(DType::f32))).has_value());
+      CHECK(cap.finish().empty());
+    }
+#ifdef PAGEDJIT_CACHE_TOOL
+    const RunResult v = run_tool(fmt::format("verify --json --dir '{}'", dir));
+    CAPTURE(v.out);
+    CHECK(v.status == 0);
+    const json verify = json::parse(v.out);
+    CHECK(verify["entries"] == 1);
+    CHECK(verify["valid"] == 1);
+    CHECK(verify["bad"].empty());
+    CHECK(verify["temp_files"] == 0);
+    CHECK(verify["lock_files"] == 0);
+#endif
+  }
+
+  TEST_CASE("disk cache: the file system full (ENOSPC on a small tmpfs): kernels served from memory, nothing partial") {
+    // A real ENOSPC: a 1 MiB tmpfs in a private mount namespace of a child
+    // process, holding one entry, then filled up but for four pages: a lock
+    // file fits, an entry (about 40 kB) is written part way (12 kB), then fails.
+    TempDir tmp;
+    const std::string mnt = tmp / "fs", dir = mnt + "/cache";
+    fs::create_directory(mnt);
+    const jit::KernelSpec cached = small_spec(DType::bf16);
+    const jit::KernelCache::Kernel cached_kernel = jit::KernelCache::global().get(cached);
+    const std::string cached_file = jit::entry_file_name(key_of(cached));
+
+    const ChildOutput out = run_child([&] {
+      std::string why;
+      if (!mount_private_tmpfs(mnt, "size=1m,mode=0700", why)) {
+        child_line("@skip " + why);
+        return 0;
+      }
+      jit::DiskStore first(options_for(dir));
+      first.store(*cached_kernel);
+      if (!first.writable()) throw std::runtime_error("could not store an entry into the fresh tmpfs");
+      const std::string filler = mnt + "/filler";
+      const int fd = ::open(filler.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0) throw std::runtime_error("cannot create the filler");
+      const std::string zeros(1 << 16, '\0');
+      off_t size = 0;
+      for (;;) {
+        const ssize_t n = ::write(fd, zeros.data(), zeros.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        size += n;
+      }
+      if (errno != ENOSPC) throw std::runtime_error(fmt::format("filling the tmpfs: {}", std::strerror(errno)));
+      if (::ftruncate(fd, std::max<off_t>(0, (size - 16384) / 4096 * 4096)) != 0) throw std::runtime_error("ftruncate");
+      ::close(fd);
+      json report = full_cache_scenario(dir, cached);
+      // Room again (someone cleaned up): a new process stores as usual.
+      ::unlink(filler.c_str());
+      jit::DiskStore again(options_for(dir));
+      again.store(fake_kernel("after the clean-up", 50000));
+      report["writable_after_cleanup"] = again.writable();
+      report["valid_after_cleanup"] = again.load("after the clean-up").has_value();
+      child_line("@report " + report.dump());
+      return 0;
+    });
+    if (!out.skipped.empty()) {
+      MESSAGE("ENOSPC on a tmpfs: SKIPPED (", out.skipped, "); the RLIMIT_FSIZE case takes the same path with EFBIG");
+      return;
+    }
+    check_full_cache_child(out, dir, cached_file);
+    CHECK(count_lines_with(out.err, std::strerror(ENOSPC)) == 1);
+    CHECK(count_lines_with(out.err, "file system is full") == 1);
+    CHECK(out.report["writable_after_cleanup"] == true);
+    CHECK(out.report["valid_after_cleanup"] == true);
+  }
+
   TEST_CASE("disk cache: eviction keeps the total under the cap, least recently used first") {
     TempDir tmp;
     jit::DiskStoreOptions o = options_for(tmp.str());
@@ -788,6 +1120,103 @@ TEST_SUITE("cpu") {
       CHECK(verify["lock_files"] == 0);
       CHECK(verify["temp_files"] == 0);
     }
+  }
+
+  TEST_CASE("disk cache: processes with no room to write share the directory with one that has room") {
+    // Two `warm` processes that cannot write files past 1 kB (see the file
+    // size limit case above; one ignores SIGXFSZ, one does not) and one that
+    // can, on one directory at once: the first two still get every kernel
+    // (compiled, or read from the third's entries) and warn once if a write
+    // failed; readers only ever see complete entries.
+    TempDir tmp;
+    const std::string dir = tmp / "cache";
+    const std::string shapes =
+        write_shapes(tmp, "shapes.json", json::array({{{"head_dim", 16}}, {{"dtype", "fp16"}, {"head_dim", 16}}}));
+    std::vector<ToolProcess> procs;
+    for (int i = 0; i < 3; ++i)
+      procs.push_back(
+          spawn_tool({"warm", "--json", "--jobs", "1", "--dir", dir, "--shapes", shapes}, i < 2 ? 1024 : 0, i == 0));
+    for (int i = 0; i < 3; ++i) {
+      const bool limited = i < 2;
+      const ToolResult r = finish(procs[std::size_t(i)]);
+      CAPTURE(i);
+      CAPTURE(r.out);
+      CAPTURE(r.err);
+      const json j = json::parse(r.out, nullptr, false);
+      REQUIRE(j.is_object());
+      CHECK(j["kernels"] == 2);
+      CHECK(j["failed"] == 0);
+      CHECK(j["compiled"].get<int>() + j["cached"].get<int>() == 2);
+      CHECK(count_lines_with(r.err, "unusable") == 0);  // never a partial entry
+      if (limited && j["writable"] == false) {          // it had to compile, and could not store
+        CHECK(r.status == 1);
+        CHECK(count_lines_with(r.err, "pagedjit:") == 1);
+        CHECK(count_lines_with(r.err, "ulimit -f") == 1);
+      } else {
+        CHECK(r.status == 0);
+        CHECK(j["writable"] == true);
+        CHECK(count_lines_with(r.err, "pagedjit:") == 0);
+      }
+    }
+    const RunResult v = run_tool(fmt::format("verify --json --dir '{}'", dir));
+    CAPTURE(v.out);
+    CHECK(v.status == 0);
+    const json verify = json::parse(v.out);
+    CHECK(verify["entries"] == 2);  // the writer's, both complete
+    CHECK(verify["valid"] == 2);
+    CHECK(verify["bad"].empty());
+    CHECK(verify["temp_files"] == 0);
+    CHECK(verify["lock_files"] == 0);
+  }
+
+  TEST_CASE("pagedjit-cache warm: a shapes file's numbers must be whole and in range (were converted unchecked)") {
+    TempDir tmp;
+    const std::string dir = tmp / "cache";
+    struct Bad {
+      json shape;
+      std::string message;
+    };
+    const std::vector<Bad> bad = {
+        {{{"head_dim", 128.7}}, "head_dim = 128.7 is not an integer"},
+        {{{"head_dim", 1e30}}, "head_dim = 1e+30 is out of range"},
+        {{{"head_dim", -64}}, "head_dim = -64 is out of range"},
+        {{{"head_dim", "64"}}, "head_dim must be an integer, got \"64\" (string)"},
+        {{{"head_dim", true}}, "head_dim must be an integer, got true (boolean)"},
+        {{{"head_dim", 64}, {"num_heads", 4294967296.0}}, "num_heads = 4294967296.0 is out of range"},
+        {{{"head_dim", 64}, {"num_kv_heads", 18446744073709551615ull}}, "num_kv_heads = 18446744073709551615 is out"},
+        {{{"head_dim", 64}, {"group", 0}}, "group = 0 is out of range"},  // was a division by zero
+        {{{"head_dim", 64}, {"page_size", 0}}, "page_size = 0 is out of range"},
+        {{{"head_dim", 64}, {"num_seqs", 2.5}}, "num_seqs = 2.5 is not an integer"},
+        {{{"head_dim", 64}, {"max_context_len", 1e300}}, "max_context_len = 1e+300 is out of range"},
+        {{{"head_dim", 64}, {"ctx", {{"lengths", {100, 7.5}}}}}, "ctx.lengths[] = 7.5 is not an integer"},
+        {{{"head_dim", 64}, {"num_splits", -1}}, "num_splits = -1 is out of range"},
+        {{{"head_dim", 64}, {"num_kv_heads", 65536}, {"group", 65536}}, "is more than 2^31-1 heads"},
+        {{{"head_dim", 64}, {"num_seqs", 65536}, {"max_context_len", 2147483647}}, "more than 2^31-1"},
+        {{{"head_dim", 64}, {"pages_per_compute_block", 1000}}, "more than 4096 tokens"},
+        {{{"num_heads", 8}}, "head_dim is required"},
+        {json(12), "expected an object, got 12"},
+    };
+    for (std::size_t i = 0; i < bad.size(); ++i) {
+      CAPTURE(bad[i].shape.dump());
+      const std::string shapes = write_shapes(tmp, fmt::format("bad{}.json", i), json::array({bad[i].shape}));
+      const RunResult r = run_tool(fmt::format("warm --dir '{}' --shapes '{}' 2>&1", dir, shapes));
+      CAPTURE(r.out);
+      CHECK(r.status == 2);  // a usage error, before anything is compiled
+      CHECK(r.out.find(fmt::format("bad{}.json: shape 0: ", i)) != std::string::npos);
+      CHECK(r.out.find(bad[i].message) != std::string::npos);
+      CHECK(count_lines_with(r.out, "compiled") == 0);
+    }
+    CHECK_FALSE(fs::exists(dir));
+
+    // Whole numbers written as floats are whole numbers.
+    const std::string ok =
+        write_shapes(tmp, "ok.json", json::array({{{"head_dim", 16.0}, {"num_heads", 8}, {"group", 2.0}}}));
+    const RunResult r = run_tool(fmt::format("warm --json --jobs 1 --dir '{}' --shapes '{}'", dir, ok));
+    CAPTURE(r.out);
+    CHECK(r.status == 0);
+    const json j = json::parse(r.out);
+    CHECK(j["kernels"] == 1);
+    CHECK(j["failed"] == 0);
   }
 #endif
 }

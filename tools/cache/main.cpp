@@ -8,11 +8,13 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -107,7 +109,8 @@ through lock files.
                  "num_heads": 32, "num_kv_heads": 8 (or "q_heads"/"kv_heads", or
                  "group"), "page_size": 16, "num_seqs": 8 (or "batch"),
                  "max_context_len": 4096 (or "ctx"), "num_splits": 0,
-                 "pages_per_compute_block": n}
+                 "pages_per_compute_block": n, "kv_dtype": the dtype's}.
+                 Numbers must be whole and fit an int (2^31-1).
   --jobs N       parallel compiles (default: all cores)
 Exit status 0 when every kernel is in the cache afterwards.
 )"},
@@ -321,9 +324,16 @@ ProblemShape make_shape(DType dt, DType out, int head_dim, int heads, int kv_hea
   s.num_kv_heads = kv_heads;
   s.head_dim = head_dim;
   s.page_size = page_size;
-  s.max_blocks = int((max_ctx + page_size - 1) / page_size);
-  s.num_blocks = s.max_blocks * num_seqs;
+  // Pages per sequence and in all, in 64 bits: a shapes file may ask for more than an int holds.
+  const std::int64_t max_blocks = (max_ctx + page_size - 1) / page_size;
+  const std::int64_t num_blocks = max_blocks * num_seqs;
+  if (max_ctx < 0 || max_blocks > std::numeric_limits<int>::max() || num_blocks > std::numeric_limits<int>::max())
+    throw UsageError(fmt::format("{} sequences of {} tokens in pages of {} need {} pages, more than 2^31-1", num_seqs,
+                                 max_ctx, page_size, num_blocks));
+  s.max_blocks = int(max_blocks);
+  s.num_blocks = int(num_blocks);
   s.dtype = dt;
+  s.kv_dtype = dt;  // the query's, unless a shape says otherwise
   s.out_dtype = out;
   s.max_context_len = max_ctx;
   return s;
@@ -343,6 +353,35 @@ std::vector<ShapeItem> default_matrix() {
         out.push_back(
             {fmt::format("{} d{} g{}", dtype_name(dt), d, g), make_shape(dt, dt, d, 8 * g, 8, 16, 8, 4096), {}});
   return out;
+}
+
+// A whole number of a shapes file, in [lo, hi]: a JSON integer, or a float
+// with an integral value (128.0, 1e3). Anything else (128.7, 1e30, "64",
+// true, null) is refused, naming the field, rather than converted: a float
+// outside the integer's range does not convert at all (undefined behavior).
+std::int64_t json_integer(const json& v, const std::string& name, std::int64_t lo, std::int64_t hi) {
+  auto out_of_range = [&] {
+    return UsageError(fmt::format("{} = {} is out of range (expected an integer in [{}, {}])", name, v.dump(), lo, hi));
+  };
+  std::int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const std::uint64_t u = v.get<std::uint64_t>();
+    if (u > std::uint64_t(std::numeric_limits<std::int64_t>::max())) throw out_of_range();
+    x = std::int64_t(u);
+  } else if (v.is_number_integer()) {
+    x = v.get<std::int64_t>();
+  } else if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || d != std::floor(d))
+      throw UsageError(fmt::format("{} = {} is not an integer", name, v.dump()));
+    // lo and hi are far inside the range where doubles hold integers exactly.
+    if (!(d >= double(lo) && d <= double(hi))) throw out_of_range();
+    x = std::int64_t(d);
+  } else {
+    throw UsageError(fmt::format("{} must be an integer, got {} ({})", name, v.dump(), v.type_name()));
+  }
+  if (x < lo || x > hi) throw out_of_range();
+  return x;
 }
 
 std::vector<ShapeItem> shapes_from_file(const std::string& path) {
@@ -372,37 +411,50 @@ std::vector<ShapeItem> shapes_from_file(const std::string& path) {
   for (const json& c : list) {
     const std::string where = fmt::format("{}: shape {}", path, index++);
     try {
-      auto num = [&](std::initializer_list<const char*> names, std::int64_t def) -> std::int64_t {
+      // Every number becomes an int of the shape: [lo, 2^31-1].
+      constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
+      auto num = [&](std::initializer_list<const char*> names, std::int64_t def, std::int64_t lo) -> int {
         for (const char* n : names)
-          if (c.contains(n)) return c.at(n).get<std::int64_t>();
-        return def;
+          if (c.contains(n)) return int(json_integer(c.at(n), n, lo, kIntMax));
+        return int(def);
       };
+      if (!c.is_object()) throw UsageError(fmt::format("expected an object, got {}", c.dump()));
       const DType dt = parse_dtype(c.value("dtype", file_dtype));
       const DType out_dt = parse_dtype(c.value("out_dtype", dtype_name(dt)));
-      const int head_dim = int(num({"head_dim"}, 0));
-      if (head_dim <= 0) throw UsageError("head_dim is required");
-      int kv = int(num({"num_kv_heads", "kv_heads"}, 0));
-      int heads = int(num({"num_heads", "q_heads"}, 0));
-      const int group = int(num({"group"}, 1));
+      if (!c.contains("head_dim")) throw UsageError("head_dim is required");
+      const int head_dim = num({"head_dim"}, 0, 1);
+      int kv = num({"num_kv_heads", "kv_heads"}, 0, 0);
+      int heads = num({"num_heads", "q_heads"}, 0, 0);
+      const int group = num({"group"}, 1, 1);
       if (kv == 0) kv = heads ? heads / group : 8;
-      if (heads == 0) heads = kv * group;
+      if (heads == 0) {
+        if (std::int64_t(kv) * group > kIntMax)
+          throw UsageError(fmt::format("num_kv_heads {} x group {} is more than 2^31-1 heads", kv, group));
+        heads = kv * group;
+      }
       std::int64_t ctx = 4096;
       if (c.contains("max_context_len")) {
-        ctx = c["max_context_len"].get<std::int64_t>();
+        ctx = num({"max_context_len"}, 0, 0);
       } else if (c.contains("ctx")) {
         const json& x = c["ctx"];
         if (x.is_number())
-          ctx = x.get<std::int64_t>();
-        else if (x.is_object() && x.contains("lengths"))
-          for (const json& l : x["lengths"]) ctx = std::max(ctx, l.get<std::int64_t>());
+          ctx = num({"ctx"}, 0, 0);
+        else if (x.is_object() && x.contains("lengths") && x["lengths"].is_array())
+          for (const json& l : x["lengths"]) ctx = std::max(ctx, json_integer(l, "ctx.lengths[]", 0, kIntMax));
       }
       ShapeItem item;
       item.name = c.value("name", fmt::format("shape {}", index - 1));
-      item.shape = make_shape(dt, out_dt, head_dim, heads, kv, int(num({"page_size"}, 16)),
-                              int(num({"num_seqs", "batch"}, 8)), ctx);
-      item.options.num_splits = int(num({"num_splits"}, 0));
-      if (c.contains("pages_per_compute_block"))
-        item.options.pages_per_compute_block = int(num({"pages_per_compute_block"}, 0));
+      item.shape =
+          make_shape(dt, out_dt, head_dim, heads, kv, num({"page_size"}, 16, 1), num({"num_seqs", "batch"}, 8, 1), ctx);
+      if (c.contains("kv_dtype")) item.shape.kv_dtype = parse_dtype(c.at("kv_dtype").get<std::string>());
+      item.options.num_splits = num({"num_splits"}, 0, 0);
+      if (c.contains("pages_per_compute_block")) {
+        const int ppcb = num({"pages_per_compute_block"}, 0, 1);
+        if (std::int64_t(ppcb) * item.shape.page_size > 4096)  // as validate_call: at most 4096 tokens
+          throw UsageError(fmt::format("pages_per_compute_block {} x page_size {} is more than 4096 tokens", ppcb,
+                                       item.shape.page_size));
+        item.options.pages_per_compute_block = ppcb;
+      }
       if (kv <= 0 || heads % kv != 0) throw UsageError("num_heads must be a multiple of num_kv_heads");
       out.push_back(std::move(item));
     } catch (const UsageError& e) {
@@ -418,6 +470,8 @@ std::vector<ShapeItem> shapes_from_file(const std::string& path) {
 jit::KernelSpec spec_from_args(const Args& a) {
   const DType dt = parse_dtype(a.get("dtype", "bf16"));
   const int d = a.get_int("head-dim", 128), g = a.get_int("group", 4);
+  if (d < 1) throw UsageError(fmt::format("--head-dim must be positive, got {}", d));
+  if (g < 1 || g > (1 << 24)) throw UsageError(fmt::format("--group must be in [1, 2^24], got {}", g));
   const ProblemShape s = make_shape(dt, dt, d, 8 * g, 8, 16, 8, 4096);
   const attention::Plan plan = attention::make_plan(s, {}, gpu_preset(a.get("gpu", "h100")));
   jit::KernelSpec spec = plan.decode;
@@ -701,7 +755,9 @@ int cmd_warm(const Args& a) {
         "{}: {} shapes -> {} kernels: {} compiled, {} already cached, {} failed in {:.2f} s with {} jobs "
         "({:.2f} kernels/s compiled; {:.0f} ms of compiles){}\n",
         store.dir(), shapes.size(), specs.size(), compiled, cached, failed, wall_s, jobs, per_s, compile_ms,
-        writable ? "" : "; the directory is NOT writable: nothing was stored");
+        writable
+            ? ""
+            : "; writing to the directory FAILED (see the warning above): kernels compiled after that were not stored");
   }
   return failed || !writable || !plan_errors.empty() ? 1 : 0;
 }

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -90,6 +91,18 @@ bool is_off(const char* v) {
 
 std::string errno_text(int err) {
   return std::strerror(err);
+}
+
+// True when writing a file of `bytes` bytes would end this process: past its
+// file size limit (RLIMIT_FSIZE, `ulimit -f`) the kernel sends SIGXFSZ,
+// whose default action kills it (core dump). Ignored or handled, the write
+// fails with EFBIG instead, which store() treats like a full disk.
+bool write_would_kill(std::uint64_t bytes) {
+  struct rlimit lim {};
+  if (::getrlimit(RLIMIT_FSIZE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || bytes <= std::uint64_t(lim.rlim_cur))
+    return false;
+  struct sigaction sa {};
+  return ::sigaction(SIGXFSZ, nullptr, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
 }
 
 // Reads exactly `size` bytes at `offset`; false on error or end of file.
@@ -521,8 +534,14 @@ void DiskStore::degrade(const std::string& what, int err) {
     writable_ = false;
     if (!options_.warnings) return;
   }
-  log_warning(fmt::format("{} {} ({}); kernels compiled from now on are kept in memory only", what, options_.dir,
-                          errno_text(err)));
+  std::string why = errno_text(err);
+  if (err == ENOSPC)
+    why += ": the file system is full";
+  else if (err == EDQUOT)
+    why += ": the user's disk quota is full";
+  else if (err == EFBIG)
+    why += ": an entry is larger than this process's file size limit (ulimit -f)";
+  log_warning(fmt::format("{} {} ({}); kernels compiled from now on are kept in memory only", what, options_.dir, why));
 }
 
 void DiskStore::store(const CompiledKernel& kernel) {
@@ -532,6 +551,10 @@ void DiskStore::store(const CompiledKernel& kernel) {
   const std::string path = options_.dir + "/" + name;
   const std::string tmp = fmt::format("{}/.{}.{}.{}{}", options_.dir, name, ::getpid(), counter++, kTempSuffix);
   const std::string bytes = serialize(kernel);
+  if (write_would_kill(bytes.size())) {  // SIGXFSZ would end the process part way
+    degrade("cannot write to the kernel cache directory", EFBIG);
+    return;
+  }
 
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
@@ -626,12 +649,13 @@ std::uint64_t DiskStore::evict_to(std::uint64_t max_bytes, const std::string& ke
 std::shared_ptr<void> DiskStore::claim(const std::string& key) {
   if (!options_.use_locks || !ensure_dir()) return nullptr;
   const std::string path = options_.dir + "/" + fmt::format("{:016x}{}", fnv1a64(key), kLockSuffix);
+  const std::string who = fmt::format("{} {}\n", ::getpid(), host_name());
+  if (write_would_kill(who.size())) return nullptr;  // no lock: compile anyway
   const auto deadline = std::chrono::steady_clock::now() + options_.lock_timeout;
   auto pause = std::chrono::milliseconds(2);
   for (;;) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) {
-      const std::string who = fmt::format("{} {}\n", ::getpid(), host_name());
       const bool ok = write_all(fd, who.data(), who.size());
       auto token = std::make_shared<LockToken>();
       token->path = path;

@@ -19,6 +19,11 @@
 // new entry replaces the file. Entries are published by writing a temporary
 // file in the same directory and renaming it over the entry, so a reader never
 // sees a half-written entry and losing a race to another process is harmless.
+// A failed write (read-only or vanished directory, full disk or quota, a file
+// size limit) removes its temporary file, warns once, and leaves the process
+// serving new kernels from memory; entries already on disk are still read.
+// A write past RLIMIT_FSIZE while SIGXFSZ has its default action (which would
+// kill the process) is not attempted.
 //
 // Lock files `<hash>.lock` (O_CREAT|O_EXCL) only keep processes from compiling
 // the same key at the same time: waiting for one times out, stale ones (old,
