@@ -1140,6 +1140,7 @@ TEST_SUITE("cpu") {
       const bool limited = i < 2;
       const ToolResult r = finish(procs[std::size_t(i)]);
       CAPTURE(i);
+      CAPTURE(r.status);  // -signal when killed
       CAPTURE(r.out);
       CAPTURE(r.err);
       const json j = json::parse(r.out, nullptr, false);
