@@ -529,6 +529,9 @@ TEST_SUITE("cpu") {
     PagedAttentionOptions ppcb;
     ppcb.pages_per_compute_block = 4;
     CHECK(!profile_applies(ppcb));
+    PagedAttentionOptions invariant;  // the tile must not depend on the batch's bucket
+    invariant.batch_invariant = true;
+    CHECK(!profile_applies(invariant));
   }
 
   TEST_CASE("profiles: a configuration that cannot run on the device is never chosen") {

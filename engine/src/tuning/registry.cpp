@@ -114,7 +114,9 @@ std::string Choice::describe() const {
 }
 
 bool profile_applies(const PagedAttentionOptions& o) {
-  return !o.kernel_config && !o.pages_per_compute_block;
+  // batch_invariant: a profile's choice depends on the batch (its bucket), so
+  // the same sequence could run with another tile in another batch.
+  return !o.kernel_config && !o.pages_per_compute_block && !o.batch_invariant;
 }
 
 std::string profile_level(const Profile& p, const DeviceInfo& device) {

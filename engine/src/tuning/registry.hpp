@@ -50,9 +50,10 @@ struct Choice {
 };
 
 // Whether a profile may choose for a call with these options: not when the
-// caller forces the tile (kernel_config or pages_per_compute_block). With
-// num_splits >= 1 or batch_invariant, apply only the tile part (ignore
-// Choice::config.chunk_tokens).
+// caller forces the tile (kernel_config or pages_per_compute_block), nor in
+// batch-invariant mode (a profile's choice depends on the batch size, which
+// would make a sequence's result depend on its batch). With num_splits >= 1,
+// apply only the tile part (ignore Choice::config.chunk_tokens).
 bool profile_applies(const PagedAttentionOptions& options);
 
 // The pure lookup, for tests: `profiles` in any order (Profile::user tells
