@@ -268,7 +268,14 @@ ChildOutput run_child(Body&& body) {
 // `ignore_sigxfsz`, write() then fails with EFBIG, as it fails with ENOSPC on
 // a full disk; without, the kernel's SIGXFSZ would end the process, so the
 // store must not try.
+// (Called in forked children only.) NVRTC 13 keeps a cache of its own in the
+// driver's compute cache (~/.nv/ComputeCache) where a driver is installed;
+// its writes would meet the same limit, and with SIGXFSZ at its default end
+// the process before pagedjit's store is ever reached (seen on the GPU
+// machine). CUDA_CACHE_DISABLE turns that cache off: these tests are about
+// pagedjit's own directory.
 bool limit_file_size(rlim_t bytes, bool ignore_sigxfsz = true) {
+  ::setenv("CUDA_CACHE_DISABLE", "1", 1);
   if (ignore_sigxfsz) ::signal(SIGXFSZ, SIG_IGN);
   struct rlimit lim {};
   if (::getrlimit(RLIMIT_FSIZE, &lim) != 0) return false;
