@@ -19,6 +19,7 @@
 #include "json.hpp"
 #include "pagedjit/pagedjit.hpp"
 #include "peers.hpp"
+#include "primary_context.hpp"
 #include "report.hpp"
 #include "small_calls.hpp"
 #include "svg_chart.hpp"
@@ -224,15 +225,6 @@ std::vector<BenchCase> select(const Options& o) {
   return cases;
 }
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 // Writes the requested files; returns the errors (printed after the table).
 std::vector<std::string> write_outputs(const Options& o, const Json& run) {
   std::vector<std::string> errors;
@@ -310,25 +302,6 @@ Json compare_summary(const Json& cases) {
               {"cases", n},
               {"ratio", "heuristic ms / profile ms (>1: the profile is faster)"}};
 }
-
-// Makes the device's primary context current for this thread (the engine
-// then needs no push/pop, and the helper kernels and buffers live in it).
-class PrimaryContext {
- public:
-  explicit PrimaryContext(int ordinal) {
-    const pagedjit::DriverApi& d = pagedjit::driver();
-    pagedjit::check(d.cuDeviceGet(&dev_, ordinal), "cuDeviceGet");
-    pagedjit::check(d.cuDevicePrimaryCtxRetain(&ctx_, dev_), "cuDevicePrimaryCtxRetain");
-    pagedjit::check(d.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
-  }
-  ~PrimaryContext() { pagedjit::driver().cuDevicePrimaryCtxRelease(dev_); }
-  PrimaryContext(const PrimaryContext&) = delete;
-  PrimaryContext& operator=(const PrimaryContext&) = delete;
-
- private:
-  CUdevice dev_ = 0;
-  CUcontext ctx_ = nullptr;
-};
 
 int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const Json& command) {
   Json peers_file;

@@ -4,6 +4,7 @@
 #include <cuda.h>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace pjbench {
@@ -44,5 +45,8 @@ std::vector<double> time_calls(CUstream stream, int warmup, int reps, const std:
 // back-to-back calls on the host clock, `sync()` after each batch (outside
 // the clock) so the launch queue never fills. Microseconds per call.
 Stats host_cost_us(int batches, int per_batch, const std::function<void()>& call, const std::function<void()>& sync);
+
+// The current UTC time, "2026-11-26T13:05:00Z" (report and profile headers).
+std::string utc_now();
 
 }  // namespace pjbench

@@ -26,6 +26,7 @@
 #include "../bench/bandwidth.hpp"
 #include "../bench/cases.hpp"
 #include "../bench/helper_kernels.hpp"
+#include "../bench/primary_context.hpp"
 #include "../bench/timing.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
@@ -179,15 +180,6 @@ Options parse_options(int argc, char** argv) {
   }
   if (o.jobs == 0) o.jobs = int(std::max(1u, std::thread::hardware_concurrency()));
   return o;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 std::string mmss(double s) {
@@ -377,24 +369,6 @@ int run_dry(const Options& o) {
 }
 
 // ------------------------------------------------------------------ tuning on the GPU
-
-// Makes the device's primary context current (as the bench does).
-class PrimaryContext {
- public:
-  explicit PrimaryContext(int ordinal) {
-    const pagedjit::DriverApi& d = pagedjit::driver();
-    pagedjit::check(d.cuDeviceGet(&dev_, ordinal), "cuDeviceGet");
-    pagedjit::check(d.cuDevicePrimaryCtxRetain(&ctx_, dev_), "cuDevicePrimaryCtxRetain");
-    pagedjit::check(d.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
-  }
-  ~PrimaryContext() { pagedjit::driver().cuDevicePrimaryCtxRelease(dev_); }
-  PrimaryContext(const PrimaryContext&) = delete;
-  PrimaryContext& operator=(const PrimaryContext&) = delete;
-
- private:
-  CUdevice dev_ = 0;
-  CUcontext ctx_ = nullptr;
-};
 
 // Count, elapsed time and time left, on one stderr line (redrawn on a
 // terminal, else a line every 10%).
@@ -765,7 +739,7 @@ class Tuner {
       }
       if (!line["ok"].get<bool>()) d.cuStreamSynchronize(nullptr);
     }
-    line["utc"] = utc_now();
+    line["utc"] = pjbench::utc_now();
     store_.add(line);
     ++timed_;
     progress_->step(true, label);
@@ -804,7 +778,7 @@ int run_tune(const Options& o, const std::string& problems_file) {
   pagedjit::EngineOptions eo;
   eo.use_profiles = false;  // the heuristic's own choice is the baseline
   pagedjit::Engine engine(o.device, eo);
-  PrimaryContext context(o.device);
+  pjbench::PrimaryContext context(o.device);
   const DeviceInfo& dev = engine.device();
   std::vector<Problem> problems = load_problems(o, dev);
   const std::string name = slug(dev.name);
@@ -837,7 +811,7 @@ int run_tune(const Options& o, const std::string& problems_file) {
   prof.toolkit = pagedjit::jit::nvrtc_version();
   prof.driver = driver_version_string();
   prof.engine_version = pagedjit::kVersion;
-  prof.created_utc = utc_now();
+  prof.created_utc = pjbench::utc_now();
   prof.read_GBps = std::round(bw.read_GBps * 10) / 10;
   prof.about = fmt::format(
       "pagedjit-tune on {}: {} problems from {}; median of {} CUDA-event timings (finalists {}), L2 flushed before "
