@@ -83,7 +83,7 @@ struct DecodeSmem {
   int v_pitch;      // bytes per V row (DV dims)
   int q_bytes;      // the query tile
   int stage_bytes;  // one pipeline stage: K and V tiles
-  int ids_bytes;    // ring of STAGES + 1 page-id slots, one int per token (-1: masked)
+  int ids_bytes;    // ring of up to STAGES + 2 page-id slots, one int per token (-1: masked)
   int ptile_bytes;  // per-warp fp32 probability tile (SIMT path only)
   int merge_bytes;  // cross-warp merge buffers (aliases the stages)
   int total;
@@ -103,7 +103,7 @@ constexpr DecodeSmem decode_smem(int head_dim, int dv, int q_elem, int kv_elem, 
   s.v_pitch = dv * kv_elem + 16;
   s.q_bytes = kTileRows * s.q_pitch;
   s.stage_bytes = tile_tokens * (s.row_pitch + s.v_pitch);
-  s.ids_bytes = (stages + 1) * tile_tokens * 4;
+  s.ids_bytes = (stages + 2) * tile_tokens * 4;
   s.ptile_bytes = simt ? warps * kTileRows * 16 * 4 : 0;
   s.merge_bytes = warps * kTileRows * (dv + 2) * 4;
   const int pipeline = stages * s.stage_bytes;

@@ -95,6 +95,44 @@ struct TileLoader {
     }
   }
 
+  // Register staging: plain 16-byte loads (one L2 request per sector; the
+  // cp.async path above makes about 1.5 per sector) held in registers across
+  // one tile's compute, then stored to shared memory. Only where every
+  // thread has the same whole rows' columns of K and V (kRegStage).
+  static constexpr bool kRegStage = DV == HEAD_DIM && NT % kChunksK == 0 && (TILE * kChunksK) % NT == 0;
+  static constexpr int kRegRows = kRegStage ? TILE * kChunksK / NT : 1;
+  struct Regs {
+    uint4 k[kRegRows], v[kRegRows];
+  };
+  static __device__ __forceinline__ void load_regs(const DecodeParams& p, const S* k_head, const S* v_head,
+                                                   int tile_begin, const int* ids, Regs& r) {
+    const int col = int(threadIdx.x) % kChunksK, row0 = int(threadIdx.x) / kChunksK;
+    const unsigned slot_mask = (1u << p.page_shift) - 1u;
+#pragma unroll
+    for (int j = 0; j < kRegRows; ++j) {
+      const int row = row0 + j * (NT / kChunksK);
+      const int pg = ids[row];
+      const unsigned slot = unsigned(tile_begin + row) & slot_mask;
+      if (pg >= 0) {
+        r.k[j] = ld_stream16(k_head + wide(unsigned(pg), p.k_stride_page) + wide(slot, p.k_stride_slot) +
+                             col * kElemsPerChunk);
+        r.v[j] = ld_stream16(v_head + wide(unsigned(pg), p.v_stride_page) + wide(slot, p.v_stride_slot) +
+                             col * kElemsPerChunk);
+      } else {
+        r.k[j] = r.v[j] = make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+  }
+  static __device__ __forceinline__ void store_regs(const Regs& r, u32 k_smem, u32 v_smem, int pitch) {
+    const int col = int(threadIdx.x) % kChunksK, row0 = int(threadIdx.x) / kChunksK;
+#pragma unroll
+    for (int j = 0; j < kRegRows; ++j) {
+      const u32 off = u32((row0 + j * (NT / kChunksK)) * pitch + col * 16);
+      st_shared16(k_smem + off, r.k[j]);
+      st_shared16(v_smem + off, r.v[j]);
+    }
+  }
+
   // Issue the asynchronous copies of one tile whose page ids are in `ids`.
   // v_head points at this CTA's first output dim; dv_len <= DV dims are loaded.
   static __device__ __forceinline__ void issue(const DecodeParams& p, const S* k_head, const S* v_head, int dv_len,
@@ -110,6 +148,14 @@ struct TileLoader {
     copy_rows<kChunksV, false>(v_head, p.v_stride_page, p.v_stride_slot, nullptr, 0, 0, p.page_shift, tile_begin, ids,
                                v_smem, 0, v_pitch, dv_len / kElemsPerChunk);
   }
+};
+
+// Whether paged_decode stages its tiles through registers (see there); the
+// host's planner mirrors this rule (attention/planner.cpp: register_staged).
+template <class KV, int HEAD_DIM, int DV, int TILE, int WARPS, bool MMA>
+struct RegisterStaged {
+  static constexpr bool value =
+      MMA && !is_fp8<KV>::value && HEAD_DIM <= 128 && TileLoader<KV, HEAD_DIM, DV, TILE, WARPS * 32>::kRegStage;
 };
 
 }  // namespace pj

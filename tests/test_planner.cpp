@@ -44,7 +44,7 @@ TEST_SUITE("cpu") {
   TEST_CASE("planner: one long sequence is split to fill the SMs") {
     const LaunchInfo p = plan_problem(test_shape(1, 32, 8, 131072), {}, h100);
     CHECK(p.num_splits >= h100.sm_count / 8);
-    CHECK(std::int64_t(p.num_splits) * 8 <= 2 * h100.sm_count);
+    CHECK(std::int64_t(p.num_splits) * 8 <= 4 * h100.sm_count);  // at most one wave of the 4 CTAs an SM holds
     CHECK(p.workspace_bytes >= std::int64_t(32) * p.num_splits * (128 + 1) * 4 + 8 * 4);
     CHECK(p.source == "heuristic");
   }
