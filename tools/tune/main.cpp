@@ -64,6 +64,7 @@ For each problem (a bench case; default configs/tune-problems.json):
            the heuristic's partitions; shapes that cannot run on the device
            (shared memory, threads, the planner's limits) are pruned untimed
   phase 2  the 3 fastest tile shapes x fixed partition lengths 512..16384
+           and one partition per sequence
   phase 3  the 3 fastest configurations and the heuristic's own choice timed
            again (twice the timings) and checked against the CPU reference
 The profile entry of a problem's bucket is the fastest checked configuration

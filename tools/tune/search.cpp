@@ -133,6 +133,10 @@ std::vector<int> chunk_candidates(const ProblemShape& s) {
   std::vector<int> out;
   for (int chunk : {512, 1024, 1536, 2048, 4096, 8192, 16384})
     if (chunk < s.max_context_len && (s.max_context_len + chunk - 1) / chunk <= 512) out.push_back(chunk);
+  // One partition per sequence (a chunk as long as the longest context,
+  // rounded to any tile): the heuristic may split where none is best.
+  const std::int64_t whole = (std::int64_t(s.max_context_len) + 255) / 256 * 256;
+  if (whole <= (std::int64_t(1) << 30)) out.push_back(int(whole));
   return out;
 }
 
