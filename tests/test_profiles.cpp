@@ -632,20 +632,27 @@ TEST_SUITE("cpu") {
     CHECK(!DeviceProfiles().choose(s));
   }
 
-  TEST_CASE("profiles: the level is logged once per profile, and the heuristic fallback once") {
+  TEST_CASE("profiles: the level is logged once per process and profile, and the heuristic fallback once") {
     TempDir dir;
+    // A device name of its own: the messages are logged once per process,
+    // and other tests (GPU ones on an H100) may have logged the real name's.
+    DeviceInfo dev = h100;
+    dev.name += " (log test)";
     const ProfileRegistry r(
-        std::vector<Profile>{profile("configs/h100.json", h100.name, h100.arch(), false,
+        std::vector<Profile>{profile("configs/h100.json", dev.name, dev.arch(), false,
                                      {entry(4, {1, 1000}, {1, 1 << 20}, KernelConfig{64, 4, 3, 0, 0}),
                                       entry(2, {1, 1000}, {1, 1 << 20}, KernelConfig{128, 4, 4, 0, 0})}),
                              profile("/u/other.json", "NVIDIA A100-SXM4-80GB", "sm_80", true, {})});
     ::unsetenv("PAGEDJIT_PROFILE_LOG");
     StderrCapture cap(dir / "err.txt");
-    const DeviceProfiles dp = r.for_device(h100);
-    for (int i = 0; i < 5; ++i) {
-      CHECK(dp.choose(shape(64, 32, 8, 4096)));
-      CHECK(!dp.choose(shape(64, 32, 8, 4096, 64)));
-      CHECK(!dp.choose(shape(64, 16, 8, 4096)));  // group 2: its entry does not fit; nothing else matches
+    // A second engine's profiles (same process, same device) say nothing new.
+    for (int engine = 0; engine < 2; ++engine) {
+      const DeviceProfiles dp = r.for_device(dev);
+      for (int i = 0; i < 5; ++i) {
+        CHECK(dp.choose(shape(64, 32, 8, 4096)));
+        CHECK(!dp.choose(shape(64, 32, 8, 4096, 64)));
+        CHECK(!dp.choose(shape(64, 16, 8, 4096)));  // group 2: its entry does not fit; nothing else matches
+      }
     }
     const std::string err = cap.finish();
     CAPTURE(err);

@@ -135,6 +135,20 @@ std::optional<Choice> lookup(const std::vector<Profile>& profiles, const Problem
 
 // ------------------------------------------------------------------ DeviceProfiles
 
+namespace {
+
+// Logs `message` unless this process already logged one under `key`: engines
+// come and go (one per device, per thread pool, ...), but which profile
+// answers a device is news once per process.
+void log_once(const std::string& key, const std::string& message) {
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  if (seen.insert(key).second) jit::log_warning(message);
+}
+
+}  // namespace
+
 struct DeviceProfiles::State {
   std::vector<std::shared_ptr<const Profile>> owned;
   std::vector<std::pair<const Profile*, int>> profiles;  // lookup order
@@ -164,9 +178,11 @@ DeviceProfiles::DeviceProfiles(std::vector<std::shared_ptr<const Profile>> profi
   for (std::size_t i = 0; i <= s.profiles.size(); ++i) s.announced[i] = false;
   if (s.log)
     for (const Profile* p : all)
-      if (p->user && rank(*p, s.device) < 0)
-        jit::log_warning(fmt::format("{}: a profile for {} ({}), not this {} ({}): not used", p->origin, p->device.name,
-                                     p->device.arch, s.device.name, s.device.arch()));
+      if (p->user && rank(*p, s.device) < 0) {
+        const std::string m = fmt::format("{}: a profile for {} ({}), not this {} ({}): not used", p->origin,
+                                          p->device.name, p->device.arch, s.device.name, s.device.arch());
+        log_once(m, m);
+      }
 }
 
 std::optional<Choice> DeviceProfiles::choose(const ProblemShape& shape) const {
@@ -176,16 +192,19 @@ std::optional<Choice> DeviceProfiles::choose(const ProblemShape& shape) const {
   if (s.log)
     note = [&s](const std::string& msg) {
       std::lock_guard<std::mutex> lock(s.mu);
-      if (s.skipped_logged.insert(msg).second) jit::log_warning(msg);
+      if (s.skipped_logged.insert(msg).second) log_once(msg, msg);
     };
   int which = -1;
   std::optional<Choice> c = lookup_ordered(s.profiles, shape, s.device, note, &which, &s.described);
   if (s.log) {
+    // The atomics keep the mutex of log_once off the hot path.
     if (c && !s.announced[std::size_t(which)].exchange(true))
-      jit::log_warning(fmt::format("{} ({}): launch configurations from the {} profile {} (first: {})", s.device.name,
-                                   s.device.arch(), c->level, c->origin, c->bucket));
+      log_once(fmt::format("{}|{}|{}|{}", s.device.name, s.device.arch(), c->level, c->origin),
+               fmt::format("{} ({}): launch configurations from the {} profile {} (first: {})", s.device.name,
+                           s.device.arch(), c->level, c->origin, c->bucket));
     if (!c && !s.heuristic_announced.exchange(true))
-      jit::log_warning(
+      log_once(
+          fmt::format("{}|{}|heuristic|{}", s.device.name, s.device.arch(), s.profiles.empty()),
           fmt::format("{} ({}): {}; built-in heuristic (first: {} {}/{} d{} p{} {})", s.device.name, s.device.arch(),
                       s.profiles.empty() ? "no tuned profile for this GPU" : "no profile entry matches this call",
                       s.profiles.empty() ? "call" : "unmatched", dtype_name(shape.dtype), dtype_name(shape.kv_dtype),
