@@ -15,11 +15,36 @@ const DeviceInfo h100 = DeviceInfo::h100_sxm();
 
 TEST_SUITE("cpu") {
   TEST_CASE("planner: a batch of one to two waves gets fixed partitions, for ragged lengths") {
-    const LaunchInfo p = plan_problem(test_shape(64, 32, 8, 8192), {}, h100);  // 512 CTAs on 264 slots
+    const LaunchInfo p = plan_problem(test_shape(64, 32, 8, 8192), {}, h100);  // 512 CTAs on 528 slots
     CHECK(p.chunk_tokens == attention::kFixedChunkTokens);
     CHECK(p.num_splits == (8192 + p.chunk_tokens - 1) / p.chunk_tokens);
     // Short contexts are never cut below two chunks' worth.
     CHECK(plan_problem(test_shape(64, 32, 8, 2048), {}, h100).num_splits == 1);
+  }
+
+  TEST_CASE("planner: fp16/bf16 up to 128 dims take register-staged 32-token tiles; fp8, d256 and fp32 do not") {
+    for (DType dt : {DType::bf16, DType::f16})
+      for (int d : {64, 128}) {
+        CAPTURE(dtype_name(dt));
+        CAPTURE(d);
+        const LaunchInfo p = plan_problem(test_shape(64, 32, 8, 4096, d, dt), {}, h100);
+        CHECK(p.tile_tokens == 32);
+        CHECK(p.warps == 2);
+        CHECK(p.stages == 2);
+      }
+    const LaunchInfo d256 = plan_problem(test_shape(64, 32, 8, 4096, 256, DType::bf16), {}, h100);
+    // The cp.async list (the staging registers would spill): its first tile
+    // that lets two CTAs share an SM is 32 tokens, 3 stages.
+    CHECK(d256.tile_tokens == 32);
+    CHECK(d256.stages == 3);
+    ProblemShape fp8 = test_shape(64, 32, 8, 4096, 128, DType::bf16);
+    fp8.kv_dtype = DType::e4m3;
+    const LaunchInfo f8 = plan_problem(fp8, {}, h100);
+    CHECK(f8.tile_tokens == 64);
+    CHECK(f8.stages == 5);
+    const LaunchInfo f32 = plan_problem(test_shape(64, 32, 8, 4096, 128, DType::f32), {}, h100);
+    CHECK(f32.compute == "simt");
+    CHECK(f32.stages == 3);
   }
 
   TEST_CASE("planner: batch-invariant partitions do not depend on the batch") {
