@@ -25,13 +25,16 @@
 #include <vector>
 
 #include "attention/planner.hpp"
+#include "disk_entry.hpp"
 #include "jit/disk_store.hpp"
 #include "jit/hash.hpp"
 #include "jit/kernel_cache.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
 #include "pagedjit/errors.hpp"
+#include "run_command.hpp"
 #include "shapes.hpp"
+#include "temp_files.hpp"
 
 using namespace pagedjit;
 namespace fs = std::filesystem;
@@ -40,24 +43,13 @@ using json = nlohmann::json;
 namespace {
 
 // A fresh directory under the system temp directory, removed afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pagedjit-disk-cache-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();
-         it.increment(ec))
-      if (it->is_directory(ec)) fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : pjtest::TempDir {
+  TempDir() : pjtest::TempDir("pagedjit-disk-cache") {}
 };
+
+using pjtest::craft_entry;
+using pjtest::read_file;
+using pjtest::write_file;
 
 // Sets (or unsets) an environment variable for one scope.
 struct EnvGuard {
@@ -111,18 +103,6 @@ int count_lines_with(const std::string& text, const std::string& what) {
   return n;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
 jit::CompiledKernel fake_kernel(const std::string& key, std::size_t bytes, unsigned seed = 1) {
   jit::CompiledKernel k;
   k.key = key;
@@ -161,26 +141,6 @@ jit::KernelSpec small_spec(DType dt = DType::bf16) {
 
 std::string key_of(const jit::KernelSpec& spec) {
   return spec.key(jit::SourceSet::current().hash, jit::nvrtc_version());
-}
-
-// A file in the documented format, built independently of the writer.
-std::string craft_entry(const std::string& key, const std::string& meta, const std::string& payload,
-                        std::uint32_t version = jit::kDiskFormatVersion) {
-  std::string h(jit::kDiskHeaderBytes, '\0');
-  std::memcpy(h.data(), "PJKCACHE", 8);
-  auto put = [&](std::size_t off, std::uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; ++i) h[off + std::size_t(i)] = char((v >> (8 * i)) & 0xFF);
-  };
-  put(8, version, 4);
-  put(12, key.size(), 4);
-  put(16, meta.size(), 4);
-  put(24, payload.size(), 8);
-  std::uint32_t crc = jit::crc32(h.data(), 32);
-  crc = jit::crc32(key.data(), key.size(), crc);
-  crc = jit::crc32(meta.data(), meta.size(), crc);
-  crc = jit::crc32(payload.data(), payload.size(), crc);
-  put(32, crc, 4);
-  return h + key + meta + payload;
 }
 
 std::vector<std::string> files_in(const std::string& dir) {
@@ -380,21 +340,10 @@ bool mount_private_tmpfs(const std::string& dir, const std::string& options, std
 }
 
 #ifdef PAGEDJIT_CACHE_TOOL
-struct RunResult {
-  int status = -1;
-  std::string out;
-};
+using pjtest::RunResult;
 // Runs the cache tool through the shell; `env` is prefixed to the command.
 RunResult run_tool(const std::string& args, const std::string& env = "") {
-  RunResult r;
-  const std::string cmd = fmt::format("{} '{}' {}", env, PAGEDJIT_CACHE_TOOL, args);
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return pjtest::run_command(fmt::format("{} '{}' {}", env, PAGEDJIT_CACHE_TOOL, args));
 }
 
 std::string write_shapes(const TempDir& dir, const std::string& name, const json& shapes) {

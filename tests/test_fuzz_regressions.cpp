@@ -19,12 +19,15 @@
 #include <vector>
 
 #include "../tools/bench/cases.hpp"
+#include "disk_entry.hpp"
 #include "fuzz/harness.hpp"
 #include "jit/disk_store.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/testing.hpp"
+#include "small_problem.hpp"
+#include "temp_files.hpp"
 
 using namespace pagedjit;
 namespace fs = std::filesystem;
@@ -42,34 +45,20 @@ std::vector<fs::path> corpus(const std::string& target) {
   return files;
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 template <class F>
 void replay(const std::string& target, F&& run) {
   const auto files = corpus(target);
   CHECK(files.size() >= 5);
   for (const auto& path : files) {
     CAPTURE(path.string());
-    const std::string bytes = slurp(path);
+    const std::string bytes = pjtest::read_file(path);
     CHECK_NOTHROW(run(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
   }
 }
 
 // A valid call on host memory (validation never dereferences the pointers).
 testing::HostProblem& problem() {
-  static testing::HostProblem p([] {
-    testing::ProblemConfig c;
-    c.num_heads = 8;
-    c.num_kv_heads = 2;
-    c.head_dim = 64;
-    c.context_lens = {5, 17};
-    return c;
-  }());
+  static testing::HostProblem p(pjtest::small_problem_config());
   return p;
 }
 
@@ -106,25 +95,6 @@ jit::DiskStoreOptions quiet(const std::string& dir) {
   o.warnings = false;
   o.use_locks = false;
   return o;
-}
-
-// An entry file in the documented format around `meta`, with a valid checksum.
-std::string entry(const std::string& key, const std::string& meta, const std::string& payload) {
-  std::string h(jit::kDiskHeaderBytes, '\0');
-  h.replace(0, 8, "PJKCACHE");
-  auto put = [&](std::size_t at, std::uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; ++i) h[at + std::size_t(i)] = char((v >> (8 * i)) & 0xFF);
-  };
-  put(8, jit::kDiskFormatVersion, 4);
-  put(12, key.size(), 4);
-  put(16, meta.size(), 4);
-  put(24, payload.size(), 8);
-  std::uint32_t crc = jit::crc32(h.data(), 32);
-  crc = jit::crc32(key.data(), key.size(), crc);
-  crc = jit::crc32(meta.data(), meta.size(), crc);
-  crc = jit::crc32(payload.data(), payload.size(), crc);
-  put(32, crc, 4);
-  return h + key + meta + payload;
 }
 
 }  // namespace
@@ -225,7 +195,7 @@ TEST_SUITE("cpu") {
       const std::string path = store.entry_path(key);
       {
         std::ofstream f(path, std::ios::binary | std::ios::trunc);
-        const std::string bytes = entry(key, c.meta, "payload");
+        const std::string bytes = pjtest::craft_entry(key, c.meta, "payload");
         f.write(bytes.data(), std::streamsize(bytes.size()));
       }
       const auto hit = store.load(key);

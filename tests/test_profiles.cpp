@@ -24,6 +24,8 @@
 #include "gpu.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
+#include "run_command.hpp"
+#include "temp_files.hpp"
 #include "tuning/profile.hpp"
 #include "tuning/registry.hpp"
 
@@ -37,22 +39,13 @@ namespace {
 const DeviceInfo h100 = DeviceInfo::h100_sxm();
 const DeviceInfo h200 = DeviceInfo::h200();
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-}
+using pjtest::read_file;
+using pjtest::write_file;
 
 const std::string kExamplePath = std::string(PAGEDJIT_TEST_DATA) + "/profile-example.json";
 
 const std::string& example_text() {
-  static const std::string t = slurp(kExamplePath);
+  static const std::string t = read_file(kExamplePath);
   return t;
 }
 
@@ -60,18 +53,9 @@ json example_json() {
   return json::parse(example_text());
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "pagedjit-profiles-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+// A fresh directory under the system temp directory, removed afterwards.
+struct TempDir : pjtest::TempDir {
+  TempDir() : pjtest::TempDir("pagedjit-profiles") {}
 };
 
 // The error message of parsing `text`, "" when it parses. Anything but
@@ -131,21 +115,10 @@ Profile profile(const std::string& origin, const std::string& name, const std::s
 }
 
 #ifdef PAGEDJIT_TUNE_TOOL
-struct RunResult {
-  int status = -1;
-  std::string out;
-};
+using pjtest::RunResult;
 // Runs pagedjit-tune through the shell, stdout and stderr together.
 RunResult run_tool(const std::string& args) {
-  RunResult r;
-  const std::string cmd = fmt::format("'{}' {} 2>&1", PAGEDJIT_TUNE_TOOL, args);
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return pjtest::run_command(fmt::format("'{}' {} 2>&1", PAGEDJIT_TUNE_TOOL, args));
 }
 #endif
 
@@ -165,7 +138,7 @@ class StderrCapture {
     ::dup2(saved_, 2);
     ::close(saved_);
     saved_ = -1;
-    return slurp(path_);
+    return read_file(path_);
   }
   ~StderrCapture() {
     if (saved_ >= 0) finish();
@@ -676,7 +649,7 @@ TEST_SUITE("cpu") {
       CAPTURE(s.name);
       Profile p;
       REQUIRE_NOTHROW(p = parse_profile(s.text, s.name));
-      CHECK(s.text == slurp(std::string(PAGEDJIT_CONFIGS_DIR) + "/" + s.name.substr(8)));  // rebuilt since edited
+      CHECK(s.text == read_file(std::string(PAGEDJIT_CONFIGS_DIR) + "/" + s.name.substr(8)));  // rebuilt since edited
       for (const DeviceInfo& d : {h100, h200})
         if (p.device.name == d.name)
           for (std::size_t i = 0; i < p.entries.size(); ++i) {
@@ -720,7 +693,7 @@ TEST_SUITE("cpu") {
       store.add(pjtune::Json{{"key", "b"}, {"ok", false}, {"error", "compile_error: boom"}});
       REQUIRE(store.find("a"));
       CHECK(store.find("a")->time_ms == 0.5);
-      CHECK(slurp(path).size() > 0);  // on disk already, before the store goes away
+      CHECK(read_file(path).size() > 0);  // on disk already, before the store goes away
     }
     {
       std::ofstream f(path, std::ios::app);

@@ -8,6 +8,7 @@
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/testing.hpp"
+#include "small_problem.hpp"
 
 using namespace pagedjit;
 
@@ -15,11 +16,7 @@ namespace {
 
 testing::HostProblem& base() {
   static testing::HostProblem p([] {
-    testing::ProblemConfig c;
-    c.num_heads = 8;
-    c.num_kv_heads = 2;
-    c.head_dim = 64;
-    c.context_lens = {5, 17};
+    testing::ProblemConfig c = pjtest::small_problem_config();
     c.with_lse = true;
     return c;
   }());
