@@ -1,6 +1,7 @@
 // pagedjit-bench's CPU parts: the --case parser and the cases file (with the
 // errors that point at a bad field), the peers conversion and the SVG chart.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <string>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "../tools/bench/cases.hpp"
 #include "../tools/bench/peers.hpp"
 #include "../tools/bench/svg_chart.hpp"
+#include "run_command.hpp"
 
 using namespace pjbench;
 using pagedjit::CacheLayout;
@@ -337,4 +339,26 @@ TEST_SUITE("cpu") {
       CHECK_MESSAGE(svg.find(text) != std::string::npos, text);
     CHECK(svg.find("Test GPU & co") == std::string::npos);  // escaped
   }
+
+#ifdef PAGEDJIT_BENCH_TOOL
+  TEST_CASE("pagedjit-bench: --cases repeats, each file's cases in order; a name twice is refused") {
+    const std::string both = fmt::format("'{}' --list --cases '{}/cases.json' --cases '{}/cases-issue8.json' 2>&1",
+                                         PAGEDJIT_BENCH_TOOL, PAGEDJIT_BENCH_DIR, PAGEDJIT_BENCH_DIR);
+    const pjtest::RunResult r = pjtest::run_command(both);
+    CAPTURE(r.out);
+    CHECK(r.status == 0);
+    const auto first = r.out.find("l8b_b64_c4k "), fp8 = r.out.find("l8b_b64_c4k_fp8 "),
+               q4 = r.out.find("l8b_b1_c128k_q4 ");
+    CHECK(first != std::string::npos);
+    CHECK(fp8 != std::string::npos);
+    CHECK(q4 != std::string::npos);
+    CHECK(first < fp8);
+    const pjtest::RunResult twice =
+        pjtest::run_command(fmt::format("'{}' --list --cases '{}/cases.json' --cases '{}/cases.json' 2>&1",
+                                        PAGEDJIT_BENCH_TOOL, PAGEDJIT_BENCH_DIR, PAGEDJIT_BENCH_DIR));
+    CAPTURE(twice.out);
+    CHECK(twice.status == 2);
+    CHECK(twice.out.find("two cases are named \"l8b_b64_c4k\"") != std::string::npos);
+  }
+#endif
 }

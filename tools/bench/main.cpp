@@ -42,8 +42,9 @@ CPU reference on two sequences. Prints one row per case, then the small-call
 section (host cost, tiny-call GPU time, run-time compilation).
 
 cases:
-  --cases FILE        cases file (default: bench/cases.json in the current
-                      directory, else in the source tree, else ../shared/bench/)
+  --cases FILE        cases file (repeatable: the files' cases in order; default:
+                      bench/cases.json in the current directory, else in the
+                      source tree, else ../shared/bench/)
   --case SPEC         a case on the command line (repeatable), e.g.
                         name=x,batch=8,q_heads=40,kv_heads=8,head_dim=128,page_size=16,ctx=65536,dtype=fp16
                       fields: name batch q_heads kv_heads head_dim page_size(16)
@@ -103,7 +104,8 @@ exit status: 0 all cases ran and passed the check; 1 a case failed or no GPU;
 )";
 
 struct Options {
-  std::string cases_file, only, json, svg, peers, svg_from_json;
+  std::vector<std::string> cases_files;
+  std::string only, json, svg, peers, svg_from_json;
   std::vector<std::string> case_specs;
   RunSettings settings;
   bool small = true, list = false, help = false;
@@ -137,7 +139,7 @@ Options parse_options(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       o.help = true;
     } else if (a == "--cases") {
-      o.cases_file = value();
+      o.cases_files.push_back(value());
     } else if (a == "--case") {
       o.case_specs.push_back(value());
     } else if (a == "--only") {
@@ -198,10 +200,12 @@ std::string default_cases_file() {
 
 std::vector<BenchCase> select(const Options& o) {
   std::vector<BenchCase> cases;
-  if (!o.cases_file.empty() || o.case_specs.empty()) {
-    const std::string file = o.cases_file.empty() ? default_cases_file() : o.cases_file;
+  std::vector<std::string> files = o.cases_files;
+  if (files.empty() && o.case_specs.empty()) files.push_back(default_cases_file());
+  for (const std::string& file : files) {
     try {
-      cases = load_cases_file(file);
+      const std::vector<BenchCase> more = load_cases_file(file);
+      cases.insert(cases.end(), more.begin(), more.end());
     } catch (const CaseError& e) {
       fmt::print(stderr, "pagedjit-bench: {}\n", e.what());
       std::exit(2);
