@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Launch-configuration sweep on the GPU machine: which tile shape, pipeline
-# depth and partitioning each public shape likes. Usage: perf_sweep.sh [bench args]
+# Launch-configuration sweep on the GPU machine (v0.8): tile shapes and
+# pipeline depths on the shapes that bound the public cases, for bf16 (tiles
+# staged through registers up to 128 dims; cp.async for d256) and an e4m3
+# cache (cp.async), plus the tiny call's partitions. Forced configurations
+# bypass the tuned profiles. Usage: perf_sweep.sh [bench args, e.g. --json F]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-B=build/tools/pagedjit-bench
-l8b="batch=64,q_heads=32,kv_heads=8,head_dim=128,page_size=16,ctx=4096"
-d256="batch=32,q_heads=16,kv_heads=8,head_dim=256,page_size=16,ctx=4096"
-mqa="batch=128,q_heads=8,kv_heads=1,head_dim=128,page_size=16,ctx=4096"
-var="batch=64,q_heads=32,kv_heads=8,head_dim=128,page_size=16,ctx=var:8192"
+B=${PAGEDJIT_BENCH:-build/tools/pagedjit-bench}
+g="q_heads=32,kv_heads=8,head_dim=128,page_size=16"
+declare -A shapes=(
+  [l8b]="batch=64,$g,ctx=4096" [b4]="batch=4,$g,ctx=32768" [var]="batch=64,$g,ctx=var:8192"
+  [mha]="batch=32,q_heads=32,kv_heads=32,head_dim=128,page_size=16,ctx=2048"
+  [mqa]="batch=128,q_heads=8,kv_heads=1,head_dim=128,page_size=16,ctx=4096"
+  [d256]="batch=32,q_heads=16,kv_heads=8,head_dim=256,page_size=16,ctx=4096")
 args=()
-b1="batch=1,q_heads=32,kv_heads=8,head_dim=128,page_size=16,ctx=131072"
-b1="batch=1,q_heads=32,kv_heads=8,head_dim=128,page_size=16,ctx=131072"
-b4="batch=4,q_heads=32,kv_heads=8,head_dim=128,page_size=16,ctx=32768"
-mha="batch=32,q_heads=32,kv_heads=32,head_dim=128,page_size=16,ctx=2048"
-mha="batch=32,q_heads=32,kv_heads=32,head_dim=128,page_size=16,ctx=2048"
-tiny="batch=1,q_heads=32,kv_heads=8,head_dim=128,page_size=16,ctx=1024"
-for c in "name=l8b,$l8b" "name=l8b_nhd,$l8b,layout=blocks_tokens" "name=l8b_hb,$l8b,layout=heads_blocks" \
-         "name=mha,$mha" "name=mha_nhd,$mha,layout=blocks_tokens" \
-         "name=var,$var" "name=var_c1k,$var,chunk=1024" "name=var_c1500,$var,chunk=1536" \
-         "name=tiny,$tiny" "name=tiny_s8,$tiny,splits=8" "name=tiny_s16,$tiny,splits=16" \
-         "name=tiny_t32s8,$tiny,splits=8,tile=32,warps=2,stages=2" "name=tiny_s1,$tiny,splits=1"; do
-  args+=(--case "$c")
+add() {  # name shape tile/warps/stages [extra fields]
+  local tile warps stages
+  IFS=/ read -r tile warps stages <<<"$3"
+  args+=(--case "name=$1_${tile}_${warps}_${stages},$2,tile=$tile,warps=$warps,stages=$stages${4:+,$4}")
+}
+for n in l8b mha b4 mqa var; do
+  for t in 32/2/2 32/2/3 64/4/2 64/4/3 16/1/2 128/8/2; do add "$n" "${shapes[$n]}" "$t"; done
 done
+for t in 32/2/2 32/2/3 64/4/2 64/4/3 64/2/2; do add d256 "${shapes[d256]}" "$t"; done
+for n in l8b b4 mqa; do
+  for t in 32/2/2 32/2/3 64/4/3 64/4/5 128/8/4; do add "${n}_e4m3" "${shapes[$n]},kv_dtype=e4m3" "$t"; done
+done
+tiny="batch=1,$g,ctx=1024"
+for s in 4 8 16; do args+=(--case "name=tiny_s$s,$tiny,splits=$s"); done
 exec "$B" --no-small --reps 100 "${args[@]}" "$@"
