@@ -5,7 +5,7 @@
 # cache (cp.async), plus the tiny call's partitions. Forced configurations
 # bypass the tuned profiles. Usage: perf_sweep.sh [bench args, e.g. --json F]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 B=${PAGEDJIT_BENCH:-build/tools/pagedjit-bench}
 g="q_heads=32,kv_heads=8,head_dim=128,page_size=16"
 declare -A shapes=(
