@@ -387,6 +387,21 @@ TEST_SUITE("cpu") {
       if (x == r.hi) REQUIRE(pjtune::ladder_range(x + 1).lo == x + 1);
     }
 
+    // Phase 2's partition lengths: the shorter fixed ones, then one partition
+    // per sequence (the longest context rounded up to any tile).
+    ProblemShape ps4k;
+    ps4k.max_context_len = 4096;
+    CHECK(pjtune::chunk_candidates(ps4k) == std::vector<int>{512, 1024, 1536, 2048, 4096});
+    ps4k.max_context_len = 1000;
+    CHECK(pjtune::chunk_candidates(ps4k) == std::vector<int>{512, 1024});
+    for (std::int64_t ctx : {1000, 4096, 131072}) {
+      ps4k.max_context_len = ctx;
+      const int whole = pjtune::chunk_candidates(ps4k).back();
+      CHECK(whole >= ctx);
+      CHECK(whole % 256 == 0);
+      CHECK((ctx + whole - 1) / whole == 1);
+    }
+
     const KernelConfig a{64, 4, 3, 0, 0}, b{32, 2, 3, 0, 0}, c{16, 1, 2, 0, 0}, d{128, 8, 2, 0, 0};
     Profile p = profile("p.json", h100.name, h100.arch(), false,
                         {entry(4, {49, 96}, {3073, 6144}, a), entry(4, {1, 1}, {98305, 196608}, b),
