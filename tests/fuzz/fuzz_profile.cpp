@@ -23,25 +23,6 @@ void check(bool ok, const std::string& what) {
 
 std::uint64_t g_runs = 0, g_parsed = 0, g_chosen = 0;
 
-// A call in the bucket, at its low or high corner.
-pagedjit::ProblemShape corner(const tuning::Bucket& b, bool high) {
-  const auto pick = [&](const tuning::Range& r) { return high ? r.hi : r.lo; };
-  pagedjit::ProblemShape s;
-  s.dtype = s.out_dtype = b.dtype;
-  s.kv_dtype = b.kv_dtype;
-  s.head_dim = b.head_dim;
-  s.page_size = b.page_size;
-  s.layout = b.layout;
-  s.num_kv_heads = 1;
-  s.num_heads = int(pick(b.group));
-  s.q_len = int(pick(b.q_len));
-  s.num_seqs = int(pick(b.batch));
-  s.max_context_len = pick(b.context);
-  s.max_blocks = int((s.max_context_len + b.page_size - 1) / b.page_size);
-  s.num_blocks = s.max_blocks;
-  return s;
-}
-
 }  // namespace
 
 std::string profile_stats() {
@@ -78,7 +59,7 @@ void profile_one(const std::uint8_t* data, std::size_t size) {
   const std::vector<tuning::Profile> profiles{p};
   for (std::size_t i = 0; i < p.entries.size() && i < 64; ++i)
     for (bool high : {false, true}) {
-      const pagedjit::ProblemShape s = corner(p.entries[i].bucket, high);
+      const pagedjit::ProblemShape s = p.entries[i].bucket.corner(high);
       const int k = tuning::nearest_entry(p, s);
       // Entries do not overlap, so a call inside entry i's bucket finds entry i.
       check(k == int(i), "a call inside a bucket does not find its entry");

@@ -201,23 +201,6 @@ std::optional<DeviceInfo> limits_for(const tuning::Profile& p) {
   return std::nullopt;
 }
 
-ProblemShape shape_of_bucket(const tuning::Bucket& b) {
-  ProblemShape s;
-  s.dtype = s.out_dtype = b.dtype;
-  s.kv_dtype = b.kv_dtype;
-  s.head_dim = b.head_dim;
-  s.page_size = b.page_size;
-  s.layout = b.layout;
-  s.num_kv_heads = 1;
-  s.num_heads = int(b.group.lo);
-  s.q_len = int(b.q_len.lo);
-  s.num_seqs = int(b.batch.lo);
-  s.max_context_len = b.context.lo;
-  s.max_blocks = int((b.context.lo + b.page_size - 1) / b.page_size);
-  s.num_blocks = s.max_blocks;
-  return s;
-}
-
 int run_check(const Options& o) {
   int bad = 0;
   for (const std::string& file : o.check_files) {
@@ -226,7 +209,7 @@ int run_check(const Options& o) {
       std::string limits = "device limits not checked (no preset for this GPU)";
       if (const std::optional<DeviceInfo> d = limits_for(p)) {
         for (std::size_t i = 0; i < p.entries.size(); ++i) {
-          const std::string err = tuning::config_error(p.entries[i].config, shape_of_bucket(p.entries[i].bucket), *d);
+          const std::string err = tuning::config_error(p.entries[i].config, p.entries[i].bucket.corner(false), *d);
           if (!err.empty())
             throw std::runtime_error(fmt::format("'{}#/entries/{}/config': {} cannot run on {}: {}", file, i,
                                                  tuning::describe_config(p.entries[i].config), d->name, err));

@@ -287,6 +287,24 @@ double Range::log_distance(std::int64_t x) const {
   return std::fabs(std::log2(v) - std::log2(edge));
 }
 
+ProblemShape Bucket::corner(bool high) const {
+  const auto pick = [&](const Range& r) { return high ? r.hi : r.lo; };
+  ProblemShape s;
+  s.dtype = s.out_dtype = dtype;
+  s.kv_dtype = kv_dtype;
+  s.head_dim = head_dim;
+  s.page_size = page_size;
+  s.layout = layout;
+  s.num_kv_heads = 1;
+  s.num_heads = int(pick(group));
+  s.q_len = int(pick(q_len));
+  s.num_seqs = int(pick(batch));
+  s.max_context_len = pick(context);
+  s.max_blocks = int((s.max_context_len + page_size - 1) / page_size);
+  s.num_blocks = s.max_blocks;
+  return s;
+}
+
 bool Bucket::exact_match(const ProblemShape& s) const {
   return dtype == s.dtype && kv_dtype == s.kv_dtype && head_dim == s.head_dim && page_size == s.page_size &&
          layout == s.layout;

@@ -41,6 +41,10 @@ struct Bucket {
   Range group, q_len, batch, context;
 
   bool exact_match(const ProblemShape& s) const;
+  // A call in the bucket at its low or high corner (one KV head, a cache
+  // exactly as large as the longest context needs): what a profile's entry
+  // must be able to run.
+  ProblemShape corner(bool high) const;
   std::string describe() const;  // "bf16/bf16 d128 p16 blocks_heads g4 q1 b49-96 ctx3073-6144"
   bool operator==(const Bucket& o) const;
 };
