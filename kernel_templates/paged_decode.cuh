@@ -85,6 +85,10 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   auto head_of = [&](int grow) { return grow / p.q_len; };
   auto tok_of = [&](int grow) { return grow % p.q_len; };
 
+  // Every input may come from the previous kernel on the stream; this CTA is
+  // resident by now, so a programmatic launch has already hidden its start.
+  wait_prior_grids();
+  allow_dependent_grids();
   // Tokens past the table's capacity are ignored (the validation mode reports them).
   const int len = max(0, min(p.context_lens[seq], p.max_blocks << p.page_shift));
   // Query token i sees positions [lo_i, hi_i]: hi_i = len - q_len + i, and

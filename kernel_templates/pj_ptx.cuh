@@ -32,6 +32,22 @@ __device__ __forceinline__ void st_shared16(u32 dst, uint4 v) {
                : "memory");
 }
 
+// Programmatic dependent launch (sm_90+; no-ops when the launch did not ask
+// for it). wait: every earlier grid on the stream has finished and its writes
+// are visible, so nothing global may be touched before it. launch_dependents:
+// the next grid may start its CTAs (they wait in their own `wait`) once every
+// CTA of this one has said so; that hides its launch behind this grid's tail.
+__device__ __forceinline__ void wait_prior_grids() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependent_grids() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::);
 }

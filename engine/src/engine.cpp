@@ -96,6 +96,7 @@ struct Engine::Impl {
   std::map<jit::KernelSpec, LoadedKernel> kernels;
   std::unordered_map<CUstream, Workspace> workspaces;
   tuning::DeviceProfiles profiles;  // tuned configurations for this GPU (none: the heuristic)
+  bool programmatic = false;        // decode launches allow programmatic dependent launch
 
   Impl(int ordinal, EngineOptions opts) : drv(driver()), options(opts) {
     int count = 0;
@@ -112,6 +113,7 @@ struct Engine::Impl {
     check(drv.cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
     if (!cur) check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
     if (options.use_profiles) profiles = tuning::ProfileRegistry::global().for_device(info);
+    programmatic = options.programmatic_launch && info.cc_major >= 9;
   }
 
   attention::Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& o) const {
@@ -265,9 +267,16 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
   pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws.counters, ws.partials);
   void* decode_args[] = {&dp};
   const auto& g = plan.info.grid;
-  check(m.drv.cuLaunchKernel(decode, unsigned(g[0]), unsigned(g[1]), unsigned(g[2]), unsigned(plan.info.threads), 1, 1,
-                             unsigned(plan.info.smem_bytes), stream, decode_args, nullptr),
-        "cuLaunchKernel(paged_decode)");
+  CUlaunchConfig cfg{};
+  cfg.gridDimX = unsigned(g[0]), cfg.gridDimY = unsigned(g[1]), cfg.gridDimZ = unsigned(g[2]);
+  cfg.blockDimX = unsigned(plan.info.threads), cfg.blockDimY = 1, cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = unsigned(plan.info.smem_bytes);
+  cfg.hStream = stream;
+  CUlaunchAttribute pdl{};
+  pdl.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  pdl.value.programmaticStreamSerializationAllowed = 1;
+  if (m.programmatic) cfg.attrs = &pdl, cfg.numAttrs = 1;
+  check(m.drv.cuLaunchKernelEx(&cfg, decode, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
   return plan.info;
 }
 

@@ -67,6 +67,8 @@ launch configurations (configs/README.md):
   --no-profile        the built-in heuristic only (EngineOptions::use_profiles
                       = false); default: tuned profiles ($PAGEDJIT_PROFILE_PATH,
                       then the shipped profile of this GPU or its architecture)
+  --no-pdl            plain launches (EngineOptions::programmatic_launch = false);
+                      default: programmatic dependent launch on sm_90+
   --compare-heuristic time every case twice, with the profiles and with the
                       heuristic only (two engines), and print per case the
                       ratio heuristic ms / profile ms and their geomean
@@ -109,7 +111,7 @@ struct Options {
   std::vector<std::string> case_specs;
   RunSettings settings;
   bool small = true, list = false, help = false;
-  bool no_profile = false, compare_heuristic = false;
+  bool no_profile = false, compare_heuristic = false, no_pdl = false;
   int device = 0;
 };
 
@@ -166,6 +168,8 @@ Options parse_options(int argc, char** argv) {
       o.device = int_arg(a, value(), 0);
     } else if (a == "--no-profile") {
       o.no_profile = true;
+    } else if (a == "--no-pdl") {
+      o.no_pdl = true;
     } else if (a == "--compare-heuristic") {
       o.compare_heuristic = true;
     } else if (a == "--json") {
@@ -320,12 +324,14 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
   }
   pagedjit::EngineOptions engine_options;
   engine_options.use_profiles = !o.no_profile;
+  engine_options.programmatic_launch = !o.no_pdl;
   pagedjit::Engine engine(o.device, engine_options);
   // --compare-heuristic: a second engine that never uses a profile.
   std::unique_ptr<pagedjit::Engine> heuristic;
   if (o.compare_heuristic) {
     pagedjit::EngineOptions h;
     h.use_profiles = false;
+    h.programmatic_launch = !o.no_pdl;
     heuristic = std::make_unique<pagedjit::Engine>(o.device, h);
   }
   PrimaryContext context(o.device);
@@ -354,6 +360,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"memory_budget", o.settings.memory_budget},
                          {"stream", "legacy default stream"},
                          {"profiles", o.no_profile ? "off (--no-profile)" : "on"},
+                         {"programmatic_launch", !o.no_pdl},
                          {"compare_heuristic", o.compare_heuristic}};
 
   int status = 0;

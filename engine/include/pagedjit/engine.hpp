@@ -20,6 +20,11 @@ struct EngineOptions {
   // shipped profile of this GPU model, then one of its architecture, then the
   // built-in heuristic. false: the heuristic only.
   bool use_profiles = true;
+  // sm_90+: launch the decode kernel with programmatic stream serialization,
+  // so its CTAs start during the previous kernel's tail and wait in the kernel
+  // (griddepcontrol.wait, before any memory access) for it to finish. Results
+  // are the same either way; false: a plain launch.
+  bool programmatic_launch = true;
 };
 
 // Two attention results over disjoint parts of the same contexts (a shared

@@ -109,6 +109,7 @@ Loaded load() {
     PJ_RESOLVE(cuKernelSetAttribute);
     PJ_RESOLVE(cuFuncGetAttribute);
     PJ_RESOLVE(cuLaunchKernel);
+    PJ_RESOLVE(cuLaunchKernelEx);
     PJ_RESOLVE(cuMemAlloc);
     PJ_RESOLVE(cuMemFree);
     PJ_RESOLVE(cuMemAllocAsync);
