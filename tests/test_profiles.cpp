@@ -21,6 +21,7 @@
 
 #include "../tools/tune/results.hpp"
 #include "../tools/tune/search.hpp"
+#include "attention/planner.hpp"
 #include "gpu.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
@@ -574,6 +575,37 @@ TEST_SUITE("cpu") {
     CHECK(saw_too_big);
     CHECK(pruned > 0);
     CHECK(pruned < int(cands.size()));
+  }
+
+  TEST_CASE("profiles: an entry's partition length applies only inside its bucket; its tile applies to the nearest") {
+    // Tuned for batches of 49-96: 64/4/2 tiles cut into 1536-token partitions.
+    const KernelConfig tuned{64, 4, 2, 1536, 0};
+    const std::vector<Profile> ps = {
+        profile("configs/h100.json", h100.name, h100.arch(), false, {entry(4, {49, 96}, {6145, 12288}, tuned)})};
+    const ProblemShape inside = shape(64, 32, 8, 8192);
+    const ProblemShape batch4 = shape(4, 32, 8, 32768);  // nearest entry, but 16x fewer CTAs
+    const std::optional<Choice> a = lookup(ps, inside, h100), b = lookup(ps, batch4, h100);
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a->in_bucket);
+    CHECK(!b->in_bucket);
+    const LaunchInfo pa = attention::make_plan(inside, {}, h100, &*a).info;
+    CHECK(pa.chunk_tokens == 1536);
+    CHECK(pa.source == "profile");
+    const LaunchInfo pb = attention::make_plan(batch4, {}, h100, &*b).info;
+    CHECK(pb.tile_tokens == 64);  // the tile still comes from the profile
+    CHECK(pb.warps == 4);
+    CHECK(pb.stages == 2);
+    CHECK(pb.source == "profile");
+    // The split is the heuristic's for that tile (the same plan without the chunk).
+    KernelConfig tile_only = tuned;
+    tile_only.chunk_tokens = 0;
+    Choice c = *b;
+    c.config = tile_only;
+    const LaunchInfo ref = attention::make_plan(batch4, {}, h100, &c).info;
+    CHECK(pb.chunk_tokens == ref.chunk_tokens);
+    CHECK(pb.num_splits == ref.num_splits);
+    CHECK(pb.chunk_tokens != 1536);
   }
 
   TEST_CASE("profiles: PAGEDJIT_PROFILE_PATH files and directories; a malformed user file is skipped with a message") {

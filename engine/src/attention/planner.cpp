@@ -92,7 +92,8 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
       return make_plan(s, o, d, nullptr);
   }
   const KernelConfig forced = use_tuned ? tuned->config : o.kernel_config.value_or(KernelConfig{});
-  const bool tuned_chunk = use_tuned && forced.chunk_tokens > 0 && o.num_splits == 0 && !o.batch_invariant;
+  const bool tuned_chunk =
+      use_tuned && tuned->in_bucket && forced.chunk_tokens > 0 && o.num_splits == 0 && !o.batch_invariant;
   const int dv = forced.v_dims ? forced.v_dims : v_dims_of(s.head_dim);
   if (forced.tile_tokens) {
     cfg = {forced.tile_tokens, forced.warps, forced.stages};

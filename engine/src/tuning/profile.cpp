@@ -310,6 +310,11 @@ bool Bucket::exact_match(const ProblemShape& s) const {
          layout == s.layout;
 }
 
+bool Bucket::contains(const ProblemShape& s) const {
+  return exact_match(s) && group.contains(s.group()) && q_len.contains(s.q_len) && batch.contains(s.num_seqs) &&
+         context.contains(s.max_context_len);
+}
+
 bool Bucket::operator==(const Bucket& o) const {
   return same_exact_key(*this, o) && group == o.group && q_len == o.q_len && batch == o.batch && context == o.context;
 }
