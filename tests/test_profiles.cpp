@@ -577,7 +577,8 @@ TEST_SUITE("cpu") {
     CHECK(pruned < int(cands.size()));
   }
 
-  TEST_CASE("profiles: an entry's partition length applies only inside its bucket; its tile applies to the nearest") {
+  TEST_CASE(
+      "profiles: an entry's partition length applies only to its batch and context ranges; its tile to the nearest") {
     // Tuned for batches of 49-96: 64/4/2 tiles cut into 1536-token partitions.
     const KernelConfig tuned{64, 4, 2, 1536, 0};
     const std::vector<Profile> ps = {
@@ -606,6 +607,13 @@ TEST_SUITE("cpu") {
     CHECK(pb.chunk_tokens == ref.chunk_tokens);
     CHECK(pb.num_splits == ref.num_splits);
     CHECK(pb.chunk_tokens != 1536);
+    // Another q_len of the same batch and context: the chunk still applies.
+    ProblemShape q4 = inside;
+    q4.q_len = 4;
+    const std::optional<Choice> q = lookup(ps, q4, h100);
+    REQUIRE(q);
+    CHECK(q->in_bucket);
+    CHECK(attention::make_plan(q4, {}, h100, &*q).info.chunk_tokens == 1536);
   }
 
   TEST_CASE("profiles: PAGEDJIT_PROFILE_PATH files and directories; a malformed user file is skipped with a message") {

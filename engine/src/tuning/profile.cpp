@@ -310,9 +310,8 @@ bool Bucket::exact_match(const ProblemShape& s) const {
          layout == s.layout;
 }
 
-bool Bucket::contains(const ProblemShape& s) const {
-  return exact_match(s) && group.contains(s.group()) && q_len.contains(s.q_len) && batch.contains(s.num_seqs) &&
-         context.contains(s.max_context_len);
+bool Bucket::sizes_contain(const ProblemShape& s) const {
+  return batch.contains(s.num_seqs) && context.contains(s.max_context_len);
 }
 
 bool Bucket::operator==(const Bucket& o) const {

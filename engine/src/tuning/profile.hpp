@@ -41,8 +41,9 @@ struct Bucket {
   Range group, q_len, batch, context;
 
   bool exact_match(const ProblemShape& s) const;
-  // exact_match, and the call inside all four ranges (not just nearest).
-  bool contains(const ProblemShape& s) const;
+  // The call's batch and context lie inside the ranges (not just nearest):
+  // then it has about as many CTAs and tokens per CTA as the tuned problem.
+  bool sizes_contain(const ProblemShape& s) const;
   // A call in the bucket at its low or high corner (one KV head, a cache
   // exactly as large as the longest context needs): what a profile's entry
   // must be able to run.

@@ -73,7 +73,7 @@ std::optional<Choice> lookup_ordered(const std::vector<std::pair<const Profile*,
     c.entry = i;
     c.time_ms = e.time_ms;
     c.frac_read = e.frac_read;
-    c.in_bucket = e.bucket.contains(shape);
+    c.in_bucket = e.bucket.sizes_contain(shape);
     if (which) *which = int(k);
     return c;
   }
