@@ -32,6 +32,30 @@ __device__ __forceinline__ void write_output(const DecodeParams& p, int seq, int
   if (with_lse && p.lse) p.lse[i64(seq) * p.lse_stride_seq + i64(tok) * p.lse_stride_tok + head] = lse2 * kLn2;
 }
 
+// Log-sum-exp merge of the `n` partial results of a row's four output dims
+// (each normalized, with its log2-domain sum-exp), in partition order, so the
+// result does not depend on which partition finished last or where the
+// partials live (global memory or the cluster's shared memory).
+template <class Lse, class O>
+__device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, float& lse2) {
+  float mx = neg_inf();
+  for (int sp = 0; sp < n; ++sp) mx = fmaxf(mx, lse_of(sp));
+  float sum = 0.f;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (mx != neg_inf()) {
+    for (int sp = 0; sp < n; ++sp) {
+      const float w = fast_exp2(lse_of(sp) - mx);
+      const float4 o = o_of(sp);
+      sum += w;
+      acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
+    }
+  }
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
+  lse2 = sum > 0.f ? mx + log2f(sum) : neg_inf();
+  return acc;
+}
+
 template <class A, class B>
 struct same_type {
   static constexpr bool value = false;
@@ -89,8 +113,35 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // resident by now, so a programmatic launch has already hidden its start.
   wait_prior_grids();
   allow_dependent_grids();
+  typedef TileLoader<KV, HEAD_DIM, DV, TILE, NT> Loader;
+  // RS: tiles after the first STAGES - 1 go global -> registers -> shared:
+  // loaded an iteration ahead, stored once the stage is free. Their page ids
+  // are then needed one iteration earlier: one more ring slot. H100, 32-token
+  // tiles of 2 warps: l8b 0.925 -> 0.956 of read, mha 0.920 -> 0.963 (L2 sees
+  // one request per sector instead of ~1.5). Not for fp8 (0.877 -> 0.863;
+  // H200 with 64-token tiles 0.1588 -> 0.1695 ms: the registers cost CTAs)
+  // nor above 128 dims (the staging registers spill there).
+  constexpr bool RS = RegisterStaged<KV, HEAD_DIM, DV, TILE, WARPS, MMA>::value;
+  constexpr int kFirst = STAGES + (RS ? 1 : 0);  // tiles whose page ids the prologue looks up
+  const int capacity = p.max_blocks << p.page_shift;
+  const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
+  auto per_of = [&](int span) {  // partition length
+    return p.chunk_tokens > 0 ? p.chunk_tokens : ((span + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
+  };
+  // The length and the first tiles' page ids are looked up together (one
+  // dependent memory trip fewer before the first copy): the lookups assume
+  // the partition starts where it would for a sequence of max_context_len
+  // tokens (always right for fixed partitions without a window) and are
+  // redone below when it does not.
+  const int guess = p.window > 0 ? -1 : split * per_of(p.likely_len);
+  const int len_in = p.context_lens[seq];
+  Loader first[kFirst];
+  if (guess >= 0) {
+#pragma unroll
+    for (int t = 0; t < kFirst; ++t) first[t].load_ids(p, bt_row, guess + t * TILE, capacity);
+  }
   // Tokens past the table's capacity are ignored (the validation mode reports them).
-  const int len = max(0, min(p.context_lens[seq], p.max_blocks << p.page_shift));
+  const int len = max(0, min(len_in, capacity));
   // Query token i sees positions [lo_i, hi_i]: hi_i = len - q_len + i, and
   // with a window W, lo_i = hi_i + 1 - W. The CTA reads the union.
   const int last_common = len - p.q_len + 1;  // positions below it are seen by every token (window aside)
@@ -100,29 +151,28 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // directly. Otherwise each writes an fp32 partial and the last to finish
   // merges them (no second launch).
   const int span = len - start;
-  const int per =
-      p.chunk_tokens > 0 ? p.chunk_tokens : ((span + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
+  const int per = per_of(span);
   const int active = span <= 0 ? 0 : min(p.num_splits, (span + per - 1) / per);
-  if (split >= max(active, 1)) return;
+  // An empty partition has nothing to do, except in a cluster: it stays for
+  // the cluster's barriers (with no tiles: begin >= end below).
+  if (split >= max(active, 1) && !p.cluster) return;
   const int begin = start + split * per;
   const int end = split == active - 1 ? len : min(len, begin + per);
   const int ntiles = begin < end ? (end - begin + TILE - 1) / TILE : 0;
+#pragma unroll
+  for (int t = 0; t < kFirst; ++t) {
+    if (begin == guess)
+      first[t].clip(begin + t * TILE, end);
+    else if (t < ntiles)
+      first[t].load_ids(p, bt_row, begin + t * TILE, end);
+  }
   // fp8: dequantization folds into the logit scale and the output.
   const float qk_scale = p.k_scale ? p.scale * p.k_scale[kvh * p.k_scale_stride] : p.scale;
   const float out_scale = p.v_scale ? p.v_scale[kvh * p.v_scale_stride] : 1.f;
 
   const KS* k_head = static_cast<const KS*>(p.k) + i64(kvh) * p.k_stride_head;
   const KS* v_head = static_cast<const KS*>(p.v) + i64(kvh) * p.v_stride_head + dv0;
-  const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
 
-  typedef TileLoader<KV, HEAD_DIM, DV, TILE, NT> Loader;
-  // RS: tiles after the first STAGES - 1 go global -> registers -> shared:
-  // loaded an iteration ahead, stored once the stage is free. Their page ids
-  // are then needed one iteration earlier: one more ring slot. H100, 32-token
-  // tiles of 2 warps: l8b 0.925 -> 0.956 of read, mha 0.920 -> 0.963 (L2 sees
-  // one request per sector instead of ~1.5). Not for fp8 (0.877 -> 0.863) nor
-  // above 128 dims (the staging registers spill there).
-  constexpr bool RS = RegisterStaged<KV, HEAD_DIM, DV, TILE, WARPS, MMA>::value;
   constexpr int RING = STAGES + 1 + (RS ? 1 : 0);
   Loader loader;
   typename Loader::Regs regs;
@@ -137,14 +187,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
                   L.row_pitch, L.v_pitch);
   };
 
-  // Prologue, latency first: the block-table lookups of the first tiles and
-  // the query rows are all in flight together (the query by cp.async, in the
-  // first copy group), so a CTA waits for two dependent memory trips (table,
-  // then pages) rather than four.
-  Loader first[STAGES + (RS ? 1 : 0)];
-#pragma unroll
-  for (int t = 0; t < STAGES + (RS ? 1 : 0); ++t)
-    if (t < ntiles) first[t].load_ids(p, bt_row, begin + t * TILE, end);
+  // Prologue, latency first: the query rows go in flight (by cp.async, in the
+  // first copy group) while the page ids above arrive, so a CTA waits for two
+  // dependent memory trips (table, then pages) rather than four.
   const S* q_seq = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq;
   auto q_row = [&](int r) {  // padding rows repeat the last real one
     const int grow = grow0 + min(r, nrows - 1);
@@ -174,7 +219,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // Bit t % RING: this thread stored a masked id for tile t.
   unsigned masked_bits = 0;
 #pragma unroll
-  for (int t = 0; t < STAGES + (RS ? 1 : 0); ++t)
+  for (int t = 0; t < kFirst; ++t)
     if (t < ntiles) masked_bits |= unsigned(first[t].store_ids(ids(t))) << (t % RING);
   __syncthreads();  // page ids visible
 #pragma unroll
@@ -219,7 +264,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       if (tn < ntiles) issue(tn);
       cp_async_commit();
     }
-    const int t_ids = t + STAGES + (RS ? 1 : 0);  // the tile whose page ids are looked up now
+    const int t_ids = t + kFirst;  // the tile whose page ids are looked up now
     const bool more = t_ids < ntiles;
     if (more) loader.load_ids(p, bt_row, begin + t_ids * TILE, end);
 
@@ -259,7 +304,10 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   }
   __syncthreads();
 
-  const bool split_mode = active > 1;
+  const bool split_mode = active > 1 && !p.cluster;
+  // This CTA's result for its cluster, after the warps' merge buffers.
+  float* c_o = o_buf + WARPS * kTileRows * DV;
+  float* c_lse = c_o + kTileRows * DV;
   const i64 part0 = (i64(seq) * p.num_heads * p.q_len + grow0) * p.num_splits;  // partials of row 0, split 0
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
@@ -282,13 +330,34 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     const float inv = l > 0.f ? out_scale / l : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse2 = l > 0.f ? mx + log2f(l) : neg_inf();  // log2 domain
-    if (split_mode) {
+    if (p.cluster) {
+      *reinterpret_cast<float4*>(c_o + row * DV + dl) = acc;
+      if (dl == 0) c_lse[row] = lse2;
+    } else if (split_mode) {
       const i64 part = part0 + i64(row) * p.num_splits + split;
       *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
       if (dl == 0) p.part_lse[part * p.dv_chunks + dv_chunk] = lse2;
     } else {
       write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0, lse2);
     }
+  }
+  if (p.cluster) {
+    // Cluster rank = split (cluster dims 1 x 1 x num_splits). Each CTA merges
+    // a slice of the rows' 4-dim groups from every partition's shared memory.
+    cluster_sync();
+    const u32 o_local = smem_addr(c_o), lse_local = smem_addr(c_lse);
+    for (int idx = split * NT + tid; idx < nrows * (dv_len / 4); idx += NT * p.num_splits) {
+      const int row = idx / (dv_len / 4);
+      const int dl = (idx % (dv_len / 4)) * 4;
+      float lse2;
+      const float4 acc = merge_partials(
+          active, [&](int sp) { return ld_cluster_f32(cluster_addr(lse_local + u32(row * 4), u32(sp))); },
+          [&](int sp) { return ld_cluster_f32x4(cluster_addr(o_local + u32((row * DV + dl) * 4), u32(sp))); }, lse2);
+      write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), dv0 + dl, acc, dv_chunk == 0 && dl == 0,
+                        lse2);
+    }
+    cluster_sync();  // no CTA leaves while another reads its shared memory
+    return;
   }
   if (!split_mode) return;
 
@@ -310,22 +379,11 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     const int dl = (idx % (dv_len / 4)) * 4;
     const int d = dv0 + dl;
     const i64 base = part0 + i64(row) * p.num_splits;
-    float mx = neg_inf();
-    for (int sp = 0; sp < active; ++sp) mx = fmaxf(mx, __ldcg(p.part_lse + (base + sp) * p.dv_chunks + dv_chunk));
-    float sum = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (mx != neg_inf()) {
-      for (int sp = 0; sp < active; ++sp) {
-        const float w = fast_exp2(__ldcg(p.part_lse + (base + sp) * p.dv_chunks + dv_chunk) - mx);
-        const float4 o = __ldcg(reinterpret_cast<const float4*>(p.part_o + (base + sp) * HEAD_DIM + d));
-        sum += w;
-        acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
-      }
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
-    write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0,
-                      sum > 0.f ? mx + log2f(sum) : neg_inf());
+    float lse2;
+    const float4 acc = merge_partials(
+        active, [&](int sp) { return __ldcg(p.part_lse + (base + sp) * p.dv_chunks + dv_chunk); },
+        [&](int sp) { return __ldcg(reinterpret_cast<const float4*>(p.part_o + (base + sp) * HEAD_DIM + d)); }, lse2);
+    write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0, lse2);
   }
 }
 

@@ -53,6 +53,9 @@ struct DecodeParams {
   int page_shift;        // log2(page_size)
   int num_splits;        // partitions per sequence (grid.z)
   int chunk_tokens;      // > 0: fixed partition length; 0: len split evenly
+  int likely_len;        // max_context_len: the length the first page lookups assume (see paged_decode)
+  int cluster;           // 1: the num_splits CTAs of a (sequence, head chunk) are one cluster and merge
+                         // through distributed shared memory (no partials, counters or workspace)
   int window;            // > 0: attend only the last `window` tokens
   float scale;           // logits = scale * q.k
   float soft_cap;        // > 0: logits = cap * tanh(logits / cap)
@@ -85,7 +88,7 @@ struct DecodeSmem {
   int stage_bytes;  // one pipeline stage: K and V tiles
   int ids_bytes;    // ring of up to STAGES + 2 page-id slots, one int per token (-1: masked)
   int ptile_bytes;  // per-warp fp32 probability tile (SIMT path only)
-  int merge_bytes;  // cross-warp merge buffers (aliases the stages)
+  int merge_bytes;  // cross-warp merge buffers, then this CTA's result for its cluster (aliases the stages)
   int total;
 };
 
@@ -105,7 +108,7 @@ constexpr DecodeSmem decode_smem(int head_dim, int dv, int q_elem, int kv_elem, 
   s.stage_bytes = tile_tokens * (s.row_pitch + s.v_pitch);
   s.ids_bytes = (stages + 2) * tile_tokens * 4;
   s.ptile_bytes = simt ? warps * kTileRows * 16 * 4 : 0;
-  s.merge_bytes = warps * kTileRows * (dv + 2) * 4;
+  s.merge_bytes = warps * kTileRows * (dv + 2) * 4 + kTileRows * (dv + 1) * 4;
   const int pipeline = stages * s.stage_bytes;
   s.total = s.q_bytes + s.ptile_bytes + s.ids_bytes + (pipeline > s.merge_bytes ? pipeline : s.merge_bytes);
   return s;

@@ -48,6 +48,40 @@ __device__ __forceinline__ void allow_dependent_grids() {
 #endif
 }
 
+// Thread-block clusters (sm_90+; the engine launches clusters only there).
+// cluster_sync: every thread of every CTA of the cluster has arrived, and
+// their shared-memory writes are visible to the cluster (release / acquire).
+__device__ __forceinline__ void cluster_sync() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+// The address of `smem` (a shared::cta address) in CTA `rank`'s shared memory.
+__device__ __forceinline__ u32 cluster_addr(u32 smem, u32 rank) {
+  u32 r = 0;
+#if __CUDA_ARCH__ >= 900
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem), "r"(rank));
+#endif
+  return r;
+}
+__device__ __forceinline__ float ld_cluster_f32(u32 addr) {
+  float v = 0.f;
+#if __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+#endif
+  return v;
+}
+__device__ __forceinline__ float4 ld_cluster_f32x4(u32 addr) {
+  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+#if __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(addr)
+               : "memory");
+#endif
+  return v;
+}
+
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::);
 }

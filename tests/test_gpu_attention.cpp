@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -404,6 +405,88 @@ TEST_SUITE("gpu") {
     d.cuStreamDestroy(s2);
   }
 
+  TEST_CASE("gpu: cluster merge, global merge, with and without PDL: the same bits, and right" *
+            pjtest::skip_without_gpu()) {
+    const DriverApi& d = driver();
+    EngineOptions plain;
+    plain.cluster_merge = false;
+    plain.programmatic_launch = false;
+    Engine reference_engine(0, plain);
+    Engine& engine = pjtest::engine();  // defaults: clusters and PDL where the GPU has them
+    struct Variant {
+      int head_dim, group, q_len, splits;
+      std::vector<int> lens;  // ragged: some partitions are empty (0 tokens, or shorter than the rest)
+      std::optional<std::int64_t> window;
+    };
+    const std::vector<Variant> variants = {
+        {128, 4, 1, 8, {1024, 0, 3, 700, 129}, {}},  // the tiny call's shape, plus short ones
+        {128, 8, 1, 2, {4096, 1500}, {}},
+        {64, 1, 1, 3, {333, 2000, 1}, {}},
+        {128, 4, 3, 5, {900, 17}, {}},
+        {512, 2, 1, 4, {800, 64}, {}},  // two output-dim chunks per head
+        {128, 4, 1, 6, {2000, 300}, 700},
+    };
+    for (const Variant& v : variants) {
+      testing::ProblemConfig cfg;
+      cfg.num_kv_heads = 1;  // grids of at most half the SMs: clusters apply
+      cfg.num_heads = v.group;
+      cfg.head_dim = v.head_dim;
+      cfg.q_len = v.q_len;
+      cfg.context_lens = v.lens;
+      cfg.with_lse = true;
+      cfg.seed = std::uint64_t(v.splits * 1000 + v.head_dim);
+      testing::DeviceProblem prob(cfg);
+      PagedAttentionOptions o;
+      o.num_splits = v.splits;
+      o.return_lse = true;
+      o.sliding_window = v.window;
+      INFO(cfg.describe(), " splits=", v.splits);
+      const LaunchInfo info = engine.plan(prob.args(), o);
+      if (engine.device().cc_major >= 9) {
+        CHECK(info.cluster == v.splits);
+        CHECK(info.workspace_bytes == 0);
+      }
+      CHECK(reference_engine.plan(prob.args(), o).cluster == 1);
+      std::vector<float> out[2], lse[2];
+      for (int i = 0; i < 2; ++i) {
+        prob.poison_outputs();
+        (i ? reference_engine : engine).paged_attention(prob.args(), o, nullptr);
+        check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+        out[i] = prob.output();
+        lse[i] = prob.lse();
+      }
+      CHECK(std::memcmp(out[0].data(), out[1].data(), out[0].size() * 4) == 0);
+      CHECK(std::memcmp(lse[0].data(), lse[1].data(), lse[0].size() * 4) == 0);
+      // Captured in a graph (a cluster launch with PDL as a graph node), replayed twice.
+      CUstream s;
+      check(d.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+      engine.paged_attention(prob.args(), o, s);  // any workspace is allocated before the capture
+      check(d.cuStreamSynchronize(s), "cuStreamSynchronize");
+      CUgraph graph;
+      CUgraphExec exec;
+      check(d.cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture");
+      engine.paged_attention(prob.args(), o, s);
+      check(d.cuStreamEndCapture(s, &graph), "cuStreamEndCapture");
+      check(d.cuGraphInstantiate(&exec, graph, 0), "cuGraphInstantiate");
+      for (int r = 0; r < 2; ++r) {
+        prob.poison_outputs();
+        check(d.cuGraphLaunch(exec, s), "cuGraphLaunch");
+        check(d.cuStreamSynchronize(s), "cuStreamSynchronize");
+        CHECK(std::memcmp(out[0].data(), prob.output().data(), out[0].size() * 4) == 0);
+      }
+      d.cuGraphExecDestroy(exec);
+      d.cuGraphDestroy(graph);
+      d.cuStreamDestroy(s);
+      prob.poison_outputs();
+      reference_engine.paged_attention(prob.args(), o, nullptr);
+      check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+      const testing::ErrorStats e = prob.check(o);
+      CHECK(e.nonfinite == 0);
+      CHECK(e.rel_l2 < tolerance(cfg.dtype));
+      CHECK(e.lse_ok);
+    }
+  }
+
   TEST_CASE("gpu: a captured CUDA graph replays correctly as lengths, tables and caches change" *
             pjtest::skip_without_gpu()) {
     const DriverApi& d = driver();
@@ -506,7 +589,7 @@ TEST_SUITE("gpu") {
     c.num_kv_heads = 8;
     testing::DeviceProblem prob(c);
     PagedAttentionOptions o;
-    o.num_splits = 4;
+    o.num_splits = 16;       // more than a cluster merges: partials in a workspace
     Engine fresh_engine(0);  // no workspace on any stream yet
     CUstream s;
     check(d.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");

@@ -47,6 +47,31 @@ TEST_SUITE("cpu") {
     CHECK(f32.stages == 3);
   }
 
+  TEST_CASE("planner: 2 to 8 partitions of a small grid merge in a cluster on sm_90+, with no workspace") {
+    PagedAttentionOptions o;
+    for (int splits : {2, 5, 8, 9}) {
+      CAPTURE(splits);
+      o.num_splits = splits;
+      const attention::Plan with = attention::make_plan(test_shape(1, 32, 8, 8192), o, h100);
+      const attention::Plan without = attention::make_plan(test_shape(1, 32, 8, 8192), o, h100, nullptr, false);
+      CHECK(with.info.cluster == (splits <= attention::kMaxClusterSplits ? splits : 1));
+      CHECK((with.info.workspace_bytes == 0) == (splits <= attention::kMaxClusterSplits));
+      CHECK(without.info.cluster == 1);
+      CHECK(without.info.workspace_bytes > 0);
+      CHECK(with.decode == without.decode);  // the same kernel: clusters are a launch-time choice
+      DeviceInfo ampere = h100;
+      ampere.cc_major = 8;
+      CHECK(attention::make_plan(test_shape(1, 32, 8, 8192), o, ampere).info.cluster == 1);
+    }
+    o.num_splits = 1;
+    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100).cluster == 1);
+    // More CTAs than half the SMs: the global merge (clusters would wait for GPC slots).
+    o.num_splits = 8;
+    const LaunchInfo big = plan_problem(test_shape(2, 32, 8, 8192), o, h100);  // 128 CTAs on 132 SMs
+    CHECK(big.cluster == 1);
+    CHECK(big.workspace_bytes > 0);
+  }
+
   TEST_CASE("planner: batch-invariant partitions do not depend on the batch") {
     PagedAttentionOptions o;
     o.batch_invariant = true;

@@ -117,9 +117,9 @@ struct Engine::Impl {
   }
 
   attention::Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& o) const {
-    if (!tuning::profile_applies(o)) return attention::make_plan(shape, o, info);
+    if (!tuning::profile_applies(o)) return attention::make_plan(shape, o, info, nullptr, options.cluster_merge);
     const std::optional<tuning::Choice> choice = profiles.choose(shape);
-    return attention::make_plan(shape, o, info, choice ? &*choice : nullptr);
+    return attention::make_plan(shape, o, info, choice ? &*choice : nullptr, options.cluster_merge);
   }
 
   ~Impl() {
@@ -272,10 +272,18 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
   cfg.blockDimX = unsigned(plan.info.threads), cfg.blockDimY = 1, cfg.blockDimZ = 1;
   cfg.sharedMemBytes = unsigned(plan.info.smem_bytes);
   cfg.hStream = stream;
-  CUlaunchAttribute pdl{};
-  pdl.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-  pdl.value.programmaticStreamSerializationAllowed = 1;
-  if (m.programmatic) cfg.attrs = &pdl, cfg.numAttrs = 1;
+  CUlaunchAttribute attrs[2] = {};
+  unsigned n = 0;
+  if (m.programmatic) {
+    attrs[n].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attrs[n++].value.programmaticStreamSerializationAllowed = 1;
+  }
+  if (plan.info.cluster > 1) {
+    attrs[n].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attrs[n].value.clusterDim.x = 1, attrs[n].value.clusterDim.y = 1;
+    attrs[n++].value.clusterDim.z = unsigned(plan.info.cluster);
+  }
+  cfg.attrs = attrs, cfg.numAttrs = n;
   check(m.drv.cuLaunchKernelEx(&cfg, decode, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
   return plan.info;
 }

@@ -69,6 +69,9 @@ launch configurations (configs/README.md):
                       then the shipped profile of this GPU or its architecture)
   --no-pdl            plain launches (EngineOptions::programmatic_launch = false);
                       default: programmatic dependent launch on sm_90+
+  --no-cluster        split calls merge through global memory
+                      (EngineOptions::cluster_merge = false); default: 2-8
+                      partitions merge in a thread-block cluster on sm_90+
   --compare-heuristic time every case twice, with the profiles and with the
                       heuristic only (two engines), and print per case the
                       ratio heuristic ms / profile ms and their geomean
@@ -111,7 +114,7 @@ struct Options {
   std::vector<std::string> case_specs;
   RunSettings settings;
   bool small = true, list = false, help = false;
-  bool no_profile = false, compare_heuristic = false, no_pdl = false;
+  bool no_profile = false, compare_heuristic = false, no_pdl = false, no_cluster = false;
   int device = 0;
 };
 
@@ -170,6 +173,8 @@ Options parse_options(int argc, char** argv) {
       o.no_profile = true;
     } else if (a == "--no-pdl") {
       o.no_pdl = true;
+    } else if (a == "--no-cluster") {
+      o.no_cluster = true;
     } else if (a == "--compare-heuristic") {
       o.compare_heuristic = true;
     } else if (a == "--json") {
@@ -325,6 +330,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
   pagedjit::EngineOptions engine_options;
   engine_options.use_profiles = !o.no_profile;
   engine_options.programmatic_launch = !o.no_pdl;
+  engine_options.cluster_merge = !o.no_cluster;
   pagedjit::Engine engine(o.device, engine_options);
   // --compare-heuristic: a second engine that never uses a profile.
   std::unique_ptr<pagedjit::Engine> heuristic;
@@ -332,6 +338,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
     pagedjit::EngineOptions h;
     h.use_profiles = false;
     h.programmatic_launch = !o.no_pdl;
+    h.cluster_merge = !o.no_cluster;
     heuristic = std::make_unique<pagedjit::Engine>(o.device, h);
   }
   PrimaryContext context(o.device);
@@ -361,6 +368,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"stream", "legacy default stream"},
                          {"profiles", o.no_profile ? "off (--no-profile)" : "on"},
                          {"programmatic_launch", !o.no_pdl},
+                         {"cluster_merge", !o.no_cluster},
                          {"compare_heuristic", o.compare_heuristic}};
 
   int status = 0;

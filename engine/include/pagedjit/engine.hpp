@@ -25,6 +25,11 @@ struct EngineOptions {
   // (griddepcontrol.wait, before any memory access) for it to finish. Results
   // are the same either way; false: a plain launch.
   bool programmatic_launch = true;
+  // sm_90+: a call split into 2..8 partitions launches each sequence's
+  // partitions as one thread-block cluster, merged through distributed
+  // shared memory (no workspace). false: fp32 partials in the workspace,
+  // merged by the last partition to finish. Results are bitwise the same.
+  bool cluster_merge = true;
 };
 
 // Two attention results over disjoint parts of the same contexts (a shared

@@ -89,6 +89,7 @@ struct LaunchInfo {
   int heads_per_cta = 0, head_chunks = 0;  // query rows (heads x query tokens) per CTA; CTAs per KV head
   int v_dims = 0, dv_chunks = 1;           // output dims per CTA; CTAs per head chunk
   int grid[3] = {0, 0, 0};
+  int cluster = 1;  // > 1: the partitions of a sequence form a cluster of this many CTAs (grid z)
   int threads = 0;
   int smem_bytes = 0;
   std::int64_t workspace_bytes = 0;

@@ -67,8 +67,8 @@ int ctas_per_sm(const DeviceInfo& d, int smem, int threads, int regs) {
 
 }  // namespace
 
-Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d,
-               const tuning::Choice* tuned) {
+Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d, const tuning::Choice* tuned,
+               bool clusters) {
   Plan plan;
   LaunchInfo& info = plan.info;
   const bool simt = s.dtype == DType::f32;
@@ -89,7 +89,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
     const KernelConfig& t = tuned->config;
     const TileConfig tc{t.tile_tokens, t.warps, t.stages};
     if (t.tile_tokens <= 0 || smem_of(s, t.v_dims ? t.v_dims : v_dims_of(s.head_dim), tc, simt) > d.max_smem_per_block)
-      return make_plan(s, o, d, nullptr);
+      return make_plan(s, o, d, nullptr, clusters);
   }
   const KernelConfig forced = use_tuned ? tuned->config : o.kernel_config.value_or(KernelConfig{});
   const bool tuned_chunk =
@@ -197,7 +197,19 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   info.grid[1] = s.num_seqs;
   info.grid[2] = info.num_splits;
 
-  if (info.num_splits > 1) {
+  // Small split calls: a sequence's partitions as one cluster, merged through
+  // each other's shared memory instead of fp32 partials, a fence and a
+  // counter in global memory (the last to finish reading them back); no
+  // workspace. H100, 1 sequence of 1k tokens in 8 partitions: 9.44 -> 8.76 us.
+  // Only for grids of at most half the SMs: a cluster launches when all its
+  // CTAs fit in one GPC at once and holds its slots until the slowest one is
+  // done, which cost a 4-sequence, 32k-token batch (256 CTAs in clusters of
+  // 8) 0.188 -> 0.262 ms and a ragged 64-sequence one 0.324 -> 0.520 ms.
+  const std::int64_t ctas = std::int64_t(info.grid[0]) * info.grid[1] * info.grid[2];
+  if (clusters && d.cc_major >= 9 && info.num_splits >= 2 && info.num_splits <= kMaxClusterSplits &&
+      ctas <= d.sm_count / 2)
+    info.cluster = info.num_splits;
+  if (info.num_splits > 1 && info.cluster == 1) {
     if (double(s.num_seqs) * s.num_heads * s.q_len * info.num_splits * (s.head_dim + info.dv_chunks) * 4.0 > 0x1p60)
       throw NotSupported("options.num_splits", fmt::format("{} partitions of this problem need more than 2^60 bytes of "
                                                            "workspace",
@@ -220,9 +232,10 @@ LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& 
 }
 
 std::string LaunchInfo::describe() const {
-  return fmt::format("splits={} tile={} warps={} stages={} {} heads/cta={}x{} grid=[{},{},{}] smem={}B ws={}B src={}",
+  return fmt::format("splits={} tile={} warps={} stages={} {} heads/cta={}x{} grid=[{},{},{}]{} smem={}B ws={}B src={}",
                      num_splits, tile_tokens, warps, stages, compute, heads_per_cta, head_chunks, grid[0], grid[1],
-                     grid[2], smem_bytes, workspace_bytes, source);
+                     grid[2], cluster > 1 ? fmt::format(" cluster={}", cluster) : "", smem_bytes, workspace_bytes,
+                     source);
 }
 
 }  // namespace pagedjit

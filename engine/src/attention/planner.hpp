@@ -29,9 +29,14 @@ constexpr int kMinChunkTokens = 128;  // fp32 partials then cost <= ~3% of the K
 // lose about 2%. Also the batch-invariant partition length.
 constexpr int kFixedChunkTokens = 1536;
 
+// Most partitions merged in a cluster: the portable cluster size.
+constexpr int kMaxClusterSplits = 8;
+
 // `tuned`: a tuned profile's choice for this shape (tuning::DeviceProfiles),
-// used where the options leave the choice to the engine.
+// used where the options leave the choice to the engine. `clusters`: on
+// sm_90+, merge 2..kMaxClusterSplits partitions through distributed shared
+// memory (EngineOptions::cluster_merge).
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-               const tuning::Choice* tuned = nullptr);
+               const tuning::Choice* tuned = nullptr, bool clusters = true);
 
 }  // namespace pagedjit::attention
