@@ -53,7 +53,6 @@ struct DecodeParams {
   int page_shift;        // log2(page_size)
   int num_splits;        // partitions per sequence (grid.z)
   int chunk_tokens;      // > 0: fixed partition length; 0: len split evenly
-  int likely_len;        // max_context_len: the length the first page lookups assume (see paged_decode)
   int cluster;           // 1: the num_splits CTAs of a (sequence, head chunk) are one cluster and merge
                          // through distributed shared memory (no partials, counters or workspace)
   int window;            // > 0: attend only the last `window` tokens

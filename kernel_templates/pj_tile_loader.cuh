@@ -38,13 +38,6 @@ struct TileLoader {
       pending[j] = r < TILE ? page_of(p, bt_row, tile_begin + r, end) : -1;
     }
   }
-  // Masks the looked-up ids of tokens at or past `end` (lookups made before
-  // the sequence's length was known).
-  __device__ __forceinline__ void clip(int tile_begin, int end) {
-#pragma unroll
-    for (int j = 0; j < kIdsPerThread; ++j)
-      if (tile_begin + int(threadIdx.x) + j * NT >= end) pending[j] = -1;
-  }
   // Stores the ids; returns whether any of this thread's tokens is masked.
   __device__ __forceinline__ bool store_ids(int* ids) const {
     bool masked = false;
