@@ -40,8 +40,9 @@ TEST_SUITE("cpu") {
     ProblemShape fp8 = test_shape(64, 32, 8, 4096, 128, DType::bf16);
     fp8.kv_dtype = DType::e4m3;
     const LaunchInfo f8 = plan_problem(fp8, {}, h100);
-    CHECK(f8.tile_tokens == 64);
-    CHECK(f8.stages == 5);
+    CHECK(f8.tile_tokens == 32);  // cp.async, one stage deeper than the bf16 tiles
+    CHECK(f8.warps == 2);
+    CHECK(f8.stages == 3);
     const LaunchInfo f32 = plan_problem(test_shape(64, 32, 8, 4096, 128, DType::f32), {}, h100);
     CHECK(f32.compute == "simt");
     CHECK(f32.stages == 3);
@@ -70,6 +71,17 @@ TEST_SUITE("cpu") {
     const LaunchInfo big = plan_problem(test_shape(2, 32, 8, 8192), o, h100);  // 128 CTAs on 132 SMs
     CHECK(big.cluster == 1);
     CHECK(big.workspace_bytes > 0);
+  }
+
+  TEST_CASE("planner: between half a wave and 0.8 of one, long contexts still get fixed partitions") {
+    // e4m3, 32-token tiles: 6 CTAs an SM by shared memory, 5 by the register
+    // estimate, so 660 slots for 512 CTAs: an even cut would be one partition.
+    ProblemShape s = test_shape(64, 32, 8, 8192);
+    s.kv_dtype = DType::e4m3;
+    const LaunchInfo p = plan_problem(s, {}, h100);
+    REQUIRE(p.tile_tokens == 32);
+    CHECK(p.chunk_tokens == attention::kFixedChunkTokens);
+    CHECK(p.num_splits > 1);
   }
 
   TEST_CASE("planner: batch-invariant partitions do not depend on the batch") {
