@@ -403,6 +403,22 @@ TEST_SUITE("cpu") {
       CHECK((ctx + whole - 1) / whole == 1);
     }
 
+    // A stored timing names its plan: the same configuration (chunk 0, "the
+    // heuristic's split") on shapes the heuristic splits differently, and an
+    // explicit single partition, give different texts.
+    const KernelConfig tile{32, 2, 3, 0, 0};
+    ProblemShape big = shape(64, 32, 8, 8192), small = shape(1, 32, 8, 8192);
+    big.kv_dtype = small.kv_dtype = DType::e4m3;
+    const std::string big_plan = pjtune::plan_text(big, tile, h100), small_plan = pjtune::plan_text(small, tile, h100);
+    CHECK(big_plan.find("chunk=1536") != std::string::npos);
+    CHECK(small_plan.find("cluster=1") != std::string::npos);
+    CHECK(big_plan != small_plan);
+    KernelConfig whole = tile;
+    whole.chunk_tokens = 8192;
+    CHECK(pjtune::plan_text(big, whole, h100) == "splits=1 chunk=8192 cluster=1");
+    CHECK(pjtune::plan_text(big, std::nullopt, h100) == big_plan);  // the heuristic's tile is that one too
+    CHECK(pjtune::plan_text(big, KernelConfig{256, 8, 8, 0, 0}, h100) == "unplannable");  // 590 KB of shared memory
+
     const KernelConfig a{64, 4, 3, 0, 0}, b{32, 2, 3, 0, 0}, c{16, 1, 2, 0, 0}, d{128, 8, 2, 0, 0};
     Profile p = profile("p.json", h100.name, h100.arch(), false,
                         {entry(4, {49, 96}, {3073, 6144}, a), entry(4, {1, 1}, {98305, 196608}, b),

@@ -450,20 +450,9 @@ class Tuner {
         std::size_t(std::max<std::int64_t>(64ll << 20, (2 * l2 + (1 << 20) - 1) / (1 << 20) * (1 << 20))));
   }
 
-  // The key names the plan's partitions too: a configuration whose chunk is 0
-  // ("the heuristic's split") times differently once the heuristic changes,
-  // and such a stored timing must not be reused.
   std::string key(const Problem& p, const std::string& phase, const std::optional<KernelConfig>& c) const {
-    std::string split = "unplannable";
-    try {
-      pagedjit::PagedAttentionOptions o;
-      if (c) o.kernel_config = *c;
-      const pagedjit::LaunchInfo info = pagedjit::plan_problem(p.shape, o, dev_);
-      split = fmt::format("splits={} chunk={} cluster={}", info.num_splits, info.chunk_tokens, info.cluster);
-    } catch (const pagedjit::Error&) {
-    }
     return fmt::format("{}|{}|{}|{}|{}", prefix_, p.c.shape_text(), phase,
-                       c ? tuning::describe_config(*c) : std::string("heuristic"), split);
+                       c ? tuning::describe_config(*c) : std::string("heuristic"), pjtune::plan_text(p.shape, c, dev_));
   }
 
   // Compiles every phase-1 kernel not yet timed, in parallel. Failures are

@@ -129,6 +129,18 @@ std::vector<Candidate> tile_candidates(const ProblemShape& s, const pagedjit::De
   return out;
 }
 
+std::string plan_text(const ProblemShape& s, const std::optional<pagedjit::KernelConfig>& config,
+                      const pagedjit::DeviceInfo& device) {
+  try {
+    pagedjit::PagedAttentionOptions o;
+    if (config) o.kernel_config = *config;
+    const pagedjit::LaunchInfo info = pagedjit::plan_problem(s, o, device);
+    return fmt::format("splits={} chunk={} cluster={}", info.num_splits, info.chunk_tokens, info.cluster);
+  } catch (const pagedjit::Error&) {
+    return "unplannable";
+  }
+}
+
 std::vector<int> chunk_candidates(const ProblemShape& s) {
   std::vector<int> out;
   for (int chunk : {512, 1024, 1536, 2048, 4096, 8192, 16384})

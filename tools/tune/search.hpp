@@ -6,6 +6,7 @@
 // checked (phase 3).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,13 @@ std::vector<Candidate> tile_candidates(const pagedjit::ProblemShape& s, const pa
 // most 512 partitions.
 std::vector<int> chunk_candidates(const pagedjit::ProblemShape& s);
 constexpr int kFinalists = 3;  // tile configs kept for phase 2, and configs re-timed in phase 3
+
+// The partitions a configuration (none: the heuristic's own) gets for `s` on
+// `device`: "splits=N chunk=C cluster=K", or "unplannable". Part of a stored
+// timing's key: chunk 0 means "the heuristic's split", which changes with the
+// heuristic, and a timing of another plan must not be reused.
+std::string plan_text(const pagedjit::ProblemShape& s, const std::optional<pagedjit::KernelConfig>& config,
+                      const pagedjit::DeviceInfo& device);
 
 // Lowercase letters and digits of a device name, the rest as '-':
 // "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3".
