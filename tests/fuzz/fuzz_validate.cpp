@@ -301,7 +301,12 @@ void validate_one(const std::uint8_t* data, std::size_t size) {
         "head chunks cover the group");
   check(plan.v_dims >= 16 && std::int64_t(plan.v_dims) * plan.dv_chunks >= shape.head_dim, "v_dims cover head_dim");
   check(plan.workspace_bytes >= 0, "workspace_bytes >= 0");
-  check(plan.num_splits == 1 || shape.num_seqs == 0 || plan.workspace_bytes > 0, "split plans need a workspace");
+  // Partitions merge through the workspace, or in a cluster (2..8 of them, one
+  // cluster per sequence) through distributed shared memory with none.
+  check(plan.cluster == 1 || (plan.cluster == plan.num_splits && plan.cluster <= 8 && plan.workspace_bytes == 0),
+        "a cluster holds a sequence's partitions and needs no workspace");
+  check(plan.num_splits == 1 || shape.num_seqs == 0 || plan.cluster > 1 || plan.workspace_bytes > 0,
+        "split plans merged in global memory need a workspace");
   check(!plan.decode_kernel.empty(), "a decode kernel");
   (void)plan.describe();
 }
