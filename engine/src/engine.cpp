@@ -6,12 +6,13 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
 #include "attention/launch.hpp"
 #include "attention/merge.hpp"
-#include "attention/planner.hpp"
+#include "attention/plan_cache.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
@@ -95,8 +96,9 @@ struct Engine::Impl {
   std::mutex mu;
   std::map<jit::KernelSpec, LoadedKernel> kernels;
   std::unordered_map<CUstream, Workspace> workspaces;
-  tuning::DeviceProfiles profiles;  // tuned configurations for this GPU (none: the heuristic)
-  bool programmatic = false;        // decode launches allow programmatic dependent launch
+  // Plans from the tuned profiles of this GPU (none: the heuristic), remembered per call shape.
+  std::optional<attention::PlanCache> plans;
+  bool programmatic = false;  // decode launches allow programmatic dependent launch
 
   Impl(int ordinal, EngineOptions opts) : drv(driver()), options(opts) {
     int count = 0;
@@ -112,14 +114,10 @@ struct Engine::Impl {
     CUcontext cur = nullptr;
     check(drv.cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
     if (!cur) check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
-    if (options.use_profiles) profiles = tuning::ProfileRegistry::global().for_device(info);
+    plans.emplace(info,
+                  options.use_profiles ? tuning::ProfileRegistry::global().for_device(info) : tuning::DeviceProfiles(),
+                  options.cluster_merge);
     programmatic = options.programmatic_launch && info.cc_major >= 9;
-  }
-
-  attention::Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& o) const {
-    if (!tuning::profile_applies(o)) return attention::make_plan(shape, o, info, nullptr, options.cluster_merge);
-    const std::optional<tuning::Choice> choice = profiles.choose(shape);
-    return attention::make_plan(shape, o, info, choice ? &*choice : nullptr, options.cluster_merge);
   }
 
   ~Impl() {
@@ -247,13 +245,14 @@ std::int64_t Engine::workspace_bytes(const PagedAttentionArgs& args, const Paged
 }
 
 LaunchInfo Engine::plan(const PagedAttentionArgs& args, const PagedAttentionOptions& options) const {
-  return impl_->make_plan(validate_call(args, options), options).info;
+  return impl_->plans->plan(validate_call(args, options), options)->info;
 }
 
 LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
                                    CUstream stream) {
   const ProblemShape shape = validate_call(args, options);
-  const attention::Plan plan = impl_->make_plan(shape, options);
+  const std::shared_ptr<const attention::Plan> planned = impl_->plans->plan(shape, options);
+  const attention::Plan& plan = *planned;
   if (shape.num_seqs == 0) return plan.info;
 
   Impl& m = *impl_;

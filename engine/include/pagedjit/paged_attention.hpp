@@ -46,6 +46,8 @@ struct KernelConfig {
 
 constexpr float kDefaultMaskValue = -2.381976426469702e38f;
 
+// (Engine: an option that changes the plan must join attention::PlanKey,
+// which decides when a call may reuse an earlier call's plan.)
 struct PagedAttentionOptions {
   std::optional<float> attn_scale;              // default 1/sqrt(head_dim)
   std::optional<std::int64_t> max_context_len;  // host hint sizing the split grid

@@ -50,7 +50,8 @@ std::vector<int> nvrtc_supported_archs() {
 }
 
 std::string clamp_arch(const std::string& arch) {
-  const auto archs = nvrtc_supported_archs();
+  // Asked once: planning calls this for every call it plans.
+  static const std::vector<int> archs = nvrtc_supported_archs();
   if (archs.empty()) return arch;
   const int want = arch_number(arch);
   if (std::find(archs.begin(), archs.end(), want) != archs.end()) return arch;
