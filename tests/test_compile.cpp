@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include "attention/planner.hpp"
@@ -15,6 +16,8 @@
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "shapes.hpp"
+#include "tuning/profile.hpp"
+#include "tuning/registry.hpp"
 
 using namespace pagedjit;
 
@@ -91,5 +94,62 @@ TEST_SUITE("cpu") {
     // The process stays usable: the same kernel from the embedded sources compiles.
     CHECK_FALSE(jit::compile_kernel(s, jit::SourceSet::embedded()).binary.empty());
     fs::remove_all(dir);
+  }
+}
+
+TEST_SUITE("cpu") {
+  TEST_CASE("compile: ptxas resource reports are read, and a log without one is an error") {
+    const jit::ResourceUsage u = jit::parse_resource_usage(
+        "ptxas info    : Function properties for k\n"
+        "ptxas         .     24 bytes stack frame, 16 bytes spill stores, 8 bytes spill loads\n"
+        "ptxas info    : Used 255 registers, used 1 barriers, 24 bytes cumulative stack size, 16 bytes smem\n",
+        "k");
+    CHECK(u.registers == 255);
+    CHECK(u.stack_bytes == 24);
+    CHECK(u.spill_store_bytes == 16);
+    CHECK(u.spill_load_bytes == 8);
+    CHECK(u.uses_local_memory());
+    const jit::ResourceUsage clean = jit::parse_resource_usage(
+        "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\nUsed 96 registers", "k");
+    CHECK(clean.registers == 96);
+    CHECK_FALSE(clean.uses_local_memory());
+    CHECK_THROWS_AS(jit::parse_resource_usage("ptxas info    : 66 bytes gmem", "k"), CompileError);
+  }
+
+  // Issue 6: no spills, no local memory, in every kernel a call can get from
+  // a shipped profile or from the heuristic on the fp16/bf16 paths.
+  TEST_CASE("compile: the kernels of the shipped profiles and of the heuristic keep everything in registers") {
+    std::set<jit::KernelSpec> specs;
+    for (const DeviceInfo& dev : {DeviceInfo::h100_sxm(), DeviceInfo::h200()}) {
+      for (const auto& shipped : tuning::shipped_profiles()) {
+        const tuning::Profile p = tuning::parse_profile(shipped.text, shipped.name);
+        if (p.device.arch != dev.arch()) continue;
+        for (const tuning::Entry& e : p.entries) {
+          PagedAttentionOptions o;
+          o.kernel_config = e.config;
+          specs.insert(attention::make_plan(e.bucket.corner(false), o, dev).decode);
+        }
+      }
+      for (DType dt : {DType::bf16, DType::f16})
+        for (DType kv : {dt, DType::e4m3, DType::e5m2})
+          for (int d : {64, 128, 256})
+            for (int seqs : {1, 64}) {
+              ProblemShape s = pjtest::test_shape(seqs, 32, 8, 4096, d, dt);
+              s.kv_dtype = kv;
+              specs.insert(attention::make_plan(s, {}, dev).decode);
+            }
+    }
+    MESSAGE(specs.size() << " distinct kernels");
+    CHECK(specs.size() >= 10);
+    for (const jit::KernelSpec& spec : specs) {
+      CAPTURE(spec.readable());
+      const jit::ResourceUsage u = jit::resource_usage(spec, jit::SourceSet::current());
+      CAPTURE(u.registers);
+      CHECK(u.registers > 0);
+      CHECK(u.registers <= 255);
+      CHECK(u.stack_bytes == 0);
+      CHECK(u.spill_store_bytes == 0);
+      CHECK(u.spill_load_bytes == 0);
+    }
   }
 }

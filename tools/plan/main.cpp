@@ -12,6 +12,8 @@
 
 #include "../bench/cases.hpp"
 #include "attention/plan_cache.hpp"
+#include "jit/nvrtc_compiler.hpp"
+#include "jit/source_set.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/version.hpp"
@@ -37,6 +39,9 @@ partitions, grid, profile entry), as Engine::plan would on that GPU.
   --only NAME[,NAME]
   --gpu h100|h200  the device preset (default h100)
   --no-profile   the built-in heuristic only (EngineOptions::use_profiles = false)
+  --resources    also compile each case's decode kernel (NVRTC) and print
+                 ptxas's report: registers a thread, local memory (stack
+                 frame, spill stores and loads; all should be 0)
   --time         also the host time of planning, per call, median of 9 rounds:
                    validate   validate_call (arguments to problem shape)
                    first      profile lookup + planning: a shape the engine
@@ -56,7 +61,7 @@ partitions, grid, profile entry), as Engine::plan would on that GPU.
 struct Options {
   std::vector<std::string> files, specs;
   std::string only, gpu = "h100";
-  bool profiles = true, time = false;
+  bool profiles = true, time = false, resources = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -86,6 +91,8 @@ Options parse(int argc, char** argv) {
       o.profiles = false;
     } else if (a == "--time") {
       o.time = true;
+    } else if (a == "--resources") {
+      o.resources = true;
     } else {
       usage_error(fmt::format("unknown option \"{}\"", a));
     }
@@ -189,6 +196,13 @@ int run(const Options& o) {
       if (!o.time) {
         fmt::print("{:<22} {}\n  {}\n", c.name, plan->info.describe(), plan->info.decode_kernel);
         if (!plan->info.profile.empty()) fmt::print("  profile: {}\n", plan->info.profile);
+        if (o.resources) {
+          const jit::ResourceUsage u = jit::resource_usage(plan->decode, jit::SourceSet::current());
+          fmt::print("  ptxas: {} registers, local memory: {} B stack, {} B spill stores, {} B spill loads{}\n",
+                     u.registers, u.stack_bytes, u.spill_store_bytes, u.spill_load_bytes,
+                     u.uses_local_memory() ? "  <- LOCAL MEMORY" : "");
+          if (u.uses_local_memory()) status = 1;
+        }
         continue;
       }
       volatile int sink = 0;  // keeps the timed calls from being optimized away

@@ -4,7 +4,9 @@
 #include <nvrtc.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -81,7 +83,11 @@ std::string log_excerpt(const std::string& log, const SourceSet& sources, int co
   return out;
 }
 
-CompiledKernel compile_kernel(const KernelSpec& spec, const SourceSet& sources) {
+namespace {
+
+// One NVRTC compilation of `spec` with its options plus `extra` (diagnostic
+// options that leave the machine code alone).
+CompiledKernel run_nvrtc(const KernelSpec& spec, const SourceSet& sources, const std::vector<std::string>& extra) {
   spec.check();
   const auto t0 = std::chrono::steady_clock::now();
   const std::string name = spec.name_expression();
@@ -100,7 +106,8 @@ CompiledKernel compile_kernel(const KernelSpec& spec, const SourceSet& sources) 
                                  header_text.data(), header_names.data()),
               "nvrtcCreateProgram", name);
   nvrtc_check(nvrtcAddNameExpression(prog.p, name.c_str()), "nvrtcAddNameExpression", name);
-  const std::vector<std::string> options = spec.compile_options();
+  std::vector<std::string> options = spec.compile_options();
+  options.insert(options.end(), extra.begin(), extra.end());
   std::vector<const char*> opts;
   for (const auto& o : options) opts.push_back(o.c_str());
   const nvrtcResult r = nvrtcCompileProgram(prog.p, int(opts.size()), opts.data());
@@ -128,6 +135,39 @@ CompiledKernel compile_kernel(const KernelSpec& spec, const SourceSet& sources) 
   }
   out.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return out;
+}
+
+// The number before `what` on the line that contains it, or -1.
+int number_before(const std::string& log, const std::string& what) {
+  const auto at = log.find(what);
+  if (at == std::string::npos) return -1;
+  std::size_t begin = at;
+  while (begin > 0 && log[begin - 1] == ' ') --begin;
+  std::size_t digits = begin;
+  while (digits > 0 && std::isdigit(static_cast<unsigned char>(log[digits - 1]))) --digits;
+  return digits == begin ? -1 : std::atoi(log.c_str() + digits);
+}
+
+}  // namespace
+
+CompiledKernel compile_kernel(const KernelSpec& spec, const SourceSet& sources) {
+  return run_nvrtc(spec, sources, {});
+}
+
+ResourceUsage parse_resource_usage(const std::string& log, const std::string& kernel) {
+  ResourceUsage u;
+  u.registers = number_before(log, " registers");
+  if (u.registers < 0)
+    throw CompileError(kernel, "ptxas reported no register count (a PTX target, or no --verbose)", {}, log);
+  u.stack_bytes = std::max(0, number_before(log, " bytes stack frame"));
+  u.spill_store_bytes = std::max(0, number_before(log, " bytes spill stores"));
+  u.spill_load_bytes = std::max(0, number_before(log, " bytes spill loads"));
+  return u;
+}
+
+ResourceUsage resource_usage(const KernelSpec& spec, const SourceSet& sources) {
+  const CompiledKernel k = run_nvrtc(spec, sources, {"--ptxas-options=--verbose"});
+  return parse_resource_usage(k.log, spec.name_expression());
 }
 
 }  // namespace pagedjit::jit

@@ -26,6 +26,21 @@ std::string clamp_arch(const std::string& arch);
 
 CompiledKernel compile_kernel(const KernelSpec& spec, const SourceSet& sources);
 
+// What ptxas reports for a kernel (machine code only; PTX targets have no report).
+struct ResourceUsage {
+  int registers = 0;                                                 // per thread
+  int stack_bytes = 0, spill_store_bytes = 0, spill_load_bytes = 0;  // local memory
+  bool uses_local_memory() const { return stack_bytes > 0 || spill_store_bytes > 0 || spill_load_bytes > 0; }
+};
+
+// Compiles `spec` once more with ptxas's verbose report (diagnostics: the
+// machine code is the same, and nothing is cached) and reads it.
+ResourceUsage resource_usage(const KernelSpec& spec, const SourceSet& sources);
+// Reads a ptxas verbose report ("Used 251 registers", "0 bytes stack frame,
+// 0 bytes spill stores, 0 bytes spill loads"). Throws CompileError when the
+// log has no register count.
+ResourceUsage parse_resource_usage(const std::string& log, const std::string& kernel);
+
 // The source lines an NVRTC log points at ("file(123): error ..."), with context.
 std::string log_excerpt(const std::string& log, const SourceSet& sources, int context = 2);
 
