@@ -109,6 +109,9 @@ std::string small_calls_text(const Json& sc) {
                      num(h, "engine_launches_per_call") == 1 ? "" : "es");
     o += fmt::format("  host cost, bare cuLaunchKernel (empty): {:7.2f} us/call   -> engine overhead {:+.2f} us\n",
                      num(h, "bare_launch_us"), num(h, "overhead_us"));
+    if (h.contains("engine_new_shape_us"))
+      o += fmt::format("  host cost, a shape not planned lately:  {:7.2f} us/call   -> engine overhead {:+.2f} us\n",
+                       num(h, "engine_new_shape_us"), num(h, "new_shape_overhead_us"));
   }
   if (sc.contains("events"))
     o += fmt::format("  GPU time, one by one (event pairs):     {:7.2f} us/call   (includes launch gaps)\n",
