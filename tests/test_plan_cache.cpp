@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "attention/plan_cache.hpp"
@@ -56,12 +57,13 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("plan cache: every input of planning is part of the key") {
-    attention::PlanCache cache = shipped_cache();
-    const ProblemShape base = test_shape(4, 32, 8, 4096);
+    // An fp8 cache, so that the query's dtype can change alone.
+    ProblemShape base = test_shape(4, 32, 8, 4096);
+    base.kv_dtype = DType::e4m3;
     const PagedAttentionOptions none;
-    const auto planned = cache.plan(base, none);
-    // One change at a time; each must miss and plan exactly what make() plans.
-    std::vector<std::pair<const char*, std::function<void(ProblemShape&, PagedAttentionOptions&)>>> changes = {
+    // One change at a time, each on a cache holding only the base key: it
+    // must miss, plan exactly what make() plans, and leave the base a hit.
+    const std::vector<std::pair<const char*, std::function<void(ProblemShape&, PagedAttentionOptions&)>>> changes = {
         {"num_seqs", [](ProblemShape& s, auto&) { s.num_seqs = 5; }},
         {"num_heads", [](ProblemShape& s, auto&) { s.num_heads = 16; }},
         {"num_kv_heads", [](ProblemShape& s, auto&) { s.num_kv_heads = 4; }},
@@ -69,8 +71,8 @@ TEST_SUITE("cpu") {
         {"page_size", [](ProblemShape& s, auto&) { s.page_size = 32; }},
         {"max_blocks", [](ProblemShape& s, auto&) { s.max_blocks += 1; }},
         {"num_blocks", [](ProblemShape& s, auto&) { s.num_blocks += 1; }},
-        {"dtype", [](ProblemShape& s, auto&) { s.dtype = s.kv_dtype = s.out_dtype = DType::f16; }},
-        {"kv_dtype", [](ProblemShape& s, auto&) { s.kv_dtype = DType::e4m3; }},
+        {"dtype", [](ProblemShape& s, auto&) { s.dtype = DType::f16; }},
+        {"kv_dtype", [](ProblemShape& s, auto&) { s.kv_dtype = DType::e5m2; }},
         {"out_dtype", [](ProblemShape& s, auto&) { s.out_dtype = DType::f32; }},
         {"layout", [](ProblemShape& s, auto&) { s.layout = CacheLayout::heads_blocks; }},
         {"max_context_len", [](ProblemShape& s, auto&) { s.max_context_len = 4000; }},
@@ -78,28 +80,41 @@ TEST_SUITE("cpu") {
         {"num_splits", [](auto&, PagedAttentionOptions& o) { o.num_splits = 3; }},
         {"batch_invariant", [](auto&, PagedAttentionOptions& o) { o.batch_invariant = true; }},
         {"pages_per_compute_block", [](auto&, PagedAttentionOptions& o) { o.pages_per_compute_block = 2; }},
+        {"pages_per_compute_block.value", [](auto&, PagedAttentionOptions& o) { o.pages_per_compute_block = 4; }},
         {"kernel_config",
          [](auto&, PagedAttentionOptions& o) {
            o.kernel_config = KernelConfig{64, 4, 2, 0, 0};
          }},
+        {"kernel_config.tile_tokens",
+         [](auto&, PagedAttentionOptions& o) {
+           o.kernel_config = KernelConfig{32, 2, 3, 0, 0};
+         }},
         {"kernel_config.chunk_tokens",
          [](auto&, PagedAttentionOptions& o) {
-           o.kernel_config = KernelConfig{64, 4, 2, 512, 0};
+           o.kernel_config = KernelConfig{32, 2, 2, 512, 0};
          }},
         {"kernel_config.v_dims",
          [](auto&, PagedAttentionOptions& o) {
-           o.kernel_config = KernelConfig{64, 4, 2, 0, 64};
+           o.kernel_config = KernelConfig{32, 2, 2, 0, 64};
          }},
     };
     for (const auto& [what, change] : changes) {
       CAPTURE(what);
+      attention::PlanCache cache = shipped_cache();
+      const auto planned = cache.plan(base, none);
       ProblemShape s = base;
       PagedAttentionOptions o = none;
+      // A sub-field changes from a neighbour that has the field set.
+      if (std::string(what).rfind("kernel_config.", 0) == 0) o.kernel_config = KernelConfig{32, 2, 2, 0, 0};
+      if (std::string(what) == "pages_per_compute_block.value") o.pages_per_compute_block = 2;
+      const auto before = cache.plan(s, o);
       change(s, o);
       const auto p = cache.plan(s, o);
       CHECK(p.get() != planned.get());
+      CHECK(p.get() != before.get());
       check_same(*p, cache.make(s, o));
       CHECK(cache.plan(s, o).get() == p.get());
+      CHECK(cache.plan(base, none).get() == planned.get());
     }
   }
 

@@ -112,6 +112,8 @@ std::string small_calls_text(const Json& sc) {
     if (h.contains("engine_new_shape_us"))
       o += fmt::format("  host cost, a shape not planned lately:  {:7.2f} us/call   -> engine overhead {:+.2f} us\n",
                        num(h, "engine_new_shape_us"), num(h, "new_shape_overhead_us"));
+    if (h.contains("new_shape_error"))
+      o += fmt::format("  host cost, new shapes: ERROR {}\n", str(h, "new_shape_error"));
   }
   if (sc.contains("events"))
     o += fmt::format("  GPU time, one by one (event pairs):     {:7.2f} us/call   (includes launch gaps)\n",

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -30,11 +31,20 @@ std::string error_text(const pagedjit::Error& e) {
   return fmt::format("{}: {}", pagedjit::error_code_name(e.code()), e.what());
 }
 
+// Calls of a shape the engine has not planned lately, as the first layer of
+// a decode step: the max_context_len hint cycles through more values than
+// the engine keeps plans for (16).
+constexpr int kNewShapes = 64;
+
 // Host cost: a warm engine call against a bare launch of an empty kernel,
-// both as batches of back-to-back calls on the host clock. `max_len`: the
-// longest context of `args`.
+// both as batches of back-to-back calls on the host clock; and calls that
+// plan anew. `roomy`: the problem of `args` with a block table of at least
+// kNewShapes spare pages (hints past the table's capacity are capped, so
+// without them every hint would be the same shape); `max_len`: its longest
+// context.
 Json host_cost(pagedjit::Engine& engine, const HelperKernels& kernels, const pagedjit::PagedAttentionArgs& args,
-               const pagedjit::PagedAttentionOptions& opts, std::int64_t max_len, CUstream stream) {
+               const pagedjit::PagedAttentionArgs& roomy, const pagedjit::PagedAttentionOptions& opts,
+               std::int64_t max_len, int page_size, CUstream stream) {
   const pagedjit::DriverApi& d = pagedjit::driver();
   constexpr int kBatches = 50, kPerBatch = 100;
   const auto sync = [&] { pagedjit::check(d.cuStreamSynchronize(stream), "cuStreamSynchronize"); };
@@ -43,36 +53,46 @@ Json host_cost(pagedjit::Engine& engine, const HelperKernels& kernels, const pag
                     "cuLaunchKernel(pj_bench_empty)");
   };
   const auto warm = [&] { engine.paged_attention(args, opts, stream); };
-  // Alternate the two so that drift of the machine hits both alike.
-  std::vector<double> bare_us, engine_us;
+  std::vector<pagedjit::PagedAttentionOptions> shapes(kNewShapes, opts);
+  std::set<std::int64_t> hints;
+  for (int i = 0; i < kNewShapes; ++i) {
+    shapes[std::size_t(i)].max_context_len = max_len + std::int64_t(page_size) * i;
+    hints.insert(pagedjit::validate_call(roomy, shapes[std::size_t(i)]).max_context_len);
+  }
+  const bool distinct = int(hints.size()) == kNewShapes;  // else no new-shape timing, and the JSON says why
+  // One pass first: it compiles and loads whatever kernels those plans name.
+  if (distinct)
+    for (const auto& o : shapes) engine.paged_attention(roomy, o, stream);
+  std::size_t next = 0;
+  const auto fresh = [&] { engine.paged_attention(roomy, shapes[next++ % kNewShapes], stream); };
+  // Alternate the three so that drift of the machine hits all alike.
+  std::vector<double> bare_us, engine_us, fresh_us;
   for (int round = 0; round < 3; ++round) {
     bare_us.push_back(host_cost_us(kBatches, kPerBatch, bare, sync).median);
     engine_us.push_back(host_cost_us(kBatches, kPerBatch, warm, sync).median);
+    if (distinct) fresh_us.push_back(host_cost_us(kBatches, kPerBatch, fresh, sync).median);
   }
   const double b = summarize(bare_us).median, e = summarize(engine_us).median;
-  // Calls of shapes the engine has not planned lately (the first layer of a
-  // decode step): the max_context_len hint cycles through 64 values, more
-  // than the engine keeps plans for (16), so every call plans anew. One pass
-  // first compiles and loads whatever kernels those plans name.
-  constexpr int kShapes = 64;
-  std::vector<pagedjit::PagedAttentionOptions> shapes(kShapes, opts);
-  for (int i = 0; i < kShapes; ++i) shapes[std::size_t(i)].max_context_len = max_len + 16 * i;
-  for (const auto& o : shapes) engine.paged_attention(args, o, stream);
-  std::size_t next = 0;
-  const auto fresh = [&] { engine.paged_attention(args, shapes[next++ % kShapes], stream); };
-  const double f = host_cost_us(kBatches, kPerBatch, fresh, sync).median;
   const int launches = 1;  // splits merge in the decode kernel
-  return Json{{"method", fmt::format("host steady clock, {} batches of {} back-to-back calls, stream synchronized "
-                                     "between batches; median of 3 alternating rounds",
-                                     kBatches, kPerBatch)},
-              {"engine_us", e},
-              {"bare_launch_us", b},
-              {"overhead_us", e - b},
-              {"engine_new_shape_us", f},
-              {"new_shape_overhead_us", f - b},
-              {"engine_launches_per_call", launches},
-              {"engine_rounds_us", engine_us},
-              {"bare_rounds_us", bare_us}};
+  Json out{{"method", fmt::format("host steady clock, {} batches of {} back-to-back calls, stream synchronized "
+                                  "between batches; median of 3 alternating rounds; new shapes: {} "
+                                  "max_context_len hints in turn",
+                                  kBatches, kPerBatch, kNewShapes)},
+           {"engine_us", e},
+           {"bare_launch_us", b},
+           {"overhead_us", e - b},
+           {"engine_launches_per_call", launches},
+           {"engine_rounds_us", engine_us},
+           {"bare_rounds_us", bare_us}};
+  if (distinct) {
+    const double f = summarize(fresh_us).median;
+    out["engine_new_shape_us"] = f;
+    out["new_shape_overhead_us"] = f - b;
+    out["new_shape_rounds_us"] = fresh_us;
+  } else {
+    out["new_shape_error"] = fmt::format("{} max_context_len hints made only {} shapes", kNewShapes, hints.size());
+  }
+  return out;
 }
 
 // GPU time of the tiny call as replays of a CUDA graph holding one call per
@@ -397,7 +417,11 @@ Json run_small_calls(pagedjit::Engine& engine, const HelperKernels& kernels, con
     out["launch"] = launch_info_json(info);
 
     const std::vector<int> lens = tiny.context_lens();
-    out["host"] = host_cost(engine, kernels, args[0], opts, *std::max_element(lens.begin(), lens.end()), stream);
+    const int max_len = *std::max_element(lens.begin(), lens.end());
+    pagedjit::testing::ProblemConfig roomy_config = tiny.problem(0);
+    roomy_config.max_blocks = (max_len + tiny.page_size - 1) / tiny.page_size + kNewShapes;
+    const pagedjit::testing::DeviceProblem roomy(roomy_config);
+    out["host"] = host_cost(engine, kernels, args[0], roomy.args(), opts, max_len, tiny.page_size, stream);
 
     const int n = int(args.size());
     const int reps = std::max(s.reps, 200);

@@ -45,7 +45,8 @@ partitions, grid, profile entry), as Engine::plan would on that GPU.
   --time         also the host time of planning, per call, median of 9 rounds:
                    validate   validate_call (arguments to problem shape)
                    first      profile lookup + planning: a shape the engine
-                              has not seen (the first layer of a decode step)
+                              has not seen (the first layer of a decode step;
+                              without storing the plan, a few tens of ns)
                    repeat     the engine's memory of recent plans: a shape it
                               has seen (the other layers of the step)
                  The engine adds the driver's launch to these (pagedjit-bench
@@ -97,6 +98,8 @@ Options parse(int argc, char** argv) {
       usage_error(fmt::format("unknown option \"{}\"", a));
     }
   }
+  if (o.time && o.resources)
+    usage_error("--time and --resources go in separate runs (compiling would skew the timing)");
   return o;
 }
 

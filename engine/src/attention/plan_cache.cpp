@@ -1,55 +1,62 @@
 #include "attention/plan_cache.hpp"
 
+#include <cstddef>
+#include <tuple>
 #include <utility>
 
 namespace pagedjit::attention {
 namespace {
 
-// A field added to ProblemShape must join the comparison and the hash below.
-static_assert(sizeof(ProblemShape) == 48, "ProblemShape changed: update PlanKey's comparison and hash");
-
-bool same_shape(const ProblemShape& a, const ProblemShape& b) {
-  return a.num_seqs == b.num_seqs && a.num_heads == b.num_heads && a.num_kv_heads == b.num_kv_heads &&
-         a.head_dim == b.head_dim && a.page_size == b.page_size && a.max_blocks == b.max_blocks &&
-         a.num_blocks == b.num_blocks && a.dtype == b.dtype && a.kv_dtype == b.kv_dtype && a.out_dtype == b.out_dtype &&
-         a.layout == b.layout && a.max_context_len == b.max_context_len && a.q_len == b.q_len;
+// The number of fields of an aggregate: the most initializers T{...} takes.
+struct AnyField {
+  template <class T>
+  operator T() const;  // never defined: only used unevaluated
+};
+template <class T, class... A>
+constexpr std::size_t field_count(long) {
+  return sizeof...(A);
+}
+template <class T, class... A>
+constexpr auto field_count(int) -> decltype(T{A{}..., AnyField{}}, std::size_t{}) {
+  return field_count<T, A..., AnyField>(0);
 }
 
-bool same_config(const std::optional<KernelConfig>& a, const std::optional<KernelConfig>& b) {
-  if (a.has_value() != b.has_value()) return false;
-  return !a || (a->tile_tokens == b->tile_tokens && a->warps == b->warps && a->stages == b->stages &&
-                a->chunk_tokens == b->chunk_tokens && a->v_dims == b->v_dims);
+// A field added to either struct must be read here: it may change the plan.
+static_assert(field_count<ProblemShape>(0) == 13, "ProblemShape changed: update shape_values");
+static_assert(field_count<PagedAttentionOptions>(0) == 12, "PagedAttentionOptions changed: update plan_key");
+static_assert(field_count<KernelConfig>(0) == 5, "KernelConfig changed: update config_values");
+
+// Every value of the key, for the comparison and the hash alike.
+auto shape_values(const ProblemShape& s) {
+  return std::make_tuple(s.num_seqs, s.num_heads, s.num_kv_heads, s.head_dim, s.page_size, s.max_blocks, s.num_blocks,
+                         s.dtype, s.kv_dtype, s.out_dtype, s.layout, s.max_context_len, s.q_len);
+}
+
+auto config_values(const std::optional<KernelConfig>& c) {
+  return c ? std::make_tuple(true, c->tile_tokens, c->warps, c->stages, c->chunk_tokens, c->v_dims)
+           : std::make_tuple(false, 0, 0, 0, 0, 0);
+}
+
+auto key_values(const PlanKey& k) {
+  return std::tuple_cat(shape_values(k.shape),
+                        std::make_tuple(k.num_splits, k.batch_invariant, k.pages_per_compute_block.has_value(),
+                                        k.pages_per_compute_block.value_or(0)),
+                        config_values(k.kernel_config));
 }
 
 // A cheap filter before the full comparison: one multiply per value (a
 // byte-wise hash cost as much as the rest of a remembered call).
-struct Hasher {
-  std::uint64_t h = 1469598103934665603ull;
-  void add(std::int64_t v) { h = (h ^ std::uint64_t(v)) * 0x9e3779b97f4a7c15ull + (h >> 29); }
-};
-
 std::uint64_t hash_of(const PlanKey& k) {
-  const ProblemShape& s = k.shape;
-  Hasher h;
-  for (std::int64_t v :
-       {std::int64_t(s.num_seqs), std::int64_t(s.num_heads), std::int64_t(s.num_kv_heads), std::int64_t(s.head_dim),
-        std::int64_t(s.page_size), std::int64_t(s.max_blocks), std::int64_t(s.num_blocks), std::int64_t(s.dtype),
-        std::int64_t(s.kv_dtype), std::int64_t(s.out_dtype), std::int64_t(s.layout), s.max_context_len,
-        std::int64_t(s.q_len), std::int64_t(k.num_splits), std::int64_t(k.batch_invariant),
-        std::int64_t(k.pages_per_compute_block.value_or(-1))})
-    h.add(v);
-  if (k.kernel_config) {
-    const KernelConfig& c = *k.kernel_config;
-    for (int v : {c.tile_tokens, c.warps, c.stages, c.chunk_tokens, c.v_dims}) h.add(v);
-  }
-  return h.h;
+  std::uint64_t h = 1469598103934665603ull;
+  std::apply([&h](auto... v) { ((h = (h ^ std::uint64_t(std::int64_t(v))) * 0x9e3779b97f4a7c15ull + (h >> 29)), ...); },
+             key_values(k));
+  return h;
 }
 
 }  // namespace
 
 bool PlanKey::operator==(const PlanKey& o) const {
-  return same_shape(shape, o.shape) && num_splits == o.num_splits && batch_invariant == o.batch_invariant &&
-         pages_per_compute_block == o.pages_per_compute_block && same_config(kernel_config, o.kernel_config);
+  return key_values(*this) == key_values(o);
 }
 
 PlanKey plan_key(const ProblemShape& shape, const PagedAttentionOptions& o) {
@@ -77,9 +84,11 @@ std::shared_ptr<const Plan> PlanCache::plan(const ProblemShape& shape, const Pag
       if (s.plan && s.hash == hash && s.key == key) return s.plan;
   }
   // Planned outside the lock (the profile lookup may log); two threads
-  // missing on one key both plan it, and both plans are the same.
+  // missing on one key may both plan it: the plans are equal.
   auto made = std::make_shared<const Plan>(make(shape, options));
   std::lock_guard<std::mutex> lock(mu_);
+  for (const Slot& s : slots_)  // another thread may have planned it meanwhile
+    if (s.plan && s.hash == hash && s.key == key) return s.plan;
   Slot& s = slots_[std::size_t(next_)];
   next_ = (next_ + 1) % kSlots;
   s.hash = hash;

@@ -137,15 +137,15 @@ CompiledKernel run_nvrtc(const KernelSpec& spec, const SourceSet& sources, const
   return out;
 }
 
-// The number before `what` on the line that contains it, or -1.
-int number_before(const std::string& log, const std::string& what) {
-  const auto at = log.find(what);
+// The number before `what` in `text`, or -1.
+int number_before(const std::string& text, const std::string& what) {
+  const auto at = text.find(what);
   if (at == std::string::npos) return -1;
   std::size_t begin = at;
-  while (begin > 0 && log[begin - 1] == ' ') --begin;
+  while (begin > 0 && text[begin - 1] == ' ') --begin;
   std::size_t digits = begin;
-  while (digits > 0 && std::isdigit(static_cast<unsigned char>(log[digits - 1]))) --digits;
-  return digits == begin ? -1 : std::atoi(log.c_str() + digits);
+  while (digits > 0 && std::isdigit(static_cast<unsigned char>(text[digits - 1]))) --digits;
+  return digits == begin ? -1 : std::atoi(text.c_str() + digits);
 }
 
 }  // namespace
@@ -154,20 +154,33 @@ CompiledKernel compile_kernel(const KernelSpec& spec, const SourceSet& sources) 
   return run_nvrtc(spec, sources, {});
 }
 
-ResourceUsage parse_resource_usage(const std::string& log, const std::string& kernel) {
+ResourceUsage parse_resource_usage(const std::string& log, const std::string& function) {
+  // ptxas reports functions in no fixed order: the block of `function` runs
+  // from its "Function properties for" line to its "Used N registers" line.
+  const std::string head = "Function properties for " + function;
+  std::size_t at = log.find(head);
+  while (at != std::string::npos && at + head.size() < log.size() && !std::isspace(log[at + head.size()]))
+    at = log.find(head, at + 1);  // a longer name that starts with this one
+  const std::size_t used = at == std::string::npos ? at : log.find("Used ", at);
+  const std::size_t end = used == std::string::npos ? used : log.find('\n', used);
+  if (used == std::string::npos)
+    throw CompileError(function, "ptxas reported no resource usage for it (a PTX target, or no --verbose)", {}, log);
+  const std::string block = log.substr(at, end == std::string::npos ? std::string::npos : end - at);
   ResourceUsage u;
-  u.registers = number_before(log, " registers");
-  if (u.registers < 0)
-    throw CompileError(kernel, "ptxas reported no register count (a PTX target, or no --verbose)", {}, log);
-  u.stack_bytes = std::max(0, number_before(log, " bytes stack frame"));
-  u.spill_store_bytes = std::max(0, number_before(log, " bytes spill stores"));
-  u.spill_load_bytes = std::max(0, number_before(log, " bytes spill loads"));
+  u.registers = number_before(block, " registers");
+  u.stack_bytes = number_before(block, " bytes stack frame");
+  u.spill_store_bytes = number_before(block, " bytes spill stores");
+  u.spill_load_bytes = number_before(block, " bytes spill loads");
+  if (u.registers < 0 || u.stack_bytes < 0 || u.spill_store_bytes < 0 || u.spill_load_bytes < 0)
+    throw CompileError(function, "ptxas's resource report is not in the expected form", {}, block);
+  // Callees' stacks (present only when not zero).
+  u.stack_bytes = std::max(u.stack_bytes, number_before(block, " bytes cumulative stack size"));
   return u;
 }
 
 ResourceUsage resource_usage(const KernelSpec& spec, const SourceSet& sources) {
   const CompiledKernel k = run_nvrtc(spec, sources, {"--ptxas-options=--verbose"});
-  return parse_resource_usage(k.log, spec.name_expression());
+  return parse_resource_usage(k.log, k.lowered_name);
 }
 
 }  // namespace pagedjit::jit

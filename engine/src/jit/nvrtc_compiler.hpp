@@ -29,17 +29,18 @@ CompiledKernel compile_kernel(const KernelSpec& spec, const SourceSet& sources);
 // What ptxas reports for a kernel (machine code only; PTX targets have no report).
 struct ResourceUsage {
   int registers = 0;                                                 // per thread
-  int stack_bytes = 0, spill_store_bytes = 0, spill_load_bytes = 0;  // local memory
+  int stack_bytes = 0, spill_store_bytes = 0, spill_load_bytes = 0;  // local memory (stack: with callees')
   bool uses_local_memory() const { return stack_bytes > 0 || spill_store_bytes > 0 || spill_load_bytes > 0; }
 };
 
 // Compiles `spec` once more with ptxas's verbose report (diagnostics: the
 // machine code is the same, and nothing is cached) and reads it.
 ResourceUsage resource_usage(const KernelSpec& spec, const SourceSet& sources);
-// Reads a ptxas verbose report ("Used 251 registers", "0 bytes stack frame,
-// 0 bytes spill stores, 0 bytes spill loads"). Throws CompileError when the
-// log has no register count.
-ResourceUsage parse_resource_usage(const std::string& log, const std::string& kernel);
+// Reads the ptxas verbose report of `function` (a lowered name) from an
+// NVRTC log: "Used 251 registers", "0 bytes stack frame, 0 bytes spill
+// stores, 0 bytes spill loads" and any cumulative stack size (callees').
+// Throws CompileError when the log has no complete report for it.
+ResourceUsage parse_resource_usage(const std::string& log, const std::string& function);
 
 // The source lines an NVRTC log points at ("file(123): error ..."), with context.
 std::string log_excerpt(const std::string& log, const SourceSet& sources, int context = 2);
