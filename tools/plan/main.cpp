@@ -4,13 +4,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "../bench/cases.hpp"
+#include "../bench/timing.hpp"
 #include "attention/plan_cache.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
@@ -165,21 +166,11 @@ CallViews views_of(const pjbench::BenchCase& c) {
   return v;
 }
 
-// Host nanoseconds per call of `f`: the median over rounds of the mean of a
-// batch of calls (the steady clock reads too coarsely for one call).
-template <class F>
-double ns_per_call(F&& f) {
-  using Clock = std::chrono::steady_clock;
-  constexpr int kRounds = 9, kCalls = 2000;
-  for (int i = 0; i < kCalls / 10; ++i) f();
-  std::vector<double> ns;
-  for (int r = 0; r < kRounds; ++r) {
-    const auto t0 = Clock::now();
-    for (int i = 0; i < kCalls; ++i) f();
-    ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / kCalls);
-  }
-  std::sort(ns.begin(), ns.end());
-  return ns[ns.size() / 2];
+// Host nanoseconds per call of `f`: the bench's host-clock batches (9 of
+// 2000 calls, median), after a warm-up batch; nothing to synchronize.
+double ns_per_call(const std::function<void()>& f) {
+  for (int i = 0; i < 200; ++i) f();
+  return pjbench::host_cost_us(9, 2000, f, [] {}).median * 1e3;
 }
 
 int run(const Options& o) {

@@ -42,7 +42,6 @@ class PlanCache {
   // Planned without looking at or filling the cache (what plan() does on a miss).
   Plan make(const ProblemShape& shape, const PagedAttentionOptions& options) const;
 
-  const DeviceInfo& device() const { return device_; }
   const tuning::DeviceProfiles& profiles() const { return profiles_; }
 
   // Distinct keys remembered at once: more than the shapes of one decode step
