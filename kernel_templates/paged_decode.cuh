@@ -6,9 +6,10 @@
 // per KV head. Tiles of TILE
 // tokens stream through a STAGES-deep cp.async pipeline; each of the WARPS
 // warps takes a TILE/WARPS-token slice of every tile and keeps its own online
-// softmax state, and the warps merge once at the end. With one partition the
-// CTA writes the final output; otherwise fp32 partials that the last
-// partition to finish reduces by log-sum-exp. Head dims above 256 are cut into DV-dim output
+// softmax state, and the warps merge once at the end. MERGE says how a
+// sequence's partitions combine (pj::Merge): one partition writes the final
+// output; otherwise fp32 partials that the last partition to finish reduces
+// by log-sum-exp, or a cluster's shared memory. Head dims above 256 are cut into DV-dim output
 // chunks (each CTA still reads whole keys), which bounds the accumulator.
 #pragma once
 #include "pj_params.cuh"
@@ -35,20 +36,38 @@ __device__ __forceinline__ void write_output(const DecodeParams& p, int seq, int
 // Log-sum-exp merge of the `n` partial results of a row's four output dims
 // (each normalized, with its log2-domain sum-exp), in partition order, so the
 // result does not depend on which partition finished last or where the
-// partials live (global memory or the cluster's shared memory).
+// partials live (global memory or the cluster's shared memory). One pass with
+// a running maximum, kBatch partials at a time: their loads are independent,
+// so the merge waits ceil(n / kBatch) memory trips instead of 2n/4 for a
+// max-then-sum over a loop unrolled by four (32 partitions: 4 trips, not 16).
 template <class Lse, class O>
 __device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, float& lse2) {
-  float mx = neg_inf();
-  for (int sp = 0; sp < n; ++sp) mx = fmaxf(mx, lse_of(sp));
-  float sum = 0.f;
+  constexpr int kBatch = 8;
+  float mx = neg_inf(), sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (mx != neg_inf()) {
-    for (int sp = 0; sp < n; ++sp) {
-      const float w = fast_exp2(lse_of(sp) - mx);
-      const float4 o = o_of(sp);
-      sum += w;
-      acc.x += w * o.x, acc.y += w * o.y, acc.z += w * o.z, acc.w += w * o.w;
+#pragma unroll 1
+  for (int s0 = 0; s0 < n; s0 += kBatch) {
+    float l[kBatch];
+    float4 o[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const bool in = s0 + j < n;
+      l[j] = in ? lse_of(s0 + j) : neg_inf();
+      o[j] = in ? o_of(s0 + j) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
+    float m2 = mx;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) m2 = fmaxf(m2, l[j]);
+    if (m2 == neg_inf()) continue;       // only empty partitions so far
+    const float r = fast_exp2(mx - m2);  // 0 while mx is -inf
+    sum *= r, acc.x *= r, acc.y *= r, acc.z *= r, acc.w *= r;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const float w = fast_exp2(l[j] - m2);  // 0 for an empty partition (its o is 0 too)
+      sum += w;
+      acc.x += w * o[j].x, acc.y += w * o[j].y, acc.z += w * o[j].z, acc.w += w * o[j].w;
+    }
+    mx = m2;
   }
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
   acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
@@ -66,13 +85,14 @@ struct same_type<A, A> {
 };
 
 // T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
-template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA>
+template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE>
 __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
   typedef typename T::storage S;
   typedef typename KV::storage KS;
   constexpr bool FP8 = is_fp8<KV>::value;
   constexpr int NT = WARPS * 32;
   constexpr int WT = TILE / WARPS;  // tokens per warp per tile
+  constexpr bool CLUSTER = MERGE == Merge::cluster;
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
   static_assert(TILE % (16 * WARPS) == 0, "each warp takes whole 16-token slices");
   static_assert(STAGES >= 2, "the pipeline needs two stages");
@@ -128,8 +148,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       p.chunk_tokens > 0 ? p.chunk_tokens : ((span + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
   const int active = span <= 0 ? 0 : min(p.num_splits, (span + per - 1) / per);
   // An empty partition has nothing to do, except in a cluster: it stays for
-  // the cluster's barriers (with no tiles: begin >= end below).
-  if (split >= max(active, 1) && !p.cluster) return;
+  // the cluster's barriers (with no tiles: begin >= end below). Merge::none
+  // kernels run with one partition (num_splits == 1), so active <= 1 there.
+  if (split >= max(active, 1) && !CLUSTER) return;
   const int begin = start + split * per;
   const int end = split == active - 1 ? len : min(len, begin + per);
   const int ntiles = begin < end ? (end - begin + TILE - 1) / TILE : 0;
@@ -289,7 +310,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   }
   __syncthreads();
 
-  const bool split_mode = active > 1 && !p.cluster;
+  const bool split_mode = MERGE == Merge::global && active > 1;
   // This CTA's result for its cluster, after the warps' merge buffers.
   float* c_o = o_buf + WARPS * kTileRows * DV;
   float* c_lse = c_o + kTileRows * DV;
@@ -315,7 +336,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     const float inv = l > 0.f ? out_scale / l : 0.f;
     acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
     const float lse2 = l > 0.f ? mx + log2f(l) : neg_inf();  // log2 domain
-    if (p.cluster) {
+    if constexpr (CLUSTER) {
       *reinterpret_cast<float4*>(c_o + row * DV + dl) = acc;
       if (dl == 0) c_lse[row] = lse2;
     } else if (split_mode) {
@@ -326,7 +347,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0, lse2);
     }
   }
-  if (p.cluster) {
+  if constexpr (CLUSTER) {
     // Cluster rank = split (cluster dims 1 x 1 x num_splits). Each CTA merges
     // a slice of the rows' 4-dim groups from every partition's shared memory.
     cluster_sync();
@@ -344,6 +365,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     cluster_sync();  // no CTA leaves while another reads its shared memory
     return;
   }
+  if constexpr (MERGE != Merge::global) return;
   if (!split_mode) return;
 
   // The last partition of this (sequence, head chunk, dim chunk) to finish

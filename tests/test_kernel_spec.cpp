@@ -30,10 +30,15 @@ KernelSpec decode_spec() {
 
 TEST_SUITE("cpu") {
   TEST_CASE("kernel spec: name expression carries every template parameter") {
-    CHECK(decode_spec().name_expression() == "pj::paged_decode<pj::bf16, pj::bf16, pj::f16, 128, 128, 64, 4, 3, true>");
+    CHECK(decode_spec().name_expression() ==
+          "pj::paged_decode<pj::bf16, pj::bf16, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::none>");
     KernelSpec s = decode_spec();
     s.kv_dtype = DType::e4m3;
-    CHECK(s.name_expression() == "pj::paged_decode<pj::bf16, pj::e4m3, pj::f16, 128, 128, 64, 4, 3, true>");
+    s.merge = jit::Merge::global;
+    CHECK(s.name_expression() ==
+          "pj::paged_decode<pj::bf16, pj::e4m3, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::global>");
+    s.merge = jit::Merge::cluster;
+    CHECK(s.name_expression().find(", true, pj::Merge::cluster>") != std::string::npos);
   }
 
   TEST_CASE("kernel spec: every field that changes the binary changes the key") {
@@ -52,6 +57,8 @@ TEST_SUITE("cpu") {
     s = b, s.warps = 2, s.tile_tokens = 64, add(s);
     s = b, s.stages = 2, add(s);
     s = b, s.compute = jit::Compute::simt, add(s);
+    s = b, s.merge = jit::Merge::global, add(s);
+    s = b, s.merge = jit::Merge::cluster, add(s);
     s = b, s.arch = "sm_80", add(s);
     CHECK(keys.insert(b.key("other-sources", "13.0")).second);
     CHECK(keys.insert(b.key("H", "13.1")).second);
@@ -100,5 +107,13 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_AS(s.check(), InvalidArgument);  // fp8 needs an fp16/bf16 query
     s = decode_spec(), s.q_dtype = DType::e4m3, s.kv_dtype = DType::e4m3;
     CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.merge = jit::Merge::cluster;  // clusters: sm_90 and newer
+    CHECK_NOTHROW(s.check());
+    s.arch = "sm_100a";
+    CHECK_NOTHROW(s.check());
+    s.arch = "sm_89";
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s.merge = jit::Merge::global;
+    CHECK_NOTHROW(s.check());
   }
 }

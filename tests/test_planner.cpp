@@ -59,18 +59,32 @@ TEST_SUITE("cpu") {
       CHECK((with.info.workspace_bytes == 0) == (splits <= attention::kMaxClusterSplits));
       CHECK(without.info.cluster == 1);
       CHECK(without.info.workspace_bytes > 0);
-      CHECK(with.decode == without.decode);  // the same kernel: clusters are a launch-time choice
+      // The kernel carries the merge tail it runs, and its name says which.
+      const bool clustered = splits <= attention::kMaxClusterSplits;
+      CHECK(with.decode.merge == (clustered ? jit::Merge::cluster : jit::Merge::global));
+      CHECK(without.decode.merge == jit::Merge::global);
+      CHECK(with.info.decode_kernel == with.decode.name_expression());
+      CHECK(without.info.decode_kernel.find("pj::Merge::global>") != std::string::npos);
+      jit::KernelSpec same = with.decode;
+      same.merge = without.decode.merge;
+      CHECK(same == without.decode);  // nothing else differs
       DeviceInfo ampere = h100;
       ampere.cc_major = 8;
-      CHECK(attention::make_plan(test_shape(1, 32, 8, 8192), o, ampere).info.cluster == 1);
+      const attention::Plan a = attention::make_plan(test_shape(1, 32, 8, 8192), o, ampere);
+      CHECK(a.info.cluster == 1);
+      CHECK(a.decode.merge == jit::Merge::global);
     }
     o.num_splits = 1;
-    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100).cluster == 1);
+    const attention::Plan one = attention::make_plan(test_shape(1, 32, 8, 8192), o, h100);
+    CHECK(one.info.cluster == 1);
+    CHECK(one.decode.merge == jit::Merge::none);
+    CHECK(one.info.workspace_bytes == 0);
     // More CTAs than half the SMs: the global merge (clusters would wait for GPC slots).
     o.num_splits = 8;
     const LaunchInfo big = plan_problem(test_shape(2, 32, 8, 8192), o, h100);  // 128 CTAs on 132 SMs
     CHECK(big.cluster == 1);
     CHECK(big.workspace_bytes > 0);
+    CHECK(big.decode_kernel.find("pj::Merge::global>") != std::string::npos);
   }
 
   TEST_CASE("planner: between half a wave and 0.8 of one, long contexts still get fixed partitions") {

@@ -125,6 +125,8 @@ disk loads. Run it several times to see process-to-process spread.
   --repeat N     further loads to time (default 20)
 spec options (default: bf16, head_dim 128, group 4, h100):
   --dtype T --head-dim D --group G --gpu h100|h200 --arch A
+  --merge none|global|cluster   (default: what the plan of a 8-sequence, 4k-token
+                                batch chooses)
 )"},
     {"time-compile", R"(usage: pagedjit-cache time-compile [--json] [spec options] [--repeat N]
 
@@ -133,6 +135,8 @@ first includes NVRTC's one-time start-up in this process, which is what a cold
 miss pays. The cache is not read or written.
 spec options (default: bf16, head_dim 128, group 4, h100):
   --dtype T --head-dim D --group G --gpu h100|h200 --arch A
+  --merge none|global|cluster   (default: what the plan of a 8-sequence, 4k-token
+                                batch chooses)
 )"},
 };
 
@@ -169,7 +173,7 @@ struct Args {
 };
 
 const std::set<std::string> kValueOptions = {"dir",    "arch",  "gpu",      "shapes", "jobs",
-                                             "repeat", "dtype", "head-dim", "group"};
+                                             "repeat", "dtype", "head-dim", "group",  "merge"};
 const std::set<std::string> kFlagOptions = {"json", "help", "verify", "stale", "dry-run", "fill", "cold"};
 const std::map<std::string, std::set<std::string>> kCommandOptions = {
     {"list", {"verify"}},
@@ -177,8 +181,8 @@ const std::map<std::string, std::set<std::string>> kCommandOptions = {
     {"clear", {"stale"}},
     {"verify", {"dry-run"}},
     {"warm", {"arch", "gpu", "shapes", "jobs"}},
-    {"time-load", {"dtype", "head-dim", "group", "gpu", "arch", "repeat", "fill", "cold"}},
-    {"time-compile", {"dtype", "head-dim", "group", "gpu", "arch", "repeat"}},
+    {"time-load", {"dtype", "head-dim", "group", "gpu", "arch", "merge", "repeat", "fill", "cold"}},
+    {"time-compile", {"dtype", "head-dim", "group", "gpu", "arch", "merge", "repeat"}},
 };
 
 Args parse_args(int argc, char** argv) {
@@ -476,6 +480,18 @@ jit::KernelSpec spec_from_args(const Args& a) {
   const attention::Plan plan = attention::make_plan(s, {}, gpu_preset(a.get("gpu", "h100")));
   jit::KernelSpec spec = plan.decode;
   if (a.values.count("arch")) spec.arch = jit::clamp_arch(a.get("arch", ""));
+  if (a.values.count("merge")) {
+    const std::string m = a.get("merge", "");
+    if (m == "none")
+      spec.merge = jit::Merge::none;
+    else if (m == "global")
+      spec.merge = jit::Merge::global;
+    else if (m == "cluster")
+      spec.merge = jit::Merge::cluster;
+    else
+      throw UsageError(fmt::format("--merge must be none, global or cluster, got '{}'", m));
+    spec.check();
+  }
   return spec;
 }
 

@@ -65,7 +65,6 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.page_shift = log2_exact(s.page_size);
   p.num_splits = plan.info.num_splits;
   p.chunk_tokens = plan.info.chunk_tokens;
-  p.cluster = plan.info.cluster > 1 ? 1 : 0;
   p.window = o.sliding_window ? int(*o.sliding_window) : 0;
   p.scale = o.attn_scale ? *o.attn_scale : float(1.0 / std::sqrt(double(s.head_dim)));
   p.soft_cap = o.attn_logits_soft_cap ? *o.attn_logits_soft_cap : 0.f;

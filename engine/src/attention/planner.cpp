@@ -197,7 +197,6 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   plan.decode.stages = cfg.stages;
   plan.decode.compute = simt ? jit::Compute::simt : jit::Compute::mma;
   plan.decode.arch = arch;
-  info.decode_kernel = plan.decode.name_expression();
 
   info.grid[0] = s.num_kv_heads * info.head_chunks * info.dv_chunks;
   info.grid[1] = s.num_seqs;
@@ -215,6 +214,11 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   if (clusters && d.cc_major >= 9 && info.num_splits >= 2 && info.num_splits <= kMaxClusterSplits &&
       ctas <= d.sm_count / 2)
     info.cluster = info.num_splits;
+  // The kernel carries only the merge tail it runs (compile time; see pj::Merge).
+  plan.decode.merge = info.num_splits == 1 ? jit::Merge::none
+                      : info.cluster > 1   ? jit::Merge::cluster
+                                           : jit::Merge::global;
+  info.decode_kernel = plan.decode.name_expression();
   if (info.num_splits > 1 && info.cluster == 1) {
     if (double(s.num_seqs) * s.num_heads * s.q_len * info.num_splits * (s.head_dim + info.dv_chunks) * 4.0 > 0x1p60)
       throw NotSupported("options.num_splits", fmt::format("{} partitions of this problem need more than 2^60 bytes of "

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
+
 #include "pagedjit/errors.hpp"
 #include "pagedjit/version.hpp"
 
@@ -30,6 +32,18 @@ const char* tag(DType d) {
 
 const char* compute_name(Compute c) {
   return c == Compute::mma ? "mma" : "simt";
+}
+
+const char* merge_name(Merge m) {
+  switch (m) {
+    case Merge::none:
+      return "none";
+    case Merge::global:
+      return "global";
+    case Merge::cluster:
+      return "cluster";
+  }
+  return "?";
 }
 
 void KernelSpec::check() const {
@@ -61,13 +75,18 @@ void KernelSpec::check() const {
     throw InvalidArgument("KernelSpec.compute", "simt for fp32 (tensor cores have no fp32-exact mode)", "mma");
   if (compute == Compute::simt && is_fp8(kv_dtype))
     throw InvalidArgument("KernelSpec.compute", "mma for fp8 caches", "simt");
+  if (merge != Merge::none && merge != Merge::global && merge != Merge::cluster)
+    throw InvalidArgument("KernelSpec.merge", "none, global or cluster", std::to_string(int(merge)));
+  // Thread-block clusters exist from sm_90 ("sm_90", "sm_90a", "sm_100", ...).
+  if (merge == Merge::cluster && (arch.rfind("sm_", 0) != 0 || std::atoi(arch.c_str() + 3) < 90))
+    throw InvalidArgument("KernelSpec.merge", "cluster merging only on sm_90 or newer", arch);
 }
 
 std::string KernelSpec::name_expression() const {
   if (kind == KernelKind::merge) return fmt::format("pj::merge_states<{}, {}>", tag(q_dtype), tag(out_dtype));
-  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}>", tag(q_dtype), tag(kv_dtype),
+  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}, pj::Merge::{}>", tag(q_dtype), tag(kv_dtype),
                      tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
-                     compute == Compute::mma ? "true" : "false");
+                     compute == Compute::mma ? "true" : "false", merge_name(merge));
 }
 
 std::vector<std::string> KernelSpec::compile_options() const {
@@ -87,8 +106,9 @@ std::string KernelSpec::readable() const {
   if (kind == KernelKind::merge)
     return fmt::format("merge {}->{} {}", dtype_name(q_dtype), dtype_name(out_dtype), arch);
   const std::string kv = kv_dtype == q_dtype ? "" : fmt::format("/kv {}", dtype_name(kv_dtype));
-  return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} {}", dtype_name(q_dtype), kv, dtype_name(out_dtype),
-                     head_dim, v_dims, tile_tokens, warps, stages, compute_name(compute), arch);
+  return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} merge-{} {}", dtype_name(q_dtype), kv,
+                     dtype_name(out_dtype), head_dim, v_dims, tile_tokens, warps, stages, compute_name(compute),
+                     merge_name(merge), arch);
 }
 
 }  // namespace pagedjit::jit

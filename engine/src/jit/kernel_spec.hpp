@@ -14,6 +14,12 @@ enum class Compute { mma, simt };
 
 const char* compute_name(Compute c);
 
+// How a decode kernel's partitions combine; mirrors pj::Merge (pj_params.cuh),
+// named in the template arguments.
+enum class Merge { none, global, cluster };
+
+const char* merge_name(Merge m);
+
 // Which kernel template: the decode kernel, or the merge of two partial
 // results (only the dtypes and arch matter for it).
 enum class KernelKind { decode, merge };
@@ -29,9 +35,10 @@ struct KernelSpec {
   int warps = 0;
   int stages = 0;
   Compute compute = Compute::mma;
-  std::string arch;  // exact NVRTC target, e.g. "sm_90a"
+  Merge merge = Merge::none;  // none: one partition; cluster needs sm_90+
+  std::string arch;           // exact NVRTC target, e.g. "sm_90a"
 
-  // "pj::paged_decode<pj::bf16, pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true>"
+  // "pj::paged_decode<pj::bf16, pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true, pj::Merge::none>"
   std::string name_expression() const;
   // NVRTC options: a function of the spec alone.
   std::vector<std::string> compile_options() const;
@@ -46,12 +53,13 @@ struct KernelSpec {
   void check() const;
 
   auto tie() const {
-    return std::tie(kind, q_dtype, kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, arch);
+    return std::tie(kind, q_dtype, kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, merge,
+                    arch);
   }
   bool operator<(const KernelSpec& o) const { return tie() < o.tie(); }
   bool operator==(const KernelSpec& o) const { return tie() == o.tie(); }
 };
 
-constexpr int kCacheFormatVersion = 3;  // 3: the query type joined the template
+constexpr int kCacheFormatVersion = 4;  // 4: the merge mode joined the template
 
 }  // namespace pagedjit::jit
