@@ -1,8 +1,10 @@
 // pagedjit-bench's CPU parts: the --case parser and the cases file (with the
-// errors that point at a bad field), the peers conversion and the SVG chart.
+// errors that point at a bad field), the peers conversion, the SVG chart and
+// the text table (through --svg-from-json).
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "../tools/bench/peers.hpp"
 #include "../tools/bench/svg_chart.hpp"
 #include "run_command.hpp"
+#include "temp_files.hpp"
 
 using namespace pjbench;
 using pagedjit::CacheLayout;
@@ -359,6 +362,90 @@ TEST_SUITE("cpu") {
     CAPTURE(twice.out);
     CHECK(twice.status == 2);
     CHECK(twice.out.find("two cases are named \"l8b_b64_c4k\"") != std::string::npos);
+  }
+
+  // The table's row of `name` (or its header line, name "case"), split at white space.
+  std::vector<std::string> table_row(const std::string& out, const std::string& name) {
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind(name + " ", 0) == 0) {
+        std::istringstream words(line);
+        std::vector<std::string> v;
+        for (std::string w; words >> w;) v.push_back(w);
+        return v;
+      }
+    return {};
+  }
+
+  TEST_CASE("pagedjit-bench: column /rd@sz = same-size read ms / case ms, after /read; - with the reason") {
+    const pjtest::TempDir dir("pj-bench-report");
+    Json run;
+    run["version"] = "test";
+    run["gpu"] = Json{{"name", "Test GPU"}};
+    run["bandwidth"] = Json{{"copy_GBps", 3000.0}, {"read_GBps", 3300.0}};
+    run["settings"] = Json{{"reps", 200}, {"read_floor", true}};
+    run["cases"] = Json::array();
+    const auto row = [](const char* name, double ms, Json read_ms, Json detail) {
+      Json r{{"name", name},
+             {"bytes", 6e8},
+             {"kv_bytes", 6e8},
+             {"tokens_read", 10},
+             {"uniform_lengths", true},
+             {"error", nullptr},
+             {"time_ms", ms},
+             {"GBps", 6e8 / (ms * 1e-3) / 1e9},
+             {"frac_copy", 0.5},
+             {"frac_read", 0.5},
+             {"check", Json{{"rel_l2", 1e-3}, {"pass", true}}},
+             {"l2", Json{{"mode", "rotate"}, {"sets", 1}}},
+             {"read_same_size", detail},
+             {"read_same_size_ms", read_ms},
+             {"frac_read_same_size", read_ms.is_number() ? Json(read_ms.get<double>() / ms) : Json()}};
+      return r;
+    };
+    run["cases"].push_back(row("fast", 0.2, 0.18, Json{{"ms", 0.18}, {"error", nullptr}}));
+    run["cases"].push_back(row("slow", 0.25, 0.2, Json{{"ms", 0.2}, {"error", nullptr}}));
+    run["cases"].push_back(row("nobuf", 0.2, Json(), Json{{"error", "no 9.00 GB read buffer: out of memory"}}));
+    const std::string file = dir / "run.json";
+    pjtest::write_file(file, run.dump());
+    const pjtest::RunResult r =
+        pjtest::run_command(fmt::format("'{}' --svg-from-json '{}' 2>&1", PAGEDJIT_BENCH_TOOL, file));
+    CAPTURE(r.out);
+    CHECK(r.status == 0);
+    const std::vector<std::string> head = table_row(r.out, "case");
+    REQUIRE(head.size() > 6);
+    CHECK(head[4] == "/read");
+    CHECK(head[5] == "/rd@sz");
+    CHECK(head[6] == "rel");                                             // "rel err"
+    CHECK(r.out.find("/rd@sz: a streaming read") != std::string::npos);  // the header explains it
+    // 0.18 / 0.2 and 0.2 / 0.25: the read's time over the case's, not the inverse.
+    const std::vector<std::string> fast = table_row(r.out, "fast"), slow = table_row(r.out, "slow"),
+                                   nobuf = table_row(r.out, "nobuf");
+    REQUIRE(fast.size() > 6);
+    REQUIRE(slow.size() > 6);
+    REQUIRE(nobuf.size() > 6);
+    CHECK(fast[5] == "0.900");
+    CHECK(slow[5] == "0.800");
+    CHECK(nobuf[5] == "-");
+    CHECK(nobuf[6] == "1.0e-03");  // the columns after it stay in place
+    CHECK(r.out.find("/rd@sz -: no 9.00 GB read buffer: out of memory") != std::string::npos);
+
+    // --no-read-floor: no column, no explanation.
+    run["settings"]["read_floor"] = false;
+    for (Json& c : run["cases"])
+      for (const char* k : {"read_same_size", "read_same_size_ms", "frac_read_same_size"}) c.erase(k);
+    pjtest::write_file(file, run.dump());
+    const pjtest::RunResult off =
+        pjtest::run_command(fmt::format("'{}' --svg-from-json '{}' 2>&1", PAGEDJIT_BENCH_TOOL, file));
+    CAPTURE(off.out);
+    CHECK(off.status == 0);
+    CHECK(off.out.find("/rd@sz") == std::string::npos);
+    const std::vector<std::string> off_fast = table_row(off.out, "fast");
+    REQUIRE(off_fast.size() > 5);
+    CHECK(off_fast[5] == "1.0e-03");
+
+    const pjtest::RunResult help = pjtest::run_command(fmt::format("'{}' --help", PAGEDJIT_BENCH_TOOL));
+    CHECK(help.out.find("--no-read-floor") != std::string::npos);
   }
 #endif
 }

@@ -6,6 +6,35 @@
 
 namespace pjbench {
 
+std::vector<ReadGrid> read_grid_list(int sm_count) {
+  std::vector<ReadGrid> grids;
+  for (int per_sm : {1, 2, 4, 8})
+    for (int threads : {256, 512, 1024}) {
+      ReadGrid g;
+      g.blocks = sm_count * per_sm;
+      g.threads = threads;
+      grids.push_back(g);
+    }
+  return grids;
+}
+
+std::size_t read_sink_bytes(int sm_count) {
+  return std::size_t(sm_count) * 8 * 4 + 256;
+}
+
+void fill_read_pattern(CUdeviceptr ptr, std::size_t bytes) {
+  pagedjit::check(pagedjit::driver().cuMemsetD32(ptr, 0x3f800001u, bytes / 4), "cuMemsetD32");
+}
+
+void launch_read(const HelperKernels& kernels, const ReadGrid& g, CUdeviceptr src, std::size_t bytes, CUdeviceptr sink,
+                 CUstream stream) {
+  unsigned long long n16 = bytes / 16;
+  void* params[] = {&src, &n16, &sink};
+  pagedjit::check(pagedjit::driver().cuLaunchKernel(kernels.read(), unsigned(g.blocks), 1, 1, unsigned(g.threads), 1, 1,
+                                                    0, stream, params, nullptr),
+                  "cuLaunchKernel(pj_bench_read)");
+}
+
 Bandwidth measure_bandwidth(const HelperKernels& kernels, const pagedjit::DeviceInfo& device, CUstream stream,
                             int reps) {
   const pagedjit::DriverApi& d = pagedjit::driver();
@@ -14,9 +43,8 @@ Bandwidth measure_bandwidth(const HelperKernels& kernels, const pagedjit::Device
   constexpr std::size_t kGiB = std::size_t(1) << 30, kUnit = std::size_t(64) << 20;
   const std::size_t bytes = std::max(kUnit, std::min(4 * kGiB, free_b / 3) / kUnit * kUnit);
   pagedjit::DeviceBuffer buf(bytes);
-  pagedjit::DeviceBuffer sink(std::size_t(device.sm_count) * 8 * 4 + 256);
-  // Not zeros: a pattern with every word non-zero.
-  pagedjit::check(d.cuMemsetD32(buf.ptr(), 0x3f800001u, bytes / 4), "cuMemsetD32");
+  pagedjit::DeviceBuffer sink(read_sink_bytes(device.sm_count));
+  fill_read_pattern(buf.ptr(), bytes);
 
   Bandwidth bw;
   bw.reps = reps;
@@ -31,24 +59,14 @@ Bandwidth measure_bandwidth(const HelperKernels& kernels, const pagedjit::Device
 
   // Read: the whole buffer, over a few grid shapes; the best median wins.
   bw.read_bytes = std::int64_t(bytes);
-  unsigned long long n16 = bytes / 16;
-  CUdeviceptr src_ptr = buf.ptr(), sink_ptr = sink.ptr();
-  void* params[] = {&src_ptr, &n16, &sink_ptr};
-  for (int per_sm : {1, 2, 4, 8})
-    for (int threads : {256, 512, 1024}) {
-      ReadGrid g;
-      g.blocks = device.sm_count * per_sm;
-      g.threads = threads;
-      const auto ms = time_calls(stream, 2, reps, [&](int) {
-        pagedjit::check(d.cuLaunchKernel(kernels.read(), unsigned(g.blocks), 1, 1, unsigned(threads), 1, 1, 0, stream,
-                                         params, nullptr),
-                        "cuLaunchKernel(pj_bench_read)");
-      });
-      g.ms = summarize(ms).median;
-      g.GBps = double(bw.read_bytes) / (g.ms * 1e-3) / 1e9;
-      bw.read_grids.push_back(g);
-      if (g.GBps > bw.best_read.GBps) bw.best_read = g;
-    }
+  for (ReadGrid g : read_grid_list(device.sm_count)) {
+    const auto ms =
+        time_calls(stream, 2, reps, [&](int) { launch_read(kernels, g, buf.ptr(), bytes, sink.ptr(), stream); });
+    g.ms = summarize(ms).median;
+    g.GBps = double(bw.read_bytes) / (g.ms * 1e-3) / 1e9;
+    bw.read_grids.push_back(g);
+    if (g.GBps > bw.best_read.GBps) bw.best_read = g;
+  }
   bw.read_GBps = bw.best_read.GBps;
   pagedjit::check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
   return bw;

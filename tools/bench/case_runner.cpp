@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -28,7 +29,94 @@ std::vector<int> check_seqs(const std::vector<int>& lens) {
   return {0, longest != 0 ? longest : n - 1};
 }
 
+// The case's same-size read: `warmup` untimed and `reps` timed launches of
+// pj_bench_read over `bytes` at region i % `regions` of the floor's buffer,
+// `between(i)` (the case's L2 flush, when it flushes) before each, for every
+// grid of the list; the best median wins.
+Json same_size_read(const ReadFloor& f, std::int64_t bytes, int regions, int warmup, int reps,
+                    const std::function<void(int)>& between, CUstream stream) {
+  const std::int64_t stride = read_floor_stride(bytes);
+  if (!f.error.empty()) return Json{{"error", f.error}};
+  if (stride * regions > std::int64_t(f.buf.size()))
+    return Json{{"error", fmt::format("read buffer of {:.1f} MB, {} x {:.1f} MB needed", mb(std::int64_t(f.buf.size())),
+                                      regions, mb(stride))}};
+  Stats best;
+  ReadGrid best_grid;
+  for (const ReadGrid& g : f.grids) {
+    const auto call = [&](int i) {
+      launch_read(*f.kernels, g, f.buf.ptr() + CUdeviceptr(stride * (i % regions)), std::size_t(bytes), f.sink.ptr(),
+                  stream);
+    };
+    const Stats st = summarize(time_calls(stream, warmup, reps, call, between));
+    if (best.n == 0 || st.median < best.median) {
+      best = st;
+      best_grid = g;
+    }
+  }
+  return Json{{"ms", best.median},
+              {"min_ms", best.min},
+              {"p10_ms", best.p10},
+              {"p90_ms", best.p90},
+              {"GBps", double(bytes / 16 * 16) / (best.median * 1e-3) / 1e9},
+              {"bytes", bytes / 16 * 16},
+              {"regions", regions},
+              {"grid", Json{{"blocks", best_grid.blocks}, {"threads", best_grid.threads}}},
+              {"grids_tried", f.grids.size()},
+              {"reps", best.n},
+              {"warmup", warmup},
+              {"error", nullptr}};
+}
+
 }  // namespace
+
+std::int64_t read_floor_stride(std::int64_t case_bytes) {
+  return (std::max<std::int64_t>(case_bytes, 16) + 255) / 256 * 256;
+}
+
+ReadFloor make_read_floor(const HelperKernels& kernels, const pagedjit::DeviceInfo& device,
+                          const std::vector<BenchCase>& cases, const RunSettings& s) {
+  ReadFloor f;
+  f.kernels = &kernels;
+  f.grids = read_grid_list(device.sm_count);
+  std::int64_t need = 0, case_need = 0;
+  for (const BenchCase& c : cases) {
+    const std::int64_t alloc = problem_alloc_bytes(c);
+    if (alloc > s.memory_budget) continue;  // that case stops before its timing
+    const L2Plan p = plan_l2(c.kv_bytes(), alloc, device.l2_bytes, s);
+    need = std::max(need, read_floor_stride(c.bytes()) * p.sets);  // one region per input set
+    case_need = std::max(case_need, alloc * p.sets + p.flush_bytes);
+  }
+  if (need == 0) {
+    f.error = "no case to time";
+    return f;
+  }
+  if (need > s.memory_budget) {
+    f.error = fmt::format("a {:.2f} GB read buffer is over the GPU memory budget of {:.0f} GB", double(need) / 1e9,
+                          double(s.memory_budget) / 1e9);
+    return f;
+  }
+  const pagedjit::DriverApi& d = pagedjit::driver();
+  try {
+    std::size_t free_b = 0, total_b = 0;
+    pagedjit::check(d.cuMemGetInfo(&free_b, &total_b), "cuMemGetInfo");
+    constexpr std::int64_t kSlack = std::int64_t(1) << 30;  // the engine's workspace and modules
+    if (std::int64_t(free_b) < need + case_need + kSlack) {
+      f.error =
+          fmt::format("a {:.2f} GB read buffer would not leave the largest case's {:.2f} GB (+1 GiB) of {:.2f} GB free",
+                      double(need) / 1e9, double(case_need) / 1e9, double(free_b) / 1e9);
+      return f;
+    }
+    f.buf = pagedjit::DeviceBuffer(std::size_t(need));
+    f.sink = pagedjit::DeviceBuffer(read_sink_bytes(device.sm_count));
+    fill_read_pattern(f.buf.ptr(), f.buf.size());
+    pagedjit::check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  } catch (const pagedjit::Error& e) {
+    f.buf = pagedjit::DeviceBuffer();
+    f.sink = pagedjit::DeviceBuffer();
+    f.error = fmt::format("no {:.2f} GB read buffer: {}", double(need) / 1e9, e.what());
+  }
+  return f;
+}
 
 const char* l2_mode_name(L2Mode m) {
   switch (m) {
@@ -124,8 +212,8 @@ Json case_config_json(const BenchCase& c) {
   return j;
 }
 
-Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw, const RunSettings& s,
-              CUstream stream) {
+Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw, const RunSettings& s, CUstream stream,
+              const ReadFloor* read_floor) {
   const pagedjit::DriverApi& d = pagedjit::driver();
   Json row;
   row["name"] = c.name;
@@ -182,16 +270,17 @@ Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw,
     if (l2.flush_bytes) flush = std::make_unique<pagedjit::DeviceBuffer>(std::size_t(l2.flush_bytes));
     const int n = l2.sets;
     const auto call = [&](int i) { engine.paged_attention(args[std::size_t(i % n)], opts, stream); };
-    const auto between = [&](int i) {
-      pagedjit::check(d.cuMemsetD8Async(flush->ptr(), static_cast<unsigned char>(i), flush->size(), stream),
-                      "cuMemsetD8Async(L2 flush)");
-    };
-    const std::vector<double> ms = flush ? time_calls(stream, std::max(s.warmup, n), s.reps, call, between)
-                                         : time_calls(stream, std::max(s.warmup, n), s.reps, call);
-    const Stats st = summarize(ms);
+    std::function<void(int)> between;  // empty: no flush
+    if (flush)
+      between = [&](int i) {
+        pagedjit::check(d.cuMemsetD8Async(flush->ptr(), static_cast<unsigned char>(i), flush->size(), stream),
+                        "cuMemsetD8Async(L2 flush)");
+      };
+    const int warmup = std::max(s.warmup, n);
+    const Stats st = summarize(time_calls(stream, warmup, s.reps, call, between));
     const double gbps = double(c.bytes()) / (st.median * 1e-3) / 1e9;
     row["reps"] = st.n;
-    row["warmup"] = std::max(s.warmup, n);
+    row["warmup"] = warmup;
     row["time_ms"] = st.median;
     row["min_ms"] = st.min;
     row["p10_ms"] = st.p10;
@@ -200,6 +289,20 @@ Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw,
     row["GBps"] = gbps;
     row["frac_copy"] = gbps / bw.copy_GBps;
     row["frac_read"] = gbps / bw.read_GBps;
+    if (read_floor) {
+      // The same bytes read by pj_bench_read, timed the same way: n regions in
+      // turn where the case rotates n sets, the same flush where it flushes.
+      try {
+        row["read_same_size"] = same_size_read(*read_floor, c.bytes(), n, warmup, s.reps, between, stream);
+      } catch (const pagedjit::Error& e) {
+        row["read_same_size"] = Json{{"error", e.what()}};
+        d.cuStreamSynchronize(stream);
+      }
+      const Json& rs = row["read_same_size"];
+      const Json ms = rs.contains("ms") ? rs["ms"] : Json();
+      row["read_same_size_ms"] = ms;
+      row["frac_read_same_size"] = ms.is_number() ? Json(ms.get<double>() / st.median) : Json();
+    }
   } catch (const pagedjit::Error& e) {
     row["error"] = fmt::format("{}: {}", pagedjit::error_code_name(e.code()), e.what());
     d.cuStreamSynchronize(stream);

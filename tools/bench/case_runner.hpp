@@ -5,10 +5,13 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "bandwidth.hpp"
 #include "cases.hpp"
+#include "helper_kernels.hpp"
 #include "json.hpp"
+#include "pagedjit/driver.hpp"
 #include "pagedjit/engine.hpp"
 
 namespace pjbench {
@@ -22,6 +25,7 @@ struct RunSettings {
   L2Mode l2 = L2Mode::automatic;
   int max_sets = 16;                               // input sets before falling back to flushing
   std::int64_t memory_budget = 36ll * 1000000000;  // GPU bytes all sets of a case may take
+  bool read_floor = true;                          // the same-size read per case (off: --no-read-floor)
 };
 
 // How a case keeps its timings out of L2: rotate between `sets` input sets
@@ -40,8 +44,32 @@ std::int64_t problem_alloc_bytes(const BenchCase& c);
 // Relative L2 error a passing case stays under.
 double tolerance(pagedjit::DType dtype);
 
+// The same-size read floor: pj_bench_read (the read ceiling's kernel) over
+// exactly a case's c.bytes(), timed like the case (same warm-up and reps, one
+// launch per event pair, L2 kept cold the way the case keeps it). One buffer
+// for the whole run, sized for the largest case, freed with this object.
+struct ReadFloor {
+  const HelperKernels* kernels = nullptr;
+  std::vector<ReadGrid> grids;  // read_grid_list(): each timed per case, the best median kept
+  pagedjit::DeviceBuffer buf, sink;
+  std::string error;  // why there is no buffer ("" when there is one)
+};
+
+// Distance between two read regions of a case: c.bytes() rounded up to 256.
+std::int64_t read_floor_stride(std::int64_t case_bytes);
+// A buffer for the largest of `cases` (one region of c.bytes() per input set
+// the case rotates between; one when it flushes L2), when it stays under the
+// memory budget and leaves the most memory any case takes free; else none,
+// and `error` says why. Never throws for a driver error.
+ReadFloor make_read_floor(const HelperKernels& kernels, const pagedjit::DeviceInfo& device,
+                          const std::vector<BenchCase>& cases, const RunSettings& s);
+
 // Runs the case; never throws for an engine error (the row gets "error").
-Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw, const RunSettings& s, CUstream stream);
+// With `read_floor`, the row also gets the case's same-size read ("read_same_size",
+// "read_same_size_ms" = "floor_ms_read_same_size", "frac_read_same_size" =
+// that / the case's median ms).
+Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw, const RunSettings& s, CUstream stream,
+              const ReadFloor* read_floor = nullptr);
 
 Json launch_info_json(const pagedjit::LaunchInfo& info);
 Json case_config_json(const BenchCase& c);

@@ -60,6 +60,12 @@ timing:
   --warmup N          untimed calls first (default 20)
   --l2 MODE           auto (default: rotate input sets whose KV exceeds 3x L2,
                       or flush with a memset when that needs too many), rotate, flush
+  --no-read-floor     skip the same-size read per case (column /rd@sz, JSON
+                      read_same_size*): the read ceiling's kernel over exactly
+                      the case's bytes, timed like the case (warm-up, reps, one
+                      launch per event pair, the case's L2 rotation or flush),
+                      best of its grids; /rd@sz = its ms / the case's ms. One
+                      buffer, sized for the largest case ("-" if it does not fit)
   --no-small          skip the small-call section
   --device N          GPU ordinal (default 0)
 
@@ -165,6 +171,8 @@ Options parse_options(int argc, char** argv) {
         o.settings.l2 = L2Mode::flush;
       else
         usage_error(fmt::format("--l2 expects auto, rotate or flush, got \"{}\"", m));
+    } else if (a == "--no-read-floor") {
+      o.settings.read_floor = false;
     } else if (a == "--no-small") {
       o.small = false;
     } else if (a == "--device") {
@@ -369,7 +377,19 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"profiles", o.no_profile ? "off (--no-profile)" : "on"},
                          {"programmatic_launch", !o.no_pdl},
                          {"cluster_merge", !o.no_cluster},
-                         {"compare_heuristic", o.compare_heuristic}};
+                         {"compare_heuristic", o.compare_heuristic},
+                         {"read_floor", o.settings.read_floor}};
+  // The same-size read of every case: one buffer for the largest, freed after the cases.
+  std::unique_ptr<ReadFloor> read_floor;
+  if (o.settings.read_floor) {
+    read_floor = std::make_unique<ReadFloor>(make_read_floor(kernels, dev, cases, o.settings));
+    if (read_floor->error.empty())
+      fmt::print("same-size read floor: {:.2f} GB buffer for the largest case\n", double(read_floor->buf.size()) / 1e9);
+    else
+      fmt::print("same-size read floor: none ({}); column /rd@sz shows -\n", read_floor->error);
+    run["settings"]["read_floor_buffer_bytes"] = read_floor->buf.size();
+    run["settings"]["read_floor_error"] = read_floor->error.empty() ? Json() : Json(read_floor->error);
+  }
 
   int status = 0;
   run["cases"] = Json::array();
@@ -378,7 +398,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
     fmt::print("[{}/{}] {}: {} ({:.0f} MB to read) ...\n", i + 1, cases.size(), c.name, c.shape_text(),
                double(c.bytes()) / 1e6);
     std::fflush(stdout);
-    Json row = run_case(engine, c, bw, o.settings, stream);
+    Json row = run_case(engine, c, bw, o.settings, stream, read_floor.get());
     if (!row["error"].is_null()) {
       fmt::print("  ERROR {}\n", row["error"].get<std::string>());
       status = 1;
@@ -390,6 +410,15 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                  row["check"]["rel_l2"].is_number() ? fmt::format("{:.1e}", row["check"]["rel_l2"].get<double>())
                                                     : std::string("NaN"),
                  pass ? "ok" : "FAIL", row["l2"]["text"].get<std::string>());
+      if (row.contains("read_same_size")) {
+        const Json& rs = row["read_same_size"];
+        if (row["frac_read_same_size"].is_number())
+          fmt::print("  same-size read: {:.4f} ms (grid {}x{}): case = {:.3f} of it\n", rs["ms"].get<double>(),
+                     rs["grid"]["blocks"].get<int>(), rs["grid"]["threads"].get<int>(),
+                     row["frac_read_same_size"].get<double>());
+        else
+          fmt::print("  same-size read: - ({})\n", rs.value("error", std::string("?")));
+      }
       fmt::print("  plan: {}\n", plan_text(row));
     }
     if (heuristic) {
@@ -406,6 +435,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
     }
     run["cases"].push_back(row);
   }
+  read_floor.reset();  // its buffer is free again for the small calls
   if (heuristic) run["compare_heuristic"] = compare_summary(run["cases"]);
   if (o.small) {
     fmt::print("small calls ...\n");

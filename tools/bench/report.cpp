@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 namespace pjbench {
 namespace {
@@ -150,6 +151,12 @@ std::string format_report(const Json& run) {
         "timing: median of {} CUDA-event timings per case after warm-up; L2 kept cold per case "
         "(column L2: rotN = N input sets in turn, flush = memset between timings)\n",
         num(run["settings"], "reps"));
+  // The /rd@sz column, unless the run was made with --no-read-floor.
+  const bool read_floor = !(run.contains("settings") && run["settings"].contains("read_floor") &&
+                            run["settings"]["read_floor"].is_boolean() && !run["settings"]["read_floor"].get<bool>());
+  if (read_floor)
+    o += "/rd@sz: a streaming read (the read ceiling's kernel) of the case's bytes, timed the same way, in ms / the "
+         "case's ms (1 = as fast as that read)\n";
   if (run.contains("settings") && run["settings"].contains("profiles"))
     o += fmt::format("launch configurations: tuned profiles {} (column plan: where each case's came from)\n",
                      str(run["settings"], "profiles"));
@@ -162,12 +169,14 @@ std::string format_report(const Json& run) {
   // The plan column: where each case's launch configuration came from.
   std::size_t pw = 4;
   for (const Json& r : cases) pw = std::max(pw, plan_text(r).size());
-  std::string head = fmt::format("\n{:<{}}  {:>8}  {:>7}  {:>5}  {:>5}  {:>8}  {:<5}", "case", w, "ms", "GB/s", "/copy",
-                                 "/read", "rel err", "L2");
+  std::string head = fmt::format("\n{:<{}}  {:>8}  {:>7}  {:>5}  {:>5}", "case", w, "ms", "GB/s", "/copy", "/read");
+  if (read_floor) head += fmt::format("  {:>6}", "/rd@sz");
+  head += fmt::format("  {:>8}  {:<5}", "rel err", "L2");
   if (peers) head += fmt::format("  {:<22}  {:>6}", "best peer (ms)", "ratio");
   if (compare) head += fmt::format("  {:>8}  {:>5}", "heur ms", "h/p");
   o += head + fmt::format("  {:<{}}  config\n", "plan", pw);
   int failures = 0;
+  std::vector<std::string> floor_errors;  // why /rd@sz shows "-"
   for (const Json& r : cases) {
     const std::string name = str(r, "name");
     if (r.contains("error") && !r["error"].is_null()) {
@@ -187,9 +196,18 @@ std::string format_report(const Json& run) {
     std::string l2 = "?";
     if (r.contains("l2"))
       l2 = str(r["l2"], "mode") == "flush" ? "flush" : fmt::format("rot{}", r["l2"].value("sets", 1));
-    std::string line =
-        fmt::format("{:<{}}  {:8.4f}  {:7.1f}  {:5.3f}  {:5.3f}  {:>8}  {:<5}", name, w, num(r, "time_ms"),
-                    num(r, "GBps"), num(r, "frac_copy"), num(r, "frac_read"), err, l2);
+    std::string line = fmt::format("{:<{}}  {:8.4f}  {:7.1f}  {:5.3f}  {:5.3f}", name, w, num(r, "time_ms"),
+                                   num(r, "GBps"), num(r, "frac_copy"), num(r, "frac_read"));
+    if (read_floor) {
+      const double rd = num(r, "read_same_size_ms", -1), ms = num(r, "time_ms", -1);
+      line += rd > 0 && ms > 0 ? fmt::format("  {:6.3f}", rd / ms) : fmt::format("  {:>6}", "-");
+      if (r.contains("read_same_size") && r["read_same_size"].is_object()) {
+        const std::string why = str(r["read_same_size"], "error");
+        if (!why.empty() && std::find(floor_errors.begin(), floor_errors.end(), why) == floor_errors.end())
+          floor_errors.push_back(why);
+      }
+    }
+    line += fmt::format("  {:>8}  {:<5}", err, l2);
     if (peers) {
       const Json* pc = peer_entry(run, name);
       std::string best = "-", ratio = "-";
@@ -215,6 +233,7 @@ std::string format_report(const Json& run) {
     line += fmt::format("  {:<{}}", plan_text(r), pw);
     o += line + "  " + (r.contains("launch") ? str(r["launch"], "describe") : "") + "\n";
   }
+  for (const std::string& why : floor_errors) o += fmt::format("/rd@sz -: {}\n", why);
   if (compare) {
     const Json& c = run["compare_heuristic"];
     o += c.contains("geomean_ratio") && c["geomean_ratio"].is_number()
