@@ -58,12 +58,15 @@ __device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, floa
     float m2 = mx;
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) m2 = fmaxf(m2, l[j]);
-    if (m2 == neg_inf()) continue;       // only empty partitions so far
-    const float r = fast_exp2(mx - m2);  // 0 while mx is -inf
+    // While every partition so far is empty, weigh against 0: all weights are
+    // 0, and a NaN partial (NaN scores leave lse -inf) still reaches the
+    // output, as it does unsplit. Otherwise the same bits as skipping.
+    const float base = m2 == neg_inf() ? 0.f : m2;
+    const float r = fast_exp2(mx - base);  // 0 while mx is -inf
     sum *= r, acc.x *= r, acc.y *= r, acc.z *= r, acc.w *= r;
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
-      const float w = fast_exp2(l[j] - m2);  // 0 for an empty partition (its o is 0 too)
+      const float w = fast_exp2(l[j] - base);  // 0 for an empty partition (its o is 0 too)
       sum += w;
       acc.x += w * o[j].x, acc.y += w * o[j].y, acc.z += w * o[j].z, acc.w += w * o[j].w;
     }

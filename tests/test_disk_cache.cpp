@@ -1175,5 +1175,28 @@ TEST_SUITE("cpu") {
     CHECK(j["kernels"] == 1);
     CHECK(j["failed"] == 0);
   }
+
+  TEST_CASE("pagedjit-cache warm: the merge mode follows --arch and --no-cluster (sm_80 has no clusters)") {
+    TempDir tmp;
+    const std::string dir = tmp / "cache";
+    // One 1k-token sequence: 2-8 partitions merged in a cluster on the H100 preset.
+    const std::string shapes = write_shapes(
+        tmp, "small.json",
+        json::array({{{"head_dim", 64}, {"num_heads", 8}, {"group", 8}, {"num_seqs", 1}, {"max_context_len", 1024}}}));
+    const auto kernel_of = [&](const std::string& options) {
+      const RunResult r =
+          run_tool(fmt::format("warm --json --jobs 1 --dir '{}' --shapes '{}' {}", dir, shapes, options));
+      CAPTURE(options);
+      CAPTURE(r.out);
+      CHECK(r.status == 0);
+      const json j = json::parse(r.out);
+      CHECK(j["failed"] == 0);
+      REQUIRE(j["kernels"] == 1);
+      return j["results"][0]["kernel"].get<std::string>();
+    };
+    CHECK(kernel_of("").find("merge-cluster sm_90a") != std::string::npos);
+    CHECK(kernel_of("--no-cluster").find("merge-global sm_90a") != std::string::npos);
+    CHECK(kernel_of("--arch sm_80").find("merge-global sm_80") != std::string::npos);  // was a failed compile
+  }
 #endif
 }

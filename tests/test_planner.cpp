@@ -85,6 +85,13 @@ TEST_SUITE("cpu") {
     CHECK(big.cluster == 1);
     CHECK(big.workspace_bytes > 0);
     CHECK(big.decode_kernel.find("pj::Merge::global>") != std::string::npos);
+    // plan_problem / precompile plan like an engine with or without cluster
+    // merging: the two need different kernels.
+    o.num_splits = 4;
+    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100).decode_kernel.find("pj::Merge::cluster>") !=
+          std::string::npos);
+    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100, false).decode_kernel.find("pj::Merge::global>") !=
+          std::string::npos);
   }
 
   TEST_CASE("planner: between half a wave and 0.8 of one, long contexts still get fixed partitions") {

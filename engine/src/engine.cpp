@@ -317,8 +317,9 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
         "cuLaunchKernel(merge_states)");
 }
 
-LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device) {
-  const attention::Plan plan = attention::make_plan(shape, options, device);
+LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+                      bool cluster_merge) {
+  const attention::Plan plan = attention::make_plan(shape, options, device, nullptr, cluster_merge);
   jit::KernelCache::global().get(plan.decode);
   return plan.info;
 }

@@ -5,6 +5,7 @@
 // ranks, sizes, strides, dtypes and pointers, and every option.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -308,6 +309,15 @@ void validate_one(const std::uint8_t* data, std::size_t size) {
   check(plan.num_splits == 1 || shape.num_seqs == 0 || plan.cluster > 1 || plan.workspace_bytes > 0,
         "split plans merged in global memory need a workspace");
   check(!plan.decode_kernel.empty(), "a decode kernel");
+  // The kernel carries the merge tail the launch needs (pj::Merge): a
+  // Merge::none kernel launched with partitions would write partial results
+  // as the output.
+  const char* merge = plan.num_splits == 1 ? "pj::Merge::none>"
+                      : plan.cluster > 1   ? "pj::Merge::cluster>"
+                                           : "pj::Merge::global>";
+  check(plan.decode_kernel.size() > std::strlen(merge) &&
+            plan.decode_kernel.compare(plan.decode_kernel.size() - std::strlen(merge), std::string::npos, merge) == 0,
+        "the decode kernel's merge mode matches the partitions");
   (void)plan.describe();
 }
 

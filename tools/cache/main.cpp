@@ -94,7 +94,7 @@ entry was valid, 1 when bad ones were found.
   --dry-run  report bad entries without removing them
 )"},
     {"warm", R"(usage: pagedjit-cache warm [--dir DIR] [--json] [--arch ARCH] [--gpu h100|h200]
-                           [--shapes FILE] [--jobs N]
+                           [--shapes FILE] [--jobs N] [--no-cluster]
 
 Plans every problem shape with the GPU preset and compiles its decode kernel
 into the cache, in parallel, skipping those already cached.
@@ -112,6 +112,8 @@ through lock files.
                  "pages_per_compute_block": n, "kv_dtype": the dtype's}.
                  Numbers must be whole and fit an int (2^31-1).
   --jobs N       parallel compiles (default: all cores)
+  --no-cluster   plan as an engine with EngineOptions::cluster_merge = false
+                 (small split calls merge in global memory: another kernel)
 Exit status 0 when every kernel is in the cache afterwards.
 )"},
     {"time-load", R"(usage: pagedjit-cache time-load [--dir DIR] [--json] [spec options] [--repeat N] [--fill] [--cold]
@@ -174,13 +176,13 @@ struct Args {
 
 const std::set<std::string> kValueOptions = {"dir",    "arch",  "gpu",      "shapes", "jobs",
                                              "repeat", "dtype", "head-dim", "group",  "merge"};
-const std::set<std::string> kFlagOptions = {"json", "help", "verify", "stale", "dry-run", "fill", "cold"};
+const std::set<std::string> kFlagOptions = {"json", "help", "verify", "stale", "dry-run", "fill", "cold", "no-cluster"};
 const std::map<std::string, std::set<std::string>> kCommandOptions = {
     {"list", {"verify"}},
     {"stats", {}},
     {"clear", {"stale"}},
     {"verify", {"dry-run"}},
-    {"warm", {"arch", "gpu", "shapes", "jobs"}},
+    {"warm", {"arch", "gpu", "shapes", "jobs", "no-cluster"}},
     {"time-load", {"dtype", "head-dim", "group", "gpu", "arch", "merge", "repeat", "fill", "cold"}},
     {"time-compile", {"dtype", "head-dim", "group", "gpu", "arch", "merge", "repeat"}},
 };
@@ -470,6 +472,14 @@ std::vector<ShapeItem> shapes_from_file(const std::string& path) {
   return out;
 }
 
+// `spec` built for another target: below sm_90 there are no clusters, and a
+// cluster-merged plan merges in global memory there (as make_plan does).
+jit::KernelSpec retarget(jit::KernelSpec spec, const std::string& arch) {
+  spec.arch = arch;
+  if (spec.merge == jit::Merge::cluster && !jit::arch_has_clusters(arch)) spec.merge = jit::Merge::global;
+  return spec;
+}
+
 // The one kernel of the timing commands.
 jit::KernelSpec spec_from_args(const Args& a) {
   const DType dt = parse_dtype(a.get("dtype", "bf16"));
@@ -479,7 +489,7 @@ jit::KernelSpec spec_from_args(const Args& a) {
   const ProblemShape s = make_shape(dt, dt, d, 8 * g, 8, 16, 8, 4096);
   const attention::Plan plan = attention::make_plan(s, {}, gpu_preset(a.get("gpu", "h100")));
   jit::KernelSpec spec = plan.decode;
-  if (a.values.count("arch")) spec.arch = jit::clamp_arch(a.get("arch", ""));
+  if (a.values.count("arch")) spec = retarget(spec, jit::clamp_arch(a.get("arch", "")));
   if (a.values.count("merge")) {
     const std::string m = a.get("merge", "");
     if (m == "none")
@@ -665,9 +675,9 @@ int cmd_warm(const Args& a) {
   json plan_errors = json::array();
   for (const ShapeItem& item : shapes) {
     try {
-      attention::Plan plan = attention::make_plan(item.shape, item.options, gpu);
+      attention::Plan plan = attention::make_plan(item.shape, item.options, gpu, nullptr, !a.flag("no-cluster"));
       jit::KernelSpec spec = plan.decode;
-      if (arch) spec.arch = *arch;
+      if (arch) spec = retarget(spec, *arch);
       if (seen.insert(spec).second) specs.push_back(spec);
     } catch (const Error& e) {
       plan_errors.push_back({{"shape", item.name}, {"error", e.what()}});

@@ -82,11 +82,16 @@ class Engine {
 // and returns its pointer-free description. Throws InvalidArgument or NotSupported.
 ProblemShape validate_call(const PagedAttentionArgs& args, const PagedAttentionOptions& options);
 
-// Plans a problem for a device without one being present.
-LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device);
+// Plans a problem for a device without one being present. `cluster_merge`:
+// as EngineOptions::cluster_merge of the engine that would run it (the merge
+// mode is part of the kernel).
+LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+                        bool cluster_merge = true);
 
 // Compiles (or finds in the cache) every kernel `plan_problem` picks for this
-// problem on `device`; works without a GPU. Returns the plan.
-LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device);
+// problem on `device`; works without a GPU. Returns the plan. An engine made
+// with EngineOptions::cluster_merge = false needs `cluster_merge` false here.
+LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+                      bool cluster_merge = true);
 
 }  // namespace pagedjit

@@ -237,8 +237,9 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
 
 namespace pagedjit {
 
-LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device) {
-  return attention::make_plan(shape, options, device).info;
+LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+                        bool cluster_merge) {
+  return attention::make_plan(shape, options, device, nullptr, cluster_merge).info;
 }
 
 std::string LaunchInfo::describe() const {

@@ -46,6 +46,10 @@ const char* merge_name(Merge m) {
   return "?";
 }
 
+bool arch_has_clusters(const std::string& arch) {
+  return arch.rfind("sm_", 0) == 0 && std::atoi(arch.c_str() + 3) >= 90;
+}
+
 void KernelSpec::check() const {
   if (kind == KernelKind::merge) {
     tag(out_dtype);
@@ -77,8 +81,7 @@ void KernelSpec::check() const {
     throw InvalidArgument("KernelSpec.compute", "mma for fp8 caches", "simt");
   if (merge != Merge::none && merge != Merge::global && merge != Merge::cluster)
     throw InvalidArgument("KernelSpec.merge", "none, global or cluster", std::to_string(int(merge)));
-  // Thread-block clusters exist from sm_90 ("sm_90", "sm_90a", "sm_100", ...).
-  if (merge == Merge::cluster && (arch.rfind("sm_", 0) != 0 || std::atoi(arch.c_str() + 3) < 90))
+  if (merge == Merge::cluster && !arch_has_clusters(arch))
     throw InvalidArgument("KernelSpec.merge", "cluster merging only on sm_90 or newer", arch);
 }
 

@@ -20,6 +20,9 @@ enum class Merge { none, global, cluster };
 
 const char* merge_name(Merge m);
 
+// Whether an NVRTC target ("sm_90a", "sm_100", ...) has thread-block clusters.
+bool arch_has_clusters(const std::string& arch);
+
 // Which kernel template: the decode kernel, or the merge of two partial
 // results (only the dtypes and arch matter for it).
 enum class KernelKind { decode, merge };
