@@ -5,10 +5,11 @@
 # throughput. Clocks are left as they run (ncu would lock them to base).
 # usage: scripts/ncu_cases.sh CASES_FILE CASE [CASE...]   (needs a built tree)
 set -uo pipefail
+[ $# -ge 2 ] || { echo "usage: $0 CASES_FILE CASE [CASE...]"; exit 2; }
+cases_file=$(realpath "$1")  # before the cd below
+shift
 cd "$(dirname "$0")/.." || exit 1
 command -v ncu > /dev/null || { echo "ncu not found: Nsight Compute is not installed"; exit 1; }
-cases_file=$1
-shift
 metrics=gpu__time_duration.sum,sm__cycles_active.avg,sm__cycles_active.min,sm__cycles_elapsed.avg
 metrics+=,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
 metrics+=,launch__waves_per_multiprocessor,sm__warps_active.avg.pct_of_peak_sustained_active

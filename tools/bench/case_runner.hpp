@@ -66,7 +66,7 @@ ReadFloor make_read_floor(const HelperKernels& kernels, const pagedjit::DeviceIn
 
 // Runs the case; never throws for an engine error (the row gets "error").
 // With `read_floor`, the row also gets the case's same-size read ("read_same_size",
-// "read_same_size_ms" = "floor_ms_read_same_size", "frac_read_same_size" =
+// "read_same_size_ms", "frac_read_same_size" =
 // that / the case's median ms).
 Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw, const RunSettings& s, CUstream stream,
               const ReadFloor* read_floor = nullptr);

@@ -151,9 +151,9 @@ std::string format_report(const Json& run) {
         "timing: median of {} CUDA-event timings per case after warm-up; L2 kept cold per case "
         "(column L2: rotN = N input sets in turn, flush = memset between timings)\n",
         num(run["settings"], "reps"));
-  // The /rd@sz column, unless the run was made with --no-read-floor.
-  const bool read_floor = !(run.contains("settings") && run["settings"].contains("read_floor") &&
-                            run["settings"]["read_floor"].is_boolean() && !run["settings"]["read_floor"].get<bool>());
+  // The /rd@sz column: runs that measured it (not older files, not --no-read-floor).
+  const bool read_floor = run.contains("settings") && run["settings"].contains("read_floor") &&
+                          run["settings"]["read_floor"].is_boolean() && run["settings"]["read_floor"].get<bool>();
   if (read_floor)
     o += "/rd@sz: a streaming read (the read ceiling's kernel) of the case's bytes, timed the same way, in ms / the "
          "case's ms (1 = as fast as that read)\n";
