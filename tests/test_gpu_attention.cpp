@@ -112,8 +112,8 @@ Case random_case(std::uint64_t seed) {
 }
 
 // Runs one case: poison, launch, compare. Returns the relative error.
-double run_case(const Case& c, CUstream stream = nullptr) {
-  testing::DeviceProblem prob(c.cfg);
+// Runs `c` on `prob` (made from c.cfg, possibly edited) and checks it against the CPU reference.
+double run_problem(const Case& c, testing::DeviceProblem& prob, CUstream stream = nullptr) {
   PagedAttentionOptions o = c.opts;
   o.return_lse = c.cfg.with_lse;
   prob.poison_outputs();
@@ -129,6 +129,11 @@ double run_case(const Case& c, CUstream stream = nullptr) {
   CHECK(e.lse_ok);
   CHECK(e.lse_max_abs < (c.cfg.dtype == DType::f32 ? 1e-4 : 2e-2));
   return e.rel_l2;
+}
+
+double run_case(const Case& c, CUstream stream = nullptr) {
+  testing::DeviceProblem prob(c.cfg);
+  return run_problem(c, prob, stream);
 }
 
 // Compiles the kernels of many cases in parallel before they run one by one.
@@ -484,6 +489,57 @@ TEST_SUITE("gpu") {
       CHECK(e.nonfinite == 0);
       CHECK(e.rel_l2 < tolerance(cfg.dtype));
       CHECK(e.lse_ok);
+    }
+  }
+
+  // The merge reads partials eight at a time: a first batch of empty
+  // partitions (lse -inf) must neither break the merge nor hide a NaN.
+  TEST_CASE("gpu: 16 partitions whose first 8 are empty merge right, and a NaN partial reaches the output" *
+            pjtest::skip_without_gpu()) {
+    Case c;
+    c.cfg.num_kv_heads = 1;
+    c.cfg.num_heads = 4;
+    c.cfg.head_dim = 128;
+    c.cfg.context_lens = {2048, 2048};
+    c.cfg.with_lse = true;
+    c.cfg.seed = 16;
+    c.opts.num_splits = 16;  // 128-token partitions of 8 pages; more than a cluster: the global merge
+    const int pages = 2048 / 16 / c.cfg.page_size;
+    testing::HostProblem host(c.cfg);
+    const std::size_t mb = std::size_t(host.table.size() / 2);  // table columns per sequence
+    // Sequence 0: partitions 0-7 masked (their pages -1), so only 8-15 count.
+    for (int i = 0; i < 8 * pages; ++i) host.table[std::size_t(i)] = -1;
+    // Sequence 1: partitions 1-7 masked and a NaN key in partition 0, whose
+    // partial then has lse -inf and a NaN output.
+    for (int i = pages; i < 8 * pages; ++i) host.table[mb + std::size_t(i)] = -1;
+    const PagedAttentionArgs a = host.args();
+    const std::int64_t page = host.table[mb];
+    REQUIRE(page >= 0);
+    const std::int64_t nan_at = page * a.key_cache.strides[0] + 3 * a.key_cache.strides[2] + 5;  // slot 3, dim 5
+    host.k[std::size_t(nan_at) * 2] = 0xc0, host.k[std::size_t(nan_at) * 2 + 1] = 0x7f;          // bf16 quiet NaN
+    testing::DeviceProblem prob(std::move(host));
+    const LaunchInfo info = pjtest::engine().plan(prob.args(), c.opts);
+    REQUIRE(info.num_splits == 16);
+    CHECK(info.cluster == 1);
+    for (int splits : {16, 1}) {
+      CAPTURE(splits);
+      PagedAttentionOptions o = c.opts;
+      o.num_splits = splits;
+      o.return_lse = true;
+      prob.poison_outputs();
+      pjtest::engine().paged_attention(prob.args(), o, nullptr);
+      check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+      const testing::ErrorStats e0 = prob.check(o, {0});
+      CHECK(e0.nonfinite == 0);
+      CHECK(e0.rel_l2 < tolerance(c.cfg.dtype, c.cfg.out_dtype));
+      CHECK(e0.lse_ok);
+      // Every row of sequence 1 saw the NaN key (one KV head): NaN out, split or not.
+      const std::vector<float> out = prob.output();
+      const std::size_t row = std::size_t(c.cfg.head_dim);
+      for (int h = 0; h < c.cfg.num_heads; ++h) {
+        const float* r = out.data() + (std::size_t(c.cfg.num_heads) + std::size_t(h)) * row;
+        CHECK(std::any_of(r, r + row, [](float x) { return std::isnan(x); }));
+      }
     }
   }
 

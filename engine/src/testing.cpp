@@ -205,7 +205,9 @@ std::int64_t HostProblem::kv_bytes_read() const {
   return tokens * cfg_.num_kv_heads * cfg_.head_dim * 2 * std::int64_t(dtype_size(kv_dtype()));
 }
 
-DeviceProblem::DeviceProblem(ProblemConfig cfg) : host_(std::move(cfg)) {
+DeviceProblem::DeviceProblem(ProblemConfig cfg) : DeviceProblem(HostProblem(std::move(cfg))) {}
+
+DeviceProblem::DeviceProblem(HostProblem host) : host_(std::move(host)) {
   auto up = [](DeviceBuffer& b, const void* src, std::size_t bytes) {
     b = DeviceBuffer(std::max<std::size_t>(bytes, 16));
     if (bytes) b.upload(src, bytes);

@@ -68,6 +68,9 @@ struct ErrorStats {
 class DeviceProblem {
  public:
   explicit DeviceProblem(ProblemConfig cfg);
+  // Uploads a host problem the caller may have edited (table entries, cache
+  // values); the reference then sees the same edits.
+  explicit DeviceProblem(HostProblem host);
   const HostProblem& host() const { return host_; }
   PagedAttentionArgs args() const;
   void poison_outputs();  // NaN everywhere in output and lse; returns once done
