@@ -5,8 +5,9 @@
 // tokens, up to 16) against each key/value it loads, so the cache is read once
 // per KV head. Tiles of TILE
 // tokens stream through a STAGES-deep cp.async pipeline; each of the WARPS
-// warps takes a TILE/WARPS-token slice of every tile and keeps its own online
-// softmax state, and the warps merge once at the end. MERGE says how a
+// warps takes a 16-token multiple of every tile (and, with more warps than
+// 16-token slices, a part of the output dims: pj::dim_split) and keeps its
+// own online softmax state, and the warps merge once at the end. MERGE says how a
 // sequence's partitions combine (pj::Merge): one partition writes the final
 // output; otherwise fp32 partials that the last partition to finish reduces
 // by log-sum-exp, or a cluster's shared memory. Head dims above 256 are cut into DV-dim output
@@ -94,17 +95,21 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   typedef typename KV::storage KS;
   constexpr bool FP8 = is_fp8<KV>::value;
   constexpr int NT = WARPS * 32;
-  constexpr int WT = TILE / WARPS;  // tokens per warp per tile
+  constexpr int DSPLIT = dim_split(TILE, WARPS);  // warp groups that split the output dims (pj_params.cuh)
+  constexpr int TW = WARPS / DSPLIT;              // warps that share out a tile's tokens
+  constexpr int WT = TILE / TW;                   // tokens per warp per tile
+  constexpr int DW = DV / DSPLIT;                 // output dims per warp
   constexpr bool CLUSTER = MERGE == Merge::cluster;
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
-  static_assert(TILE % (16 * WARPS) == 0, "each warp takes whole 16-token slices");
+  static_assert(tile_shape_ok(TILE, WARPS), "each warp takes whole 16-token slices");
+  static_assert(dim_split_ok(TILE, WARPS, DV, MMA), "a dim split needs MMA and whole 16-dim steps per warp");
   static_assert(STAGES >= 2, "the pipeline needs two stages");
   static_assert(FP8 ? (MMA && T::mma) : same_type<T, KV>::value, "fp8 caches need an fp16/bf16 query and MMA");
   static_assert(!MMA || T::mma, "tensor-core path needs fp16 or bf16");
   constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
   typedef
-      typename conditional<FP8, Fp8MmaMath<KV, HEAD_DIM, DV>,
-                           typename conditional<MMA, MmaMath<T, HEAD_DIM, DV>, SimtMath<T, HEAD_DIM, DV>>::type>::type
+      typename conditional<FP8, Fp8MmaMath<KV, HEAD_DIM, DW>,
+                           typename conditional<MMA, MmaMath<T, HEAD_DIM, DW>, SimtMath<T, HEAD_DIM, DW>>::type>::type
           Math;
 
   extern __shared__ __align__(16) char smem[];
@@ -114,6 +119,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   char* pipe = smem + L.q_bytes + L.ptile_bytes + L.ids_bytes;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int twarp = warp % TW, dpart = warp / TW;  // token slice and dim part of this warp
   // Output-dim chunks of one row chunk are adjacent: they read the same keys,
   // so the second read mostly hits L2.
   const int dv_chunk = blockIdx.x % p.dv_chunks;
@@ -121,6 +127,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int kvh = blockIdx.x / (p.dv_chunks * p.row_chunks);
   const int dv0 = dv_chunk * DV;
   const int dv_len = min(DV, HEAD_DIM - dv0);
+  const int dw_len = DSPLIT == 1 ? dv_len : max(0, min(DW, dv_len - dpart * DW));  // this warp's real dims
   const int seq = blockIdx.y;
   const int split = blockIdx.z;
   // Rows of this KV head: (query head, query token) pairs, head-major; this
@@ -172,7 +179,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // tiles of 2 warps: l8b 0.925 -> 0.956 of read, mha 0.920 -> 0.963 (L2 sees
   // one request per sector instead of ~1.5). Not for fp8 (0.877 -> 0.863;
   // H200, 64-token tiles: 0.1695 ms against 0.1588 tuned with cp.async, other
-  // runs: the registers cost CTAs) nor above 128 dims (they spill there).
+  // runs: the registers cost CTAs) nor for a warp accumulating more than
+  // 128 dims (they spill there; 256-dim heads stage with a dim split).
   constexpr bool RS = RegisterStaged<KV, HEAD_DIM, DV, TILE, WARPS, MMA>::value;
   constexpr int kFirst = STAGES + (RS ? 1 : 0);  // tiles whose page ids the prologue looks up
   constexpr int RING = STAGES + 1 + (RS ? 1 : 0);
@@ -241,7 +249,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   }
 
   Math math;
-  WarpState<DV> st;
+  WarpState<DW> st;
   st.init();
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -279,11 +287,12 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
 
 #pragma unroll
     for (int ks = 0; ks < WT / 16; ++ks) {
-      const int tok0 = warp * WT + ks * 16;
+      const int tok0 = twarp * WT + ks * 16;
       float sc[2][4];
       math.scores(q_smem, L.q_pitch, stage_k(t), L.row_pitch, tok0, nrows, sc);
       st.online_softmax(sc, p, qk_scale, ids(t), pos0, tok0, masked);
-      math.accumulate(st, sc, stage_v(t), L.v_pitch, tok0, p_tiles + warp * kTileRows * 16, dv_len);
+      math.accumulate(st, sc, stage_v(t) + dpart * DW * KV::bytes, L.v_pitch, tok0, p_tiles + warp * kTileRows * 16,
+                      dw_len);
     }
     if (more) {
       const unsigned bit = 1u << (t_ids % RING);
@@ -309,7 +318,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
         l_buf[warp * kTileRows + g + 8 * r] = l;
       }
     }
-    Math::store_o(st, o_buf + warp * kTileRows * DV);
+    Math::store_o(st, o_buf + warp * kTileRows * DW);
   }
   __syncthreads();
 
@@ -322,17 +331,18 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     const int row = idx / (dv_len / 4);
     const int dl = (idx % (dv_len / 4)) * 4;  // within the chunk
     const int d = dv0 + dl;                   // within the head
+    const int w0 = dl / DW * TW;              // the warps that hold these dims: w0 .. w0 + TW - 1
     float mx = neg_inf();
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) mx = fmaxf(mx, m_buf[w * kTileRows + row]);
+    for (int w = w0; w < w0 + TW; ++w) mx = fmaxf(mx, m_buf[w * kTileRows + row]);
     float l = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (mx != neg_inf()) {
 #pragma unroll
-      for (int w = 0; w < WARPS; ++w) {
+      for (int w = w0; w < w0 + TW; ++w) {
         const float f = fast_exp2(m_buf[w * kTileRows + row] - mx);
         l += l_buf[w * kTileRows + row] * f;
-        const float4 o = *reinterpret_cast<const float4*>(o_buf + (w * kTileRows + row) * DV + dl);
+        const float4 o = *reinterpret_cast<const float4*>(o_buf + (w * kTileRows + row) * DW + dl % DW);
         acc.x += o.x * f, acc.y += o.y * f, acc.z += o.z * f, acc.w += o.w * f;
       }
     }

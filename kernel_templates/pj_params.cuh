@@ -83,6 +83,24 @@ struct MergeParams {
 // Rows of the MMA tile: the query heads of one CTA are padded to 16.
 constexpr int kTileRows = 16;
 
+// Tile shapes: each warp takes whole 16-token slices of a tile. A CTA with
+// more warps than slices splits the output dims instead: with 32-token tiles
+// and 4 warps, warps 0-1 take tokens 0-15 / 16-31 for the first half of the
+// dims and warps 2-3 the same tokens for the second half (each pair computes
+// the same scores). Half the accumulator a warp is what lets 256-dim heads
+// stage their tiles through registers without spilling.
+constexpr int dim_split(int tile_tokens, int warps) {
+  return warps * 16 > tile_tokens ? warps * 16 / tile_tokens : 1;
+}
+constexpr bool tile_shape_ok(int tile_tokens, int warps) {
+  return tile_tokens >= 16 && warps >= 1 && tile_tokens % 16 == 0 &&
+         (tile_tokens % (16 * warps) == 0 || warps % (tile_tokens / 16) == 0);
+}
+// A dim split needs the tensor-core path and whole 16-dim steps per warp.
+constexpr bool dim_split_ok(int tile_tokens, int warps, int v_dims, bool mma) {
+  return dim_split(tile_tokens, warps) == 1 || (mma && v_dims % (16 * dim_split(tile_tokens, warps)) == 0);
+}
+
 // Dynamic shared memory of the decode kernel, in bytes. Used by the kernel to
 // carve its buffers and by the host to size the launch.
 struct DecodeSmem {

@@ -152,10 +152,12 @@ struct TileLoader {
 
 // Whether paged_decode stages its tiles through registers (see there); the
 // host's planner mirrors this rule (attention/planner.cpp: register_staged).
+// A warp's accumulator of more than 128 dims plus the staged rows spills, so
+// 256-dim heads stage only with a dim split (pj::dim_split).
 template <class KV, int HEAD_DIM, int DV, int TILE, int WARPS, bool MMA>
 struct RegisterStaged {
-  static constexpr bool value =
-      MMA && !is_fp8<KV>::value && HEAD_DIM <= 128 && TileLoader<KV, HEAD_DIM, DV, TILE, WARPS * 32>::kRegStage;
+  static constexpr bool value = MMA && !is_fp8<KV>::value && DV / dim_split(TILE, WARPS) <= 128 &&
+                                TileLoader<KV, HEAD_DIM, DV, TILE, WARPS * 32>::kRegStage;
 };
 
 }  // namespace pj

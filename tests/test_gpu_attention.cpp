@@ -107,6 +107,12 @@ Case random_case(std::uint64_t seed) {
     if (rng() % 2) k.v_dims = std::max(16, g.head_dim / 32 * 16);  // about half, a multiple of 16
     if (rng() % 2) k.chunk_tokens = pick(rng, {16, 100, 256});
     o.kernel_config = k;
+  } else if (rng() % 4 == 0 && g.head_dim % 32 == 0 && g.dtype != DType::f32) {
+    KernelConfig k;  // warp pairs that split the output dims (pj::dim_split): whole 16-dim steps each
+    k.warps = pick(rng, {2, 4});
+    k.tile_tokens = 8 * k.warps;
+    k.stages = uni(2, 3);
+    o.kernel_config = k;
   }
   return c;
 }
@@ -228,6 +234,45 @@ TEST_SUITE("gpu") {
       c.opts.num_splits = 64;
     }
     run_case(c);
+  }
+
+  TEST_CASE("gpu: warps that split the output dims match the reference" * pjtest::skip_without_gpu()) {
+    // More warps than 16-token slices of a tile: warp groups take parts of the
+    // output dims (pj::dim_split); 256-dim heads then stage tiles through
+    // registers. Every dtype path, partial last tiles, splits, windows, q_len 3.
+    struct Shape {
+      DType dtype;
+      std::optional<DType> kv;
+      int head_dim, tile, warps, stages;
+    };
+    const Shape shapes[] = {
+        {DType::bf16, {}, 256, 32, 4, 2},          {DType::f16, {}, 256, 16, 2, 3},
+        {DType::bf16, {}, 256, 64, 8, 2},          {DType::bf16, {}, 256, 32, 8, 2},
+        {DType::f16, {}, 512, 32, 4, 2},           {DType::bf16, {}, 96, 16, 2, 2},
+        {DType::bf16, DType::e4m3, 256, 32, 4, 3}, {DType::f16, DType::e5m2, 128, 16, 2, 2},
+    };
+    std::vector<Case> cases;
+    std::uint64_t seed = 0xD5;
+    for (const Shape& sh : shapes)
+      for (int variant = 0; variant < 4; ++variant) {
+        Case c;
+        c.cfg.seed = ++seed;
+        c.cfg.dtype = c.cfg.out_dtype = sh.dtype;
+        c.cfg.kv_dtype = sh.kv;
+        c.cfg.kv_scales = sh.kv ? variant % 3 : 0;
+        c.cfg.head_dim = sh.head_dim;
+        c.cfg.num_kv_heads = 2;
+        c.cfg.num_heads = variant == 2 ? 2 : 8;  // MHA and a group of 4
+        c.cfg.q_len = variant == 3 ? 3 : 1;
+        c.cfg.context_lens = {1, 37, 300, 1000};
+        c.cfg.with_lse = true;
+        c.opts.kernel_config = KernelConfig{sh.tile, sh.warps, sh.stages, 0, 0};
+        c.opts.num_splits = variant == 1 ? 3 : 0;
+        if (variant == 2) c.opts.sliding_window = 100;
+        cases.push_back(c);
+      }
+    warm(cases);
+    for (const Case& c : cases) run_case(c);
   }
 
   TEST_CASE("gpu: 4096 sequences in one call" * pjtest::skip_without_gpu()) {

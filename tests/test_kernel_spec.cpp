@@ -91,6 +91,14 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_AS(s.check(), InvalidArgument);
     s = decode_spec(), s.v_dims = 136;
     CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.tile_tokens = 32;  // 4 warps on 2 slices: warp pairs split the 128 dims
+    CHECK_NOTHROW(s.check());
+    s.v_dims = 80;  // 40 dims a warp: not whole 16-dim steps
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.tile_tokens = 32, s.q_dtype = s.kv_dtype = DType::f32, s.compute = jit::Compute::simt;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);  // no dim split on the simt path
+    s.warps = 2;
+    CHECK_NOTHROW(s.check());
     s = decode_spec(), s.stages = 1;
     CHECK_THROWS_AS(s.check(), InvalidArgument);
     s = decode_spec(), s.kv_dtype = DType::f32;  // kv must match the query (or be fp8)

@@ -4,6 +4,7 @@
 #include "attention/planner.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
+#include "pj_params.cuh"
 #include "shapes.hpp"
 
 using namespace pagedjit;
@@ -33,10 +34,13 @@ TEST_SUITE("cpu") {
         CHECK(p.stages == 2);
       }
     const LaunchInfo d256 = plan_problem(test_shape(64, 32, 8, 4096, 256, DType::bf16), {}, h100);
-    // The cp.async list (the staging registers would spill): its first tile
-    // that lets two CTAs share an SM is 32 tokens, 3 stages.
+    // Staged with a dim split: 32 tokens, 4 warps (two pairs of 128 dims), 2 stages.
     CHECK(d256.tile_tokens == 32);
-    CHECK(d256.stages == 3);
+    CHECK(d256.warps == 4);
+    CHECK(d256.stages == 2);
+    // fp32 has no dim split: every warp takes whole 16-token slices.
+    const LaunchInfo d256f = plan_problem(test_shape(64, 32, 8, 4096, 256, DType::f32), {}, h100);
+    CHECK(d256f.warps * 16 <= d256f.tile_tokens);
     ProblemShape fp8 = test_shape(64, 32, 8, 4096, 128, DType::bf16);
     fp8.kv_dtype = DType::e4m3;
     const LaunchInfo f8 = plan_problem(fp8, {}, h100);
@@ -162,7 +166,7 @@ TEST_SUITE("cpu") {
       for (int d = 16; d <= 512; d += 16) {
         const LaunchInfo p = plan_problem(test_shape(8, 8, 8, 2048, d, dt), {}, h100);
         CHECK(p.smem_bytes <= h100.max_smem_per_block);
-        CHECK(p.tile_tokens % (16 * p.warps) == 0);
+        CHECK(pj::tile_shape_ok(p.tile_tokens, p.warps));
         CHECK(p.v_dims % 16 == 0);
         CHECK(p.v_dims <= 256);
         CHECK(p.v_dims * p.dv_chunks >= d);
@@ -179,6 +183,21 @@ TEST_SUITE("cpu") {
     CHECK(p.stages == 6);
     o.kernel_config = KernelConfig{256, 8, 8, 0};  // far more shared memory than an SM has
     CHECK_THROWS_AS(plan_problem(test_shape(8, 8, 8, 2048, 256), o, h100), InvalidArgument);
+  }
+
+  TEST_CASE("planner: warps beyond a tile's 16-token slices split the dims, on tensor cores only") {
+    PagedAttentionOptions o;
+    o.kernel_config = KernelConfig{32, 4, 2, 0, 0};
+    const LaunchInfo p = plan_problem(test_shape(32, 32, 8, 4096, 256), o, h100);
+    CHECK(p.tile_tokens == 32);
+    CHECK(p.warps == 4);
+    CHECK(p.threads == 128);
+    CHECK(p.decode_kernel.find("256, 256, 32, 4, 2, true") != std::string::npos);
+    CHECK_THROWS_AS(plan_problem(test_shape(32, 32, 8, 4096, 256, DType::f32), o, h100), InvalidArgument);
+    o.kernel_config = KernelConfig{32, 4, 2, 0, 80};  // 40 dims a warp
+    CHECK_THROWS_AS(plan_problem(test_shape(32, 32, 8, 4096, 256), o, h100), InvalidArgument);
+    o.kernel_config = KernelConfig{48, 4, 2, 0, 0};  // three slices for four warps
+    CHECK_THROWS_AS(plan_problem(test_shape(32, 32, 8, 4096, 256), o, h100), InvalidArgument);
   }
 
   TEST_CASE("planner: a fixed chunk gives ceil(max_context_len / chunk) partitions") {

@@ -547,6 +547,10 @@ TEST_SUITE("cpu") {
     CHECK(config_error(too_big, s, h100).find("shared memory") != std::string::npos);
     CHECK(config_error(fine, s, h100).empty());
     CHECK(config_error(KernelConfig{48, 4, 3, 0, 0}, s, h100).find("multiple of 16 * warps") != std::string::npos);
+    // A dim split (4 warps on a 32-token tile): tensor cores only.
+    CHECK(config_error(KernelConfig{32, 4, 2, 0, 0}, shape(32, 32, 8, 4096, 256), h100).empty());
+    CHECK(config_error(KernelConfig{32, 4, 2, 0, 0}, shape(32, 32, 8, 4096, 256, DType::f32), h100)
+              .find("tensor cores") != std::string::npos);
     CHECK(!config_error(KernelConfig{64, 16, 3, 0, 0}, s, h100).empty());  // 512 threads, but warps > 8
     CHECK(!config_error(KernelConfig{64, 4, 1, 0, 0}, s, h100).empty());
     CHECK(!config_error(KernelConfig{64, 4, 3, 100, 0}, s, h100).empty());

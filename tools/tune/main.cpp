@@ -60,7 +60,8 @@ usage: pagedjit-tune [options]            tune (needs a GPU)
 
 For each problem (a bench case; default configs/tune-problems.json):
   phase 1  every tile shape (warps 1/2/4/8 x 16/32/64 tokens per warp x stages
-           2/3/4/6; above head_dim 128 also half the output dims per CTA) with
+           2/3/4/6; above head_dim 128 also half the output dims per CTA, and
+           8 tokens per warp: warp pairs that split the output dims) with
            the heuristic's partitions; shapes that cannot run on the device
            (shared memory, threads, the planner's limits) are pruned untimed
   phase 2  the 3 fastest tile shapes x fixed partition lengths 512..16384

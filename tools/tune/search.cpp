@@ -103,12 +103,17 @@ std::vector<Candidate> tile_candidates(const ProblemShape& s, const pagedjit::De
     const int def = ((s.head_dim + chunks - 1) / chunks + 15) / 16 * 16;
     if (def / 2 >= 16 && (def / 2) % 16 == 0) dvs.push_back(def / 2);
   }
+  // Above 128 dims, also tiles of 8 tokens a warp: warp pairs split the output
+  // dims (pj::dim_split), which halves the accumulator and lets the tiles go
+  // through registers. Smaller heads keep their accumulator in registers anyway.
+  std::vector<int> per_warps = {16, 32, 64};
+  if (s.head_dim > 128 && s.dtype != pagedjit::DType::f32) per_warps.insert(per_warps.begin(), 8);
   std::vector<Candidate> out;
   for (int dv : dvs)
     for (int warps : {1, 2, 4, 8})
-      for (int per_warp : {16, 32, 64}) {
+      for (int per_warp : per_warps) {
         const int tile = warps * per_warp;
-        if (tile > 256) continue;
+        if (tile > 256 || tile < 16) continue;
         for (int stages : {2, 3, 4, 6}) {
           Candidate c;
           c.config = KernelConfig{tile, warps, stages, 0, dv};

@@ -37,7 +37,8 @@ struct PagedAttentionArgs {
 
 // Launch parameters the tuner (and the curious) may force; 0 = engine chooses.
 struct KernelConfig {
-  int tile_tokens = 0;   // tokens per pipeline stage; a multiple of 16 * warps
+  int tile_tokens = 0;   // tokens per pipeline stage; a multiple of 16 * warps (or of 16, where warps beyond
+                         // tile_tokens / 16 split the output dims: tensor cores only)
   int warps = 0;         // 1..8
   int stages = 0;        // 2..8
   int chunk_tokens = 0;  // > 0: fixed partition length (splits = ceil(max_context_len / chunk))

@@ -22,6 +22,11 @@ constexpr TileConfig kTileConfigs[] = {{64, 4, 3}, {64, 4, 2}, {32, 2, 3}, {32, 
 // templates): 32-token tiles of two warps won on the H100 (0.956 of read on
 // l8b, 0.963 on mha, against 0.925 / 0.920 for the best cp.async tiles).
 constexpr TileConfig kRegisterTileConfigs[] = {{32, 2, 2}, {64, 4, 2}, {32, 2, 3}, {16, 1, 2}};
+// Above 128 dims a warp's tile rows and accumulator fit registers only with a
+// dim split (pj::dim_split): 32-token tiles of 4 warps ran d256_b32_c4k in
+// 0.3682 ms against 0.3726 for the best cp.async tile (32/2/2), 64/8/2 0.3697,
+// 16/2/2 0.4076 (H100, one partition).
+constexpr TileConfig kWideRegisterTileConfigs[] = {{32, 4, 2}, {64, 8, 2}, {16, 2, 2}};
 // fp8 caches: small tiles (more CTAs an SM; fp8 runs about twice the
 // instructions per byte and is latency-bound at 8 warps an SM), with one
 // stage more than the fp16/bf16 tiles. The tuner chose 32-token tiles of 1-2
@@ -49,12 +54,12 @@ int smem_of(const ProblemShape& s, int dv, const TileConfig& c, bool simt) {
       .total;
 }
 
-// Mirrors pj::RegisterStaged: fp16/bf16 caches up to 128 dims whose tile
-// splits into whole 16-byte columns per thread.
+// Mirrors pj::RegisterStaged: fp16/bf16 caches whose warps accumulate at
+// most 128 dims and whose tile splits into whole 16-byte columns per thread.
 bool register_staged(const ProblemShape& s, int dv, const TileConfig& c, bool simt) {
   const int chunks = s.head_dim * int(dtype_size(s.dtype)) / 16, threads = c.warps * 32;
-  return !simt && !is_fp8(s.kv_dtype) && s.head_dim <= 128 && dv == s.head_dim && threads % chunks == 0 &&
-         (c.tile * chunks) % threads == 0;
+  return !simt && !is_fp8(s.kv_dtype) && dv / pj::dim_split(c.tile, c.warps) <= 128 && dv == s.head_dim &&
+         threads % chunks == 0 && (c.tile * chunks) % threads == 0;
 }
 
 // Rough per-thread register use, for the occupancy estimate only.
@@ -113,8 +118,19 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
       return TileConfig{0, 0, 0};
     };
     const bool staged = register_staged(s, dv, kRegisterTileConfigs[0], simt);
-    cfg = fp8 ? pick(kFp8TileConfigs) : staged ? pick(kRegisterTileConfigs) : pick(kTileConfigs);
+    const bool wide_staged = register_staged(s, dv, kWideRegisterTileConfigs[0], simt);
+    cfg = fp8           ? pick(kFp8TileConfigs)
+          : staged      ? pick(kRegisterTileConfigs)
+          : wide_staged ? pick(kWideRegisterTileConfigs)
+                        : pick(kTileConfigs);
   }
+  if (forced.tile_tokens &&
+      (!pj::tile_shape_ok(cfg.tile, cfg.warps) || !pj::dim_split_ok(cfg.tile, cfg.warps, dv, !simt)))
+    throw InvalidArgument("options.kernel_config",
+                          fmt::format("at most {} warps for {}-token tiles, or a multiple of that many that split "
+                                      "the {} output dims into multiples of 16 on tensor cores (fp16, bf16, fp8)",
+                                      std::max(1, cfg.tile / 16), cfg.tile, dv),
+                          fmt::format("{} warps{}", cfg.warps, simt ? " on the fp32 (simt) path" : ""));
   const int smem = cfg.tile ? smem_of(s, dv, cfg, simt) : 0;
   if (forced.tile_tokens && smem > d.max_smem_per_block)
     throw InvalidArgument("options.kernel_config",

@@ -7,6 +7,7 @@
 
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
+#include "pj_params.cuh"
 
 namespace pagedjit {
 namespace {
@@ -193,9 +194,11 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
     const KernelConfig& c = *o.kernel_config;
     const bool shape_given = c.tile_tokens || c.warps || c.stages;
     if (shape_given && !(c.warps >= 1 && c.warps <= 8 && c.stages >= 2 && c.stages <= 8 && c.tile_tokens > 0 &&
-                         c.tile_tokens % (16 * c.warps) == 0 && c.tile_tokens <= 256))
+                         pj::tile_shape_ok(c.tile_tokens, c.warps) && c.tile_tokens <= 256))
       throw InvalidArgument("options.kernel_config",
-                            "tile_tokens (<= 256, a multiple of 16 * warps), warps in 1..8 and stages in 2..8, all set",
+                            "tile_tokens (<= 256, a multiple of 16 * warps, or of 16 with warps a multiple of "
+                            "tile_tokens / 16: the extra warps split the output dims), warps in 1..8 and stages in "
+                            "2..8, all set",
                             fmt::format("tile_tokens {} warps {} stages {}", c.tile_tokens, c.warps, c.stages));
     if (c.v_dims < 0 || c.v_dims % 16 != 0 || c.v_dims > std::min(256, s.head_dim))
       throw InvalidArgument("options.kernel_config.v_dims",

@@ -176,9 +176,12 @@ KernelConfig read_config(const Reader& r, const At& a, int head_dim) {
   c.warps = int(r.integer(r.member(a, "warps"), 1, 8));
   const At tile = r.member(a, "tile_tokens");
   c.tile_tokens = int(r.integer(tile, 16, 256, "a multiple of 16 * warps"));
-  if (c.tile_tokens % (16 * c.warps))
-    r.fail(tile.ptr, fmt::format("a multiple of 16 * warps = {} in [16, 256]", 16 * c.warps),
-           std::to_string(c.tile_tokens));
+  if (!pj::tile_shape_ok(c.tile_tokens, c.warps))
+    r.fail(
+        tile.ptr,
+        fmt::format("a multiple of 16 * warps = {}, or of 16 with warps a multiple of tile_tokens / 16, in [16, 256]",
+                    16 * c.warps),
+        std::to_string(c.tile_tokens));
   c.stages = int(r.integer(r.member(a, "stages"), 2, 8));
   if (a.v.contains("chunk_tokens")) {
     const At ch = r.member(a, "chunk_tokens");
@@ -347,8 +350,11 @@ int config_smem_bytes(const KernelConfig& c, const ProblemShape& s) {
 std::string config_error(const KernelConfig& c, const ProblemShape& s, const DeviceInfo& d) {
   if (c.warps < 1 || c.warps > 8) return fmt::format("warps {} outside 1..8", c.warps);
   if (32 * c.warps > 1024) return fmt::format("{} threads per CTA (at most 1024)", 32 * c.warps);
-  if (c.tile_tokens <= 0 || c.tile_tokens > 256 || c.tile_tokens % (16 * c.warps))
-    return fmt::format("tile_tokens {} is not a multiple of 16 * warps = {} in [16, 256]", c.tile_tokens, 16 * c.warps);
+  if (c.tile_tokens <= 0 || c.tile_tokens > 256 || !pj::tile_shape_ok(c.tile_tokens, c.warps))
+    return fmt::format(
+        "tile_tokens {} is not a multiple of 16 * warps = {} (nor of 16 with warps a multiple of tile_tokens / 16) in "
+        "[16, 256]",
+        c.tile_tokens, 16 * c.warps);
   if (c.stages < 2 || c.stages > 8) return fmt::format("stages {} outside 2..8", c.stages);
   if (c.chunk_tokens < 0 || c.chunk_tokens > kMaxChunkTokens || c.chunk_tokens % c.tile_tokens)
     return fmt::format("chunk_tokens {} is not 0 or a multiple of tile_tokens {} up to 2^30", c.chunk_tokens,
@@ -357,6 +363,12 @@ std::string config_error(const KernelConfig& c, const ProblemShape& s, const Dev
   const int max_dv = std::min(256, s.head_dim);
   if (c.v_dims < 0 || c.v_dims > max_dv || c.v_dims % 16)
     return fmt::format("v_dims {} is not 0 or a multiple of 16 up to {}", c.v_dims, max_dv);
+  const int dv = c.v_dims ? c.v_dims : default_v_dims(s.head_dim);
+  if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, s.dtype != DType::f32))
+    return fmt::format(
+        "{} warps split {} output dims of {}-token tiles {} ways: needs tensor cores and a multiple "
+        "of 16 dims a warp",
+        c.warps, dv, c.tile_tokens, pj::dim_split(c.tile_tokens, c.warps));
   const int smem = config_smem_bytes(c, s);
   if (d.max_smem_per_block > 0 && smem > d.max_smem_per_block)
     return fmt::format("needs {} bytes of shared memory, {} allows {} per block", smem, d.name, d.max_smem_per_block);

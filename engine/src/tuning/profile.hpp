@@ -110,7 +110,9 @@ std::string serialize_profile(const Profile& p);
 int nearest_entry(const Profile& p, const ProblemShape& shape);
 
 // Why `c` cannot run `shape` on `device`, or "" when it can: tile_tokens a
-// multiple of 16 * warps up to 256, warps 1..8 (threads <= 1024), stages
+// multiple of 16 * warps up to 256 (or of 16 with warps a multiple of
+// tile_tokens / 16, a dim split: tensor cores, 16-dim multiples a warp),
+// warps 1..8 (threads <= 1024), stages
 // 2..8, chunk_tokens 0 or a multiple of tile_tokens up to 2^30, v_dims 0 or a
 // multiple of 16 up to min(256, head_dim), and the kernel's shared memory
 // (pj::decode_smem with the KV dtype's element size) within the device's
