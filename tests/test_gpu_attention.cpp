@@ -239,17 +239,27 @@ TEST_SUITE("gpu") {
   TEST_CASE("gpu: warps that split the output dims match the reference" * pjtest::skip_without_gpu()) {
     // More warps than 16-token slices of a tile: warp groups take parts of the
     // output dims (pj::dim_split); 256-dim heads then stage tiles through
-    // registers. Every dtype path, partial last tiles, splits, windows, q_len 3.
+    // registers. Every dtype path, partial last tiles, splits, windows, q_len 3,
+    // and dim chunks (v_dims) whose last one leaves a warp group part or none
+    // of its dims (272 = 160 + 112: 80 + 32 dims; 192 + 80: 48 + 32 + 0 + 0).
     struct Shape {
       DType dtype;
       std::optional<DType> kv;
-      int head_dim, tile, warps, stages;
+      int head_dim, tile, warps, stages, v_dims = 0;
     };
     const Shape shapes[] = {
-        {DType::bf16, {}, 256, 32, 4, 2},          {DType::f16, {}, 256, 16, 2, 3},
-        {DType::bf16, {}, 256, 64, 8, 2},          {DType::bf16, {}, 256, 32, 8, 2},
-        {DType::f16, {}, 512, 32, 4, 2},           {DType::bf16, {}, 96, 16, 2, 2},
-        {DType::bf16, DType::e4m3, 256, 32, 4, 3}, {DType::f16, DType::e5m2, 128, 16, 2, 2},
+        {DType::bf16, {}, 256, 32, 4, 2},
+        {DType::f16, {}, 256, 16, 2, 3},
+        {DType::bf16, {}, 256, 64, 8, 2},
+        {DType::bf16, {}, 256, 32, 8, 2},
+        {DType::f16, {}, 512, 32, 4, 2},
+        {DType::bf16, {}, 96, 16, 2, 2},
+        {DType::bf16, DType::e4m3, 256, 32, 4, 3},
+        {DType::f16, DType::e5m2, 128, 16, 2, 2},
+        {DType::bf16, {}, 272, 32, 4, 2, 160},
+        {DType::f16, {}, 272, 16, 4, 2, 192},
+        {DType::bf16, DType::e4m3, 272, 32, 4, 2, 160},
+        {DType::f16, DType::e4m3, 96, 16, 2, 2},
     };
     std::vector<Case> cases;
     std::uint64_t seed = 0xD5;
@@ -266,7 +276,7 @@ TEST_SUITE("gpu") {
         c.cfg.q_len = variant == 3 ? 3 : 1;
         c.cfg.context_lens = {1, 37, 300, 1000};
         c.cfg.with_lse = true;
-        c.opts.kernel_config = KernelConfig{sh.tile, sh.warps, sh.stages, 0, 0};
+        c.opts.kernel_config = KernelConfig{sh.tile, sh.warps, sh.stages, 0, sh.v_dims};
         c.opts.num_splits = variant == 1 ? 3 : 0;
         if (variant == 2) c.opts.sliding_window = 100;
         cases.push_back(c);

@@ -243,6 +243,12 @@ TEST_SUITE("cpu") {
          "true"},
         {"tile not a multiple of 16 * warps", [](json& j) { j["entries"][0]["config"]["tile_tokens"] = 48; },
          "#/entries/0/config/tile_tokens", "16 * warps = 64"},
+        {"dim split on fp32",
+         [](json& j) {
+           j["entries"][0]["bucket"]["dtype"] = j["entries"][0]["bucket"]["kv_dtype"] = "fp32";
+           j["entries"][0]["config"]["tile_tokens"] = 32;  // 4 warps on 2 slices
+         },
+         "#/entries/0/config/warps", "a dim split needs fp16/bf16"},
         {"tile huge", [](json& j) { j["entries"][0]["config"]["tile_tokens"] = 1LL << 40; },
          "#/entries/0/config/tile_tokens", "1099511627776"},
         {"tile above int64", [](json& j) { j["entries"][0]["config"]["tile_tokens"] = 18446744073709551615ull; },

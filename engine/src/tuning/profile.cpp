@@ -170,7 +170,15 @@ Bucket read_bucket(const Reader& r, const At& a) {
   return b;
 }
 
-KernelConfig read_config(const Reader& r, const At& a, int head_dim) {
+int default_v_dims(int head_dim) {
+  const int chunks = (head_dim + 255) / 256;
+  return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
+}
+
+// `config` of an entry whose bucket is `b` (head_dim, dtype: whether a dim
+// split can run is known from the file alone).
+KernelConfig read_config(const Reader& r, const At& a, const Bucket& b) {
+  const int head_dim = b.head_dim;
   r.object(a, {"tile_tokens", "warps", "stages"}, {"chunk_tokens", "v_dims"});
   KernelConfig c;
   c.warps = int(r.integer(r.member(a, "warps"), 1, 8));
@@ -195,6 +203,12 @@ KernelConfig read_config(const Reader& r, const At& a, int head_dim) {
     c.v_dims = int(r.integer(dv, 0, max_dv, "0 or a multiple of 16"));
     if (c.v_dims % 16) r.fail(dv.ptr, fmt::format("0 or a multiple of 16 up to {}", max_dv), std::to_string(c.v_dims));
   }
+  const int dv = c.v_dims ? c.v_dims : default_v_dims(head_dim);
+  if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, b.dtype != DType::f32))
+    r.fail(a.ptr + "/warps",
+           fmt::format("at most {} warps for {}-token tiles (a dim split needs fp16/bf16 and {} dims a multiple of {})",
+                       c.tile_tokens / 16, c.tile_tokens, dv, 16 * pj::dim_split(c.tile_tokens, c.warps)),
+           std::to_string(c.warps));
   return c;
 }
 
@@ -272,11 +286,6 @@ json parse_json(const Reader& r, const std::string& text) {
   if (!duplicate.empty())
     r.fail("", "JSON objects without duplicate keys", fmt::format("the key \"{}\" twice in an object", duplicate));
   return j;
-}
-
-int default_v_dims(int head_dim) {
-  const int chunks = (head_dim + 255) / 256;
-  return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
 }
 
 }  // namespace
@@ -420,7 +429,7 @@ Profile parse_profile(const std::string& text, const std::string& origin) {
     r.object(e, {"bucket", "config", "time_ms", "frac_read"}, {"heuristic_ms", "chosen", "problem"});
     Entry en;
     en.bucket = read_bucket(r, r.member(e, "bucket"));
-    en.config = read_config(r, r.member(e, "config"), en.bucket.head_dim);
+    en.config = read_config(r, r.member(e, "config"), en.bucket);
     en.time_ms = r.number(r.member(e, "time_ms"), 0, 1e9, true);
     en.frac_read = r.number(r.member(e, "frac_read"), 0, 100, false);
     if (e.v.contains("heuristic_ms")) en.heuristic_ms = r.number(r.member(e, "heuristic_ms"), 0, 1e9, true);
