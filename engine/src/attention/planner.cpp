@@ -124,13 +124,11 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
           : wide_staged ? pick(kWideRegisterTileConfigs)
                         : pick(kTileConfigs);
   }
-  if (forced.tile_tokens &&
-      (!pj::tile_shape_ok(cfg.tile, cfg.warps) || !pj::dim_split_ok(cfg.tile, cfg.warps, dv, !simt)))
-    throw InvalidArgument("options.kernel_config",
-                          fmt::format("at most {} warps for {}-token tiles, or a multiple of that many that split "
-                                      "the {} output dims into multiples of 16 on tensor cores (fp16, bf16, fp8)",
-                                      std::max(1, cfg.tile / 16), cfg.tile, dv),
-                          fmt::format("{} warps{}", cfg.warps, simt ? " on the fp32 (simt) path" : ""));
+  if (forced.tile_tokens && !pj::tile_shape_ok(cfg.tile, cfg.warps))
+    throw InvalidArgument("options.kernel_config", jit::tile_shape_rule(cfg.warps), std::to_string(cfg.tile));
+  if (forced.tile_tokens && !pj::dim_split_ok(cfg.tile, cfg.warps, dv, !simt))
+    throw InvalidArgument("options.kernel_config", jit::dim_split_rule(cfg.tile, cfg.warps),
+                          fmt::format("{} warps, {} output dims{}", cfg.warps, dv, simt ? ", fp32 (simt)" : ""));
   const int smem = cfg.tile ? smem_of(s, dv, cfg, simt) : 0;
   if (forced.tile_tokens && smem > d.max_smem_per_block)
     throw InvalidArgument("options.kernel_config",

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "jit/kernel_spec.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pj_params.cuh"
@@ -196,9 +197,8 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
     if (shape_given && !(c.warps >= 1 && c.warps <= 8 && c.stages >= 2 && c.stages <= 8 && c.tile_tokens > 0 &&
                          pj::tile_shape_ok(c.tile_tokens, c.warps) && c.tile_tokens <= 256))
       throw InvalidArgument("options.kernel_config",
-                            "tile_tokens (<= 256, a multiple of 16 * warps, or of 16 with warps a multiple of "
-                            "tile_tokens / 16: the extra warps split the output dims), warps in 1..8 and stages in "
-                            "2..8, all set",
+                            fmt::format("tile_tokens (<= 256, {}), warps in 1..8 and stages in 2..8, all set",
+                                        jit::tile_shape_rule(c.warps)),
                             fmt::format("tile_tokens {} warps {} stages {}", c.tile_tokens, c.warps, c.stages));
     if (c.v_dims < 0 || c.v_dims % 16 != 0 || c.v_dims > std::min(256, s.head_dim))
       throw InvalidArgument("options.kernel_config.v_dims",

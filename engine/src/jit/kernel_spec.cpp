@@ -47,6 +47,17 @@ const char* merge_name(Merge m) {
   return "?";
 }
 
+std::string tile_shape_rule(int warps) {
+  return fmt::format("a multiple of 16 * warps = {}, or of 16 with warps a multiple of tile_tokens / 16", 16 * warps);
+}
+
+std::string dim_split_rule(int tile_tokens, int warps) {
+  return fmt::format(
+      "a dim split needs fp16/bf16/fp8 on tensor cores and output dims a multiple of {} ({} warps on {}-token tiles "
+      "split them {} ways)",
+      16 * pj::dim_split(tile_tokens, warps), warps, tile_tokens, pj::dim_split(tile_tokens, warps));
+}
+
 bool arch_has_clusters(const std::string& arch) {
   return arch.rfind("sm_", 0) == 0 && std::atoi(arch.c_str() + 3) >= 90;
 }
@@ -73,21 +84,14 @@ void KernelSpec::check() const {
     throw InvalidArgument("KernelSpec.v_dims", "a multiple of 16 in [16, head_dim]", std::to_string(v_dims));
   if (warps < 1 || warps > 8) throw InvalidArgument("KernelSpec.warps", "1..8", std::to_string(warps));
   if (!pj::tile_shape_ok(tile_tokens, warps))
-    throw InvalidArgument("KernelSpec.tile_tokens",
-                          fmt::format("a positive multiple of 16 * warps = {}, or of 16 with warps a multiple of "
-                                      "tile_tokens / 16",
-                                      16 * warps),
-                          std::to_string(tile_tokens));
+    throw InvalidArgument("KernelSpec.tile_tokens", tile_shape_rule(warps), std::to_string(tile_tokens));
   if (stages < 2 || stages > 8) throw InvalidArgument("KernelSpec.stages", "2..8", std::to_string(stages));
   if (compute == Compute::mma && kv_dtype == DType::f32)
     throw InvalidArgument("KernelSpec.compute", "simt for fp32 (tensor cores have no fp32-exact mode)", "mma");
   if (compute == Compute::simt && is_fp8(kv_dtype))
     throw InvalidArgument("KernelSpec.compute", "mma for fp8 caches", "simt");
   if (!pj::dim_split_ok(tile_tokens, warps, v_dims, compute == Compute::mma))
-    throw InvalidArgument("KernelSpec.warps",
-                          fmt::format("at most {} warps for {}-token simt tiles, or v_dims a multiple of {} (the "
-                                      "extra warps split the output dims)",
-                                      tile_tokens / 16, tile_tokens, 16 * pj::dim_split(tile_tokens, warps)),
+    throw InvalidArgument("KernelSpec.warps", dim_split_rule(tile_tokens, warps),
                           fmt::format("{} warps, v_dims {}, {}", warps, v_dims, compute_name(compute)));
   if (merge != Merge::none && merge != Merge::global && merge != Merge::cluster)
     throw InvalidArgument("KernelSpec.merge", "none, global or cluster", std::to_string(int(merge)));

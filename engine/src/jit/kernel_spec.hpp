@@ -23,6 +23,11 @@ const char* merge_name(Merge m);
 // Whether an NVRTC target ("sm_90a", "sm_100", ...) has thread-block clusters.
 bool arch_has_clusters(const std::string& arch);
 
+// The tile-shape rules of pj_params.cuh (pj::tile_shape_ok, pj::dim_split_ok)
+// in words, as what a valid value looks like, for every error enforcing them.
+std::string tile_shape_rule(int warps);
+std::string dim_split_rule(int tile_tokens, int warps);
+
 // Which kernel template: the decode kernel, or the merge of two partial
 // results (only the dtypes and arch matter for it).
 enum class KernelKind { decode, merge };

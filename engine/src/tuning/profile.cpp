@@ -12,6 +12,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "jit/kernel_spec.hpp"
 #include "pagedjit/errors.hpp"
 #include "pj_params.cuh"
 
@@ -185,11 +186,7 @@ KernelConfig read_config(const Reader& r, const At& a, const Bucket& b) {
   const At tile = r.member(a, "tile_tokens");
   c.tile_tokens = int(r.integer(tile, 16, 256, "a multiple of 16 * warps"));
   if (!pj::tile_shape_ok(c.tile_tokens, c.warps))
-    r.fail(
-        tile.ptr,
-        fmt::format("a multiple of 16 * warps = {}, or of 16 with warps a multiple of tile_tokens / 16, in [16, 256]",
-                    16 * c.warps),
-        std::to_string(c.tile_tokens));
+    r.fail(tile.ptr, jit::tile_shape_rule(c.warps) + ", in [16, 256]", std::to_string(c.tile_tokens));
   c.stages = int(r.integer(r.member(a, "stages"), 2, 8));
   if (a.v.contains("chunk_tokens")) {
     const At ch = r.member(a, "chunk_tokens");
@@ -205,10 +202,8 @@ KernelConfig read_config(const Reader& r, const At& a, const Bucket& b) {
   }
   const int dv = c.v_dims ? c.v_dims : default_v_dims(head_dim);
   if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, b.dtype != DType::f32))
-    r.fail(a.ptr + "/warps",
-           fmt::format("at most {} warps for {}-token tiles (a dim split needs fp16/bf16 and {} dims a multiple of {})",
-                       c.tile_tokens / 16, c.tile_tokens, dv, 16 * pj::dim_split(c.tile_tokens, c.warps)),
-           std::to_string(c.warps));
+    r.fail(a.ptr + "/warps", jit::dim_split_rule(c.tile_tokens, c.warps),
+           fmt::format("{} warps, {} output dims, {}", c.warps, dv, dtype_name(b.dtype)));
   return c;
 }
 
@@ -360,10 +355,7 @@ std::string config_error(const KernelConfig& c, const ProblemShape& s, const Dev
   if (c.warps < 1 || c.warps > 8) return fmt::format("warps {} outside 1..8", c.warps);
   if (32 * c.warps > 1024) return fmt::format("{} threads per CTA (at most 1024)", 32 * c.warps);
   if (c.tile_tokens <= 0 || c.tile_tokens > 256 || !pj::tile_shape_ok(c.tile_tokens, c.warps))
-    return fmt::format(
-        "tile_tokens {} is not a multiple of 16 * warps = {} (nor of 16 with warps a multiple of tile_tokens / 16) in "
-        "[16, 256]",
-        c.tile_tokens, 16 * c.warps);
+    return fmt::format("tile_tokens {} is not {}, in [16, 256]", c.tile_tokens, jit::tile_shape_rule(c.warps));
   if (c.stages < 2 || c.stages > 8) return fmt::format("stages {} outside 2..8", c.stages);
   if (c.chunk_tokens < 0 || c.chunk_tokens > kMaxChunkTokens || c.chunk_tokens % c.tile_tokens)
     return fmt::format("chunk_tokens {} is not 0 or a multiple of tile_tokens {} up to 2^30", c.chunk_tokens,
@@ -374,10 +366,8 @@ std::string config_error(const KernelConfig& c, const ProblemShape& s, const Dev
     return fmt::format("v_dims {} is not 0 or a multiple of 16 up to {}", c.v_dims, max_dv);
   const int dv = c.v_dims ? c.v_dims : default_v_dims(s.head_dim);
   if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, s.dtype != DType::f32))
-    return fmt::format(
-        "{} warps split {} output dims of {}-token tiles {} ways: needs tensor cores and a multiple "
-        "of 16 dims a warp",
-        c.warps, dv, c.tile_tokens, pj::dim_split(c.tile_tokens, c.warps));
+    return fmt::format("{} warps with {} output dims on {}: {}", c.warps, dv, dtype_name(s.dtype),
+                       jit::dim_split_rule(c.tile_tokens, c.warps));
   const int smem = config_smem_bytes(c, s);
   if (d.max_smem_per_block > 0 && smem > d.max_smem_per_block)
     return fmt::format("needs {} bytes of shared memory, {} allows {} per block", smem, d.name, d.max_smem_per_block);
