@@ -795,6 +795,45 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_AS(pjtune::ResultStore("/proc/no-such-dir/results.jsonl"), std::runtime_error);
   }
 
+  TEST_CASE("scripts/merge_profile.py replaces same-bucket entries, appends new ones, keeps one entry a line") {
+    TempDir dir;
+    const std::string shipped = std::string(PAGEDJIT_CONFIGS_DIR) + "/nvidia-h100-80gb-hbm3.json";
+    const Profile before = parse_profile(read_file(shipped), shipped);
+    REQUIRE(before.entries.size() > 3);
+    write_file(dir / "ship.json", read_file(shipped));
+    json whole = json::parse(read_file(shipped));
+    json changed = whole["entries"][2], added = whole["entries"][0];
+    changed["time_ms"] = 0.1234;
+    changed["config"]["stages"] = 3;
+    added["bucket"]["page_size"] = 128;  // a bucket the profile does not have
+    write_file(dir / "partial.json", json{{"entries", json::array({changed, added})}}.dump());
+
+    const pjtest::RunResult r =
+        pjtest::run_command(fmt::format("python3 '{}/../scripts/merge_profile.py' '{}' '{}' 'merged in a test' 2>&1",
+                                        PAGEDJIT_CONFIGS_DIR, dir / "ship.json", dir / "partial.json"));
+    INFO(r.out);
+    REQUIRE(r.status == 0);
+    CHECK(r.out.find("1 entries replaced, 1 added") != std::string::npos);
+    const std::string text = read_file(dir / "ship.json");
+    const Profile after = parse_profile(text, "merged");
+    REQUIRE(after.entries.size() == before.entries.size() + 1);
+    for (std::size_t i = 0; i < before.entries.size(); ++i) {
+      CAPTURE(i);
+      CHECK(same_config(
+          after.entries[i].config,
+          i == 2 ? KernelConfig{changed["config"]["tile_tokens"].get<int>(), changed["config"]["warps"].get<int>(), 3,
+                                changed["config"]["chunk_tokens"].get<int>(), changed["config"]["v_dims"].get<int>()}
+                 : before.entries[i].config));
+      CHECK(after.entries[i].time_ms == (i == 2 ? 0.1234 : before.entries[i].time_ms));
+    }
+    CHECK(after.entries.back().bucket.page_size == 128);
+    CHECK(after.about.size() > before.about.size());
+    CHECK(after.about.find("merged in a test") != std::string::npos);
+    std::size_t lines = 0;  // one entry a line, as pagedjit-tune writes them
+    for (std::size_t at = 0; (at = text.find("\n  {\"bucket\":", at)) != std::string::npos; ++at) ++lines;
+    CHECK(lines == after.entries.size());
+  }
+
 #ifdef PAGEDJIT_TUNE_TOOL
   TEST_CASE("pagedjit-tune --check validates profiles without a GPU") {
     TempDir dir;
