@@ -219,6 +219,27 @@ TEST_SUITE("cpu") {
     expect_plan_or_error(validate_call(a, o), o);
   }
 
+  TEST_CASE("fuzz: fixed validation bug: the message refusing warps near 2^31 computed 16 * warps in int") {
+    // kernel_spec.cpp tile_shape_rule: 16 * 2107892605 seen; it described the rejected value.
+    for (const int warps : {2107892605, int(kI32Max), std::numeric_limits<int>::min(), -1, 0, 9}) {
+      CAPTURE(warps);
+      PagedAttentionOptions o;
+      o.kernel_config = KernelConfig{};
+      o.kernel_config->tile_tokens = 16;
+      o.kernel_config->warps = warps;
+      o.kernel_config->stages = 2;
+      PagedAttentionArgs a = problem().args();
+      try {
+        validate_call(a, o);
+        FAIL("validate_call accepted warps ", warps);
+      } catch (const InvalidArgument& e) {
+        const std::string msg = e.what();
+        CHECK(msg.find("warps in 1..8") != std::string::npos);
+        CHECK(msg.find("16 * warps = ") == std::string::npos);  // no product of a rejected warps
+      }
+    }
+  }
+
   TEST_CASE("fuzz: fixed planner bug: num_heads near 2^31 with one KV head overflows the head chunking") {
     // planner.cpp: group + kTileRows - 1 and group + head_chunks - 1 in int (2107892605 + 131743288 seen).
     expect_plan_or_error(shape(1, int(kI32Max), 1, 64), {});

@@ -47,11 +47,18 @@ const char* merge_name(Merge m) {
   return "?";
 }
 
+// Both builders may describe a rejected config, so they name numbers only for
+// warps in 1..8 and tiles in [16, 256]: outside, 16 * warps could overflow.
 std::string tile_shape_rule(int warps) {
+  if (warps < 1 || warps > 8)
+    return "a multiple of 16 * warps, or of 16 with warps a multiple of tile_tokens / 16 (warps in 1..8)";
   return fmt::format("a multiple of 16 * warps = {}, or of 16 with warps a multiple of tile_tokens / 16", 16 * warps);
 }
 
 std::string dim_split_rule(int tile_tokens, int warps) {
+  if (warps < 1 || warps > 8 || tile_tokens < 16 || tile_tokens > 256)
+    return "a dim split needs fp16/bf16/fp8 on tensor cores and output dims a multiple of 16 * warps * 16 / "
+           "tile_tokens (warps in 1..8, tile_tokens in [16, 256])";
   return fmt::format(
       "a dim split needs fp16/bf16/fp8 on tensor cores and output dims a multiple of {} ({} warps on {}-token tiles "
       "split them {} ways)",
