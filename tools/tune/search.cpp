@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "jit/kernel_spec.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 
@@ -99,8 +100,7 @@ std::string tuning_problem_error(const pjbench::BenchCase& c) {
 std::vector<Candidate> tile_candidates(const ProblemShape& s, const pagedjit::DeviceInfo& device) {
   std::vector<int> dvs = {0};
   if (s.head_dim > 128) {
-    const int chunks = (s.head_dim + 255) / 256;
-    const int def = ((s.head_dim + chunks - 1) / chunks + 15) / 16 * 16;
+    const int def = pagedjit::jit::default_v_dims(s.head_dim);
     if (def / 2 >= 16 && (def / 2) % 16 == 0) dvs.push_back(def / 2);
   }
   // Above 128 dims, also tiles of 8 tokens a warp: warp pairs split the output

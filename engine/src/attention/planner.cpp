@@ -34,13 +34,6 @@ constexpr TileConfig kWideRegisterTileConfigs[] = {{32, 4, 2}, {64, 8, 2}, {16, 
 // 5 stages, ran l8b_b64_c4k 0.2329 ms against 0.1998 for 32/2/3 (H100).
 constexpr TileConfig kFp8TileConfigs[] = {{32, 2, 3}, {32, 2, 2}, {64, 4, 3}, {64, 4, 2}, {16, 1, 3}, {16, 1, 2}};
 
-// Output dims per CTA: the whole head up to 256, else even chunks of at most
-// 256 (each CTA reads whole keys; the accumulator holds only its chunk).
-int v_dims_of(int head_dim) {
-  const int chunks = (head_dim + 255) / 256;
-  return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
-}
-
 // The cache's dtype: a non-fp8 one always equals the query's (validated), so
 // shapes built by hand need not set kv_dtype unless it is fp8.
 DType kv_dtype_of(const ProblemShape& s) {
@@ -96,13 +89,14 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   if (use_tuned) {  // checked by the registry; a stale one falls back to the heuristic
     const KernelConfig& t = tuned->config;
     const TileConfig tc{t.tile_tokens, t.warps, t.stages};
-    if (t.tile_tokens <= 0 || smem_of(s, t.v_dims ? t.v_dims : v_dims_of(s.head_dim), tc, simt) > d.max_smem_per_block)
+    if (t.tile_tokens <= 0 ||
+        smem_of(s, t.v_dims ? t.v_dims : jit::default_v_dims(s.head_dim), tc, simt) > d.max_smem_per_block)
       return make_plan(s, o, d, nullptr, clusters);
   }
   const KernelConfig forced = use_tuned ? tuned->config : o.kernel_config.value_or(KernelConfig{});
   const bool tuned_chunk =
       use_tuned && tuned->in_bucket && forced.chunk_tokens > 0 && o.num_splits == 0 && !o.batch_invariant;
-  const int dv = forced.v_dims ? forced.v_dims : v_dims_of(s.head_dim);
+  const int dv = forced.v_dims ? forced.v_dims : jit::default_v_dims(s.head_dim);
   if (forced.tile_tokens) {
     cfg = {forced.tile_tokens, forced.warps, forced.stages};
   } else if (o.pages_per_compute_block) {

@@ -65,6 +65,11 @@ std::string dim_split_rule(int tile_tokens, int warps) {
       16 * pj::dim_split(tile_tokens, warps), warps, tile_tokens, pj::dim_split(tile_tokens, warps));
 }
 
+int default_v_dims(int head_dim) {
+  const int chunks = (head_dim + 255) / 256;
+  return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
+}
+
 bool arch_has_clusters(const std::string& arch) {
   return arch.rfind("sm_", 0) == 0 && std::atoi(arch.c_str() + 3) >= 90;
 }

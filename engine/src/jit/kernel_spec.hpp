@@ -28,6 +28,11 @@ bool arch_has_clusters(const std::string& arch);
 std::string tile_shape_rule(int warps);
 std::string dim_split_rule(int tile_tokens, int warps);
 
+// Output dims per CTA when KernelConfig::v_dims is 0: the whole head up to
+// 256, else even chunks of at most 256, rounded up to 16 (each CTA reads
+// whole keys; its accumulator holds only its chunk).
+int default_v_dims(int head_dim);
+
 // Which kernel template: the decode kernel, or the merge of two partial
 // results (only the dtypes and arch matter for it).
 enum class KernelKind { decode, merge };

@@ -171,11 +171,6 @@ Bucket read_bucket(const Reader& r, const At& a) {
   return b;
 }
 
-int default_v_dims(int head_dim) {
-  const int chunks = (head_dim + 255) / 256;
-  return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
-}
-
 // `config` of an entry whose bucket is `b` (head_dim, dtype: whether a dim
 // split can run is known from the file alone).
 KernelConfig read_config(const Reader& r, const At& a, const Bucket& b) {
@@ -200,7 +195,7 @@ KernelConfig read_config(const Reader& r, const At& a, const Bucket& b) {
     c.v_dims = int(r.integer(dv, 0, max_dv, "0 or a multiple of 16"));
     if (c.v_dims % 16) r.fail(dv.ptr, fmt::format("0 or a multiple of 16 up to {}", max_dv), std::to_string(c.v_dims));
   }
-  const int dv = c.v_dims ? c.v_dims : default_v_dims(head_dim);
+  const int dv = c.v_dims ? c.v_dims : jit::default_v_dims(head_dim);
   if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, b.dtype != DType::f32))
     r.fail(a.ptr + "/warps", jit::dim_split_rule(c.tile_tokens, c.warps),
            fmt::format("{} warps, {} output dims, {}", c.warps, dv, dtype_name(b.dtype)));
@@ -344,7 +339,7 @@ bool same_config(const KernelConfig& a, const KernelConfig& b) {
 }
 
 int config_smem_bytes(const KernelConfig& c, const ProblemShape& s) {
-  const int dv = c.v_dims ? c.v_dims : default_v_dims(s.head_dim);
+  const int dv = c.v_dims ? c.v_dims : jit::default_v_dims(s.head_dim);
   const int q_elem = is_fp8(s.kv_dtype) ? 2 : int(dtype_size(s.dtype));  // fp8: the query tile is fp16
   return pj::decode_smem(s.head_dim, dv, q_elem, int(dtype_size(s.kv_dtype)), c.tile_tokens, c.warps, c.stages,
                          s.dtype == DType::f32)
@@ -364,7 +359,7 @@ std::string config_error(const KernelConfig& c, const ProblemShape& s, const Dev
   const int max_dv = std::min(256, s.head_dim);
   if (c.v_dims < 0 || c.v_dims > max_dv || c.v_dims % 16)
     return fmt::format("v_dims {} is not 0 or a multiple of 16 up to {}", c.v_dims, max_dv);
-  const int dv = c.v_dims ? c.v_dims : default_v_dims(s.head_dim);
+  const int dv = c.v_dims ? c.v_dims : jit::default_v_dims(s.head_dim);
   if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, s.dtype != DType::f32))
     return fmt::format("{} warps with {} output dims on {}: {}", c.warps, dv, dtype_name(s.dtype),
                        jit::dim_split_rule(c.tile_tokens, c.warps));
