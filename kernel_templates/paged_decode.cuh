@@ -15,6 +15,7 @@
 #pragma once
 #include "pj_params.cuh"
 #include "pj_ptx.cuh"
+#include "pj_schedule.cuh"
 #include "pj_tile_loader.cuh"
 #include "pj_warp_attention.cuh"
 
@@ -89,7 +90,8 @@ struct same_type<A, A> {
 };
 
 // T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
-template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE>
+template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
+          Schedule SCHEDULE>
 __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
   typedef typename T::storage S;
   typedef typename KV::storage KS;
@@ -100,12 +102,14 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   constexpr int WT = TILE / TW;                   // tokens per warp per tile
   constexpr int DW = DV / DSPLIT;                 // output dims per warp
   constexpr bool CLUSTER = MERGE == Merge::cluster;
+  constexpr bool DEVICE_SCHEDULE = SCHEDULE == Schedule::device;
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
   static_assert(tile_shape_ok(TILE, WARPS), "each warp takes whole 16-token slices");
   static_assert(dim_split_ok(TILE, WARPS, DV, MMA), "a dim split needs MMA and whole 16-dim steps per warp");
   static_assert(STAGES >= 2, "the pipeline needs two stages");
   static_assert(FP8 ? (MMA && T::mma) : same_type<T, KV>::value, "fp8 caches need an fp16/bf16 query and MMA");
   static_assert(!MMA || T::mma, "tensor-core path needs fp16 or bf16");
+  static_assert(!DEVICE_SCHEDULE || MERGE == Merge::global, "device-scheduled partitions merge through global memory");
   constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
   typedef
       typename conditional<FP8, Fp8MmaMath<KV, HEAD_DIM, DW>,
@@ -128,8 +132,6 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int dv0 = dv_chunk * DV;
   const int dv_len = min(DV, HEAD_DIM - dv0);
   const int dw_len = DSPLIT == 1 ? dv_len : max(0, min(DW, dv_len - dpart * DW));  // this warp's real dims
-  const int seq = blockIdx.y;
-  const int split = blockIdx.z;
   // Rows of this KV head: (query head, query token) pairs, head-major; this
   // CTA takes rows [r0, r0 + nrows).
   const int kv_rows = p.group * p.q_len;
@@ -143,20 +145,27 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // resident by now, so a programmatic launch has already hidden its start.
   wait_prior_grids();
   allow_dependent_grids();
-  // Tokens past the table's capacity are ignored (the validation mode reports them).
-  const int len = max(0, min(p.context_lens[seq], p.max_blocks << p.page_shift));
-  // Query token i sees positions [lo_i, hi_i]: hi_i = len - q_len + i, and
-  // with a window W, lo_i = hi_i + 1 - W. The CTA reads the union.
+  // Host schedule: grid y is the sequence, z the partition. Device schedule:
+  // grid y is a work item, planned here from the lengths (pj_schedule.cuh).
+  WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0};
+  if constexpr (DEVICE_SCHEDULE) {
+    item = plan_work_item<NT, TILE>(p, blockIdx.y, pipe);
+    if (item.seq < 0) return;
+  }
+  const int seq = item.seq;
+  const int split = item.part;
+  const SeqSpan sspan = seq_span(p, p.context_lens[seq]);
+  const int len = sspan.len, start = sspan.start;
   const int last_common = len - p.q_len + 1;  // positions below it are seen by every token (window aside)
-  const int start = p.window > 0 ? max(0, last_common - p.window) : 0;
-  // Partitions of this sequence: a fixed length, or its span cut evenly. Only
-  // the first `active` are non-empty; with at most one, it writes the output
-  // directly. Otherwise each writes an fp32 partial and the last to finish
-  // merges them (no second launch).
+  // Partitions of this sequence: the work item's, a fixed length, or its span
+  // cut evenly. Only the first `active` are non-empty; with at most one, it
+  // writes the output directly. Otherwise each writes an fp32 partial and the
+  // last to finish merges them (no second launch).
   const int span = len - start;
-  const int per =
-      p.chunk_tokens > 0 ? p.chunk_tokens : ((span + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
-  const int active = span <= 0 ? 0 : min(p.num_splits, (span + per - 1) / per);
+  const int per = DEVICE_SCHEDULE      ? item.per
+                  : p.chunk_tokens > 0 ? p.chunk_tokens
+                                       : ((span + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
+  const int active = span <= 0 ? 0 : DEVICE_SCHEDULE ? item.parts : min(p.num_splits, (span + per - 1) / per);
   // An empty partition has nothing to do, except in a cluster: it stays for
   // the cluster's barriers (with no tiles: begin >= end below). Merge::none
   // kernels run with one partition (num_splits == 1), so active <= 1 there.
@@ -326,7 +335,12 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // This CTA's result for its cluster, after the warps' merge buffers.
   float* c_o = o_buf + WARPS * kTileRows * DV;
   float* c_lse = c_o + kTileRows * DV;
-  const i64 part0 = (i64(seq) * p.num_heads * p.q_len + grow0) * p.num_splits;  // partials of row 0, split 0
+  // A partial's index: host schedule [seq][row][split], device schedule
+  // [slot][row] with the sequence's partitions in consecutive slots.
+  auto partial = [&](int row, int sp) -> i64 {
+    if constexpr (DEVICE_SCHEDULE) return i64(item.slot + sp) * p.num_heads * p.q_len + grow0 + row;
+    return (i64(seq) * p.num_heads * p.q_len + grow0 + row) * p.num_splits + sp;
+  };
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
     const int dl = (idx % (dv_len / 4)) * 4;  // within the chunk
@@ -353,7 +367,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       *reinterpret_cast<float4*>(c_o + row * DV + dl) = acc;
       if (dl == 0) c_lse[row] = lse2;
     } else if (split_mode) {
-      const i64 part = part0 + i64(row) * p.num_splits + split;
+      const i64 part = partial(row, split);
       *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
       if (dl == 0) p.part_lse[part * p.dv_chunks + dv_chunk] = lse2;
     } else {
@@ -398,11 +412,11 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     const int row = idx / (dv_len / 4);
     const int dl = (idx % (dv_len / 4)) * 4;
     const int d = dv0 + dl;
-    const i64 base = part0 + i64(row) * p.num_splits;
     float lse2;
     const float4 acc = merge_partials(
-        active, [&](int sp) { return __ldcg(p.part_lse + (base + sp) * p.dv_chunks + dv_chunk); },
-        [&](int sp) { return __ldcg(reinterpret_cast<const float4*>(p.part_o + (base + sp) * HEAD_DIM + d)); }, lse2);
+        active, [&](int sp) { return __ldcg(p.part_lse + partial(row, sp) * p.dv_chunks + dv_chunk); },
+        [&](int sp) { return __ldcg(reinterpret_cast<const float4*>(p.part_o + partial(row, sp) * HEAD_DIM + d)); },
+        lse2);
     write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0, lse2);
   }
 }

@@ -45,6 +45,8 @@ struct DecodeParams {
   float* part_lse;     // [seq][row][split][dv_chunk] log2-domain sum-exp of each partial
   unsigned* counters;  // [seq][gridDim.x] finished partitions; zero between calls
 
+  int num_seqs;          // sequences in the batch (the device schedule's work items cover them all)
+  int work_items;        // device schedule: target partitions per KV-head column (its items are balanced)
   int num_heads, group;  // query heads; query heads per KV head
   int q_len;             // query tokens per sequence; token i sees positions <= len - q_len + i
   int rows_per_cta;      // rows one CTA handles (<= 16)
@@ -65,6 +67,27 @@ struct DecodeParams {
 // (the partitions are one thread-block cluster and merge through distributed
 // shared memory: no partials, counters or workspace).
 enum class Merge : int { none = 0, global = 1, cluster = 2 };
+
+// Who cuts sequences into partitions. host: the plan, from shapes alone
+// (grid y = sequence, grid z = partition). device: the decode kernel itself,
+// from the lengths on the device, into work items of balanced size (grid y =
+// work item; pj_schedule.cuh), so a ragged batch finishes evenly and a
+// captured graph replayed with other lengths is balanced for those.
+enum class Schedule : int { host = 0, device = 1 };
+
+// Smallest partition worth its fp32 partial traffic and merge work (both
+// schedules).
+constexpr int kMinPartitionTokens = 128;
+
+// Device schedule: each thread of a CTA plans for this many sequences at
+// most, so a batch of up to this many x threads sequences can take it.
+constexpr int kMaxScheduleSeqsPerThread = 16;
+// Work items are dispatched longest first, sorted into this many size
+// classes (a cheap longest-processing-time order: the tail is small items).
+constexpr int kScheduleSizeClasses = 8;
+// Work items per CTA slot of the GPU that a device schedule may aim at
+// (KernelConfig::work_waves).
+constexpr int kMaxWorkWaves = 16;
 
 // Arguments of merge_states (merge_states.cuh).
 struct MergeParams {

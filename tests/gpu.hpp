@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "pagedjit/engine.hpp"
+#include "pagedjit/testing.hpp"
 
 namespace pjtest {
 
@@ -18,5 +19,9 @@ bool under_sanitizer();
 inline doctest::skip skip_without_gpu() {
   return doctest::skip(!has_gpu());
 }
+// Copies `src`'s inputs (query, caches, lengths, table) into the buffers `dst`
+// views, which must be at least as large: a captured graph then replays on
+// new data. Waits for the copies.
+void copy_inputs(const pagedjit::PagedAttentionArgs& dst, const pagedjit::testing::DeviceProblem& src);
 
 }  // namespace pjtest

@@ -36,6 +36,22 @@ bool under_sanitizer() {
   return yes;
 }
 
+void copy_inputs(const pagedjit::PagedAttentionArgs& dst, const pagedjit::testing::DeviceProblem& src) {
+  const pagedjit::DriverApi& d = pagedjit::driver();
+  const pagedjit::PagedAttentionArgs f = src.args();
+  auto copy = [&](void* to, const void* from, std::size_t bytes) {
+    pagedjit::check(d.cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(to), reinterpret_cast<CUdeviceptr>(from), bytes),
+                    "cuMemcpyDtoD");
+  };
+  copy(dst.query.data, f.query.data, src.host().q.size());
+  copy(dst.key_cache.data, f.key_cache.data, src.host().k.size());
+  copy(dst.value_cache.data, f.value_cache.data, src.host().v.size());
+  copy(dst.context_lens.data, f.context_lens.data, src.host().lens.size() * 4);
+  copy(dst.block_tables.data, f.block_tables.data, src.host().table.size() * 4);
+  // The copies run on the legacy stream, unordered with non-blocking streams.
+  pagedjit::check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+}
+
 }  // namespace pjtest
 
 int main(int argc, char** argv) {

@@ -640,18 +640,7 @@ TEST_SUITE("gpu") {
          std::vector<std::vector<int>>{{3000, 17, 4096, 800}, {1, 4000, 0, 2048}, {4096, 4096, 5, 9}}) {
       CAPTURE(replay);
       testing::DeviceProblem fresh(config(lens, 100 + std::uint64_t(replay++)));
-      const PagedAttentionArgs f = fresh.args();
-      auto copy = [&](void* dst, const void* src, std::size_t bytes) {
-        check(d.cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src), bytes),
-              "cuMemcpyDtoD");
-      };
-      copy(args.query.data, f.query.data, fresh.host().q.size());
-      copy(args.key_cache.data, f.key_cache.data, fresh.host().k.size());
-      copy(args.value_cache.data, f.value_cache.data, fresh.host().v.size());
-      copy(args.context_lens.data, f.context_lens.data, fresh.host().lens.size() * 4);
-      copy(args.block_tables.data, f.block_tables.data, fresh.host().table.size() * 4);
-      // Those copies run on the legacy stream, unordered with the non-blocking `s`.
-      check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+      pjtest::copy_inputs(args, fresh);
       live.poison_outputs();
       check(d.cuGraphLaunch(exec, s), "cuGraphLaunch");
       check(d.cuStreamSynchronize(s), "cuStreamSynchronize");

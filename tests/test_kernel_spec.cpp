@@ -30,15 +30,17 @@ KernelSpec decode_spec() {
 
 TEST_SUITE("cpu") {
   TEST_CASE("kernel spec: name expression carries every template parameter") {
-    CHECK(decode_spec().name_expression() ==
-          "pj::paged_decode<pj::bf16, pj::bf16, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::none>");
+    CHECK(
+        decode_spec().name_expression() ==
+        "pj::paged_decode<pj::bf16, pj::bf16, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::none, pj::Schedule::host>");
     KernelSpec s = decode_spec();
     s.kv_dtype = DType::e4m3;
     s.merge = jit::Merge::global;
     CHECK(s.name_expression() ==
-          "pj::paged_decode<pj::bf16, pj::e4m3, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::global>");
+          "pj::paged_decode<pj::bf16, pj::e4m3, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::global, "
+          "pj::Schedule::host>");
     s.merge = jit::Merge::cluster;
-    CHECK(s.name_expression().find(", true, pj::Merge::cluster>") != std::string::npos);
+    CHECK(s.name_expression().find(", true, pj::Merge::cluster, pj::Schedule::host>") != std::string::npos);
   }
 
   TEST_CASE("kernel spec: every field that changes the binary changes the key") {
@@ -59,6 +61,7 @@ TEST_SUITE("cpu") {
     s = b, s.compute = jit::Compute::simt, add(s);
     s = b, s.merge = jit::Merge::global, add(s);
     s = b, s.merge = jit::Merge::cluster, add(s);
+    s = b, s.merge = jit::Merge::global, s.schedule = jit::Schedule::device, add(s);
     s = b, s.arch = "sm_80", add(s);
     CHECK(keys.insert(b.key("other-sources", "13.0")).second);
     CHECK(keys.insert(b.key("H", "13.1")).second);

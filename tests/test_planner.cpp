@@ -15,12 +15,13 @@ const DeviceInfo h100 = DeviceInfo::h100_sxm();
 }  // namespace
 
 TEST_SUITE("cpu") {
-  TEST_CASE("planner: a batch of one to two waves gets fixed partitions, for ragged lengths") {
-    const LaunchInfo p = plan_problem(test_shape(64, 32, 8, 8192), {}, h100);  // 512 CTAs on 528 slots
-    CHECK(p.chunk_tokens == attention::kFixedChunkTokens);
+  TEST_CASE("planner: host schedule: a batch of one to two waves gets fixed partitions, for ragged lengths") {
+    // 512 CTAs on 528 slots
+    const LaunchInfo p = plan_problem(test_shape(64, 32, 8, 8192), {}, h100, true, false);
+    REQUIRE(p.chunk_tokens == attention::kFixedChunkTokens);
     CHECK(p.num_splits == (8192 + p.chunk_tokens - 1) / p.chunk_tokens);
     // Short contexts are never cut below two chunks' worth.
-    CHECK(plan_problem(test_shape(64, 32, 8, 2048), {}, h100).num_splits == 1);
+    CHECK(plan_problem(test_shape(64, 32, 8, 2048), {}, h100, true, false).num_splits == 1);
   }
 
   TEST_CASE("planner: fp16/bf16 up to 128 dims take register-staged 32-token tiles; fp8, d256 and fp32 do not") {
@@ -68,7 +69,7 @@ TEST_SUITE("cpu") {
       CHECK(with.decode.merge == (clustered ? jit::Merge::cluster : jit::Merge::global));
       CHECK(without.decode.merge == jit::Merge::global);
       CHECK(with.info.decode_kernel == with.decode.name_expression());
-      CHECK(without.info.decode_kernel.find("pj::Merge::global>") != std::string::npos);
+      CHECK(without.info.decode_kernel.find("pj::Merge::global, pj::Schedule::host>") != std::string::npos);
       jit::KernelSpec same = with.decode;
       same.merge = without.decode.merge;
       CHECK(same == without.decode);  // nothing else differs
@@ -88,22 +89,22 @@ TEST_SUITE("cpu") {
     const LaunchInfo big = plan_problem(test_shape(2, 32, 8, 8192), o, h100);  // 128 CTAs on 132 SMs
     CHECK(big.cluster == 1);
     CHECK(big.workspace_bytes > 0);
-    CHECK(big.decode_kernel.find("pj::Merge::global>") != std::string::npos);
+    CHECK(big.decode_kernel.find("pj::Merge::global, pj::Schedule::host>") != std::string::npos);
     // plan_problem / precompile plan like an engine with or without cluster
     // merging: the two need different kernels.
     o.num_splits = 4;
-    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100).decode_kernel.find("pj::Merge::cluster>") !=
-          std::string::npos);
-    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100, false).decode_kernel.find("pj::Merge::global>") !=
-          std::string::npos);
+    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100)
+              .decode_kernel.find("pj::Merge::cluster, pj::Schedule::host>") != std::string::npos);
+    CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100, false)
+              .decode_kernel.find("pj::Merge::global, pj::Schedule::host>") != std::string::npos);
   }
 
-  TEST_CASE("planner: between half a wave and 0.8 of one, long contexts still get fixed partitions") {
+  TEST_CASE("planner: host schedule: between half a wave and 0.8 of one, long contexts still get fixed partitions") {
     // e4m3, 32-token tiles: 6 CTAs an SM by shared memory, 5 by the register
     // estimate, so 660 slots for 512 CTAs: an even cut would be one partition.
     ProblemShape s = test_shape(64, 32, 8, 8192);
     s.kv_dtype = DType::e4m3;
-    const LaunchInfo p = plan_problem(s, {}, h100);
+    const LaunchInfo p = plan_problem(s, {}, h100, true, false);
     REQUIRE(p.tile_tokens == 32);
     CHECK(p.chunk_tokens == attention::kFixedChunkTokens);
     CHECK(p.num_splits > 1);
@@ -120,8 +121,8 @@ TEST_SUITE("cpu") {
     CHECK(a.tile_tokens == b.tile_tokens);
   }
 
-  TEST_CASE("planner: a large batch needs no split") {
-    const LaunchInfo p = plan_problem(test_shape(256, 32, 8, 4096), {}, h100);
+  TEST_CASE("planner: host schedule: a large batch needs no split") {
+    const LaunchInfo p = plan_problem(test_shape(256, 32, 8, 4096), {}, h100, true, false);
     CHECK(p.num_splits == 1);
     CHECK(p.workspace_bytes == 0);
     CHECK(p.grid[0] == 8);
@@ -227,5 +228,72 @@ TEST_SUITE("cpu") {
     const LaunchInfo p = plan_problem(test_shape(8, 8, 8, 2048), o, h100);
     CHECK(p.tile_tokens == 32);
     CHECK(p.warps == 2);
+  }
+}
+
+TEST_SUITE("cpu") {
+  TEST_CASE("planner: a batch whose partitions the engine chooses takes the device schedule") {
+    const attention::Plan p = attention::make_plan(test_shape(64, 32, 8, 8192), {}, h100);
+    CHECK(p.info.work_items > 0);
+    CHECK(p.info.work_waves == attention::kDefaultWorkWaves);
+    CHECK(p.info.num_splits == 0);
+    CHECK(p.decode.schedule == jit::Schedule::device);
+    CHECK(p.decode.merge == jit::Merge::global);
+    CHECK(p.info.decode_kernel.find("pj::Schedule::device>") != std::string::npos);
+    // One launch: grid y covers every sequence once plus the balanced items.
+    CHECK(p.info.grid[1] == 64 + p.info.work_items);
+    CHECK(p.info.grid[2] == 1);
+    CHECK(p.info.cluster == 1);
+    // The workspace holds a partial slot per grid row and the counters.
+    const std::int64_t slots = std::int64_t(64 + p.info.work_items) * 32;
+    CHECK(p.info.workspace_bytes >= p.counters_bytes + slots * 128 * 4 + slots * 4);
+    CHECK(p.counters_bytes >= 64 * p.info.grid[0] * 4);
+    // The items of a column: waves x the SM count x the CTAs an SM holds at
+    // most by shared memory, over the columns (KV heads x head chunks).
+    CHECK(p.info.work_items ==
+          attention::work_items_for(p.info.work_waves, h100.sm_count,
+                                    std::min(2048 / p.info.threads, h100.max_smem_per_sm / (p.info.smem_bytes + 1024)),
+                                    p.info.grid[0]));
+    // The profile's or the user's knob.
+    PagedAttentionOptions o;
+    o.kernel_config = KernelConfig{};
+    o.kernel_config->work_waves = 6;
+    CHECK(plan_problem(test_shape(64, 32, 8, 8192), o, h100).work_items == 3 * p.info.work_items);
+  }
+
+  TEST_CASE("planner: the host schedule where the partitions are fixed, or one sequence, or too many") {
+    PagedAttentionOptions splits;
+    splits.num_splits = 3;
+    CHECK(plan_problem(test_shape(64, 32, 8, 8192), splits, h100).work_items == 0);
+    PagedAttentionOptions invariant;
+    invariant.batch_invariant = true;
+    CHECK(plan_problem(test_shape(64, 32, 8, 8192), invariant, h100).work_items == 0);
+    PagedAttentionOptions chunk;
+    chunk.kernel_config = KernelConfig{};
+    chunk.kernel_config->chunk_tokens = 512;
+    CHECK(plan_problem(test_shape(64, 32, 8, 8192), chunk, h100).work_items == 0);
+    CHECK(plan_problem(test_shape(1, 32, 8, 8192), {}, h100).work_items == 0);
+    // Off by the engine's option.
+    CHECK(plan_problem(test_shape(64, 32, 8, 8192), {}, h100, true, false).work_items == 0);
+    // Each thread of a CTA plans at most kMaxScheduleSeqsPerThread sequences.
+    const LaunchInfo fits = plan_problem(test_shape(1024, 8, 1, 512), {}, h100);
+    CHECK(fits.work_items > 0);
+    const int most = pj::kMaxScheduleSeqsPerThread * fits.threads;
+    CHECK(plan_problem(test_shape(most, 8, 1, 512), {}, h100).work_items > 0);
+    CHECK(plan_problem(test_shape(most + 1, 8, 1, 512), {}, h100).work_items == 0);
+  }
+
+  TEST_CASE("kernel spec: the device schedule needs the global merge") {
+    jit::KernelSpec s;
+    s.head_dim = s.v_dims = 128;
+    s.tile_tokens = 32, s.warps = 2, s.stages = 2;
+    s.arch = "sm_90a";
+    s.schedule = jit::Schedule::device;
+    s.merge = jit::Merge::global;
+    CHECK_NOTHROW(s.check());
+    for (jit::Merge m : {jit::Merge::none, jit::Merge::cluster}) {
+      s.merge = m;
+      CHECK_THROWS_AS(s.check(), InvalidArgument);
+    }
   }
 }

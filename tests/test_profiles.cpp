@@ -416,7 +416,7 @@ TEST_SUITE("cpu") {
     ProblemShape big = shape(64, 32, 8, 8192), small = shape(1, 32, 8, 8192);
     big.kv_dtype = small.kv_dtype = DType::e4m3;
     const std::string big_plan = pjtune::plan_text(big, tile, h100), small_plan = pjtune::plan_text(small, tile, h100);
-    CHECK(big_plan.find("chunk=1536") != std::string::npos);
+    CHECK(big_plan.find("device-schedule waves=2") != std::string::npos);
     CHECK(small_plan.find("cluster=1") != std::string::npos);
     CHECK(big_plan != small_plan);
     KernelConfig whole = tile;
@@ -616,10 +616,11 @@ TEST_SUITE("cpu") {
     REQUIRE(b);
     CHECK(a->in_bucket);
     CHECK(!b->in_bucket);
-    const LaunchInfo pa = attention::make_plan(inside, {}, h100, &*a).info;
+    // (The host schedule: with the device one a batch's partitions follow its lengths.)
+    const LaunchInfo pa = attention::make_plan(inside, {}, h100, &*a, true, false).info;
     CHECK(pa.chunk_tokens == 1536);
     CHECK(pa.source == "profile");
-    const LaunchInfo pb = attention::make_plan(batch4, {}, h100, &*b).info;
+    const LaunchInfo pb = attention::make_plan(batch4, {}, h100, &*b, true, false).info;
     CHECK(pb.tile_tokens == 64);  // the tile still comes from the profile
     CHECK(pb.warps == 4);
     CHECK(pb.stages == 2);
@@ -629,7 +630,7 @@ TEST_SUITE("cpu") {
     tile_only.chunk_tokens = 0;
     Choice c = *b;
     c.config = tile_only;
-    const LaunchInfo ref = attention::make_plan(batch4, {}, h100, &c).info;
+    const LaunchInfo ref = attention::make_plan(batch4, {}, h100, &c, true, false).info;
     CHECK(pb.chunk_tokens == ref.chunk_tokens);
     CHECK(pb.num_splits == ref.num_splits);
     CHECK(pb.chunk_tokens != 1536);
@@ -639,7 +640,7 @@ TEST_SUITE("cpu") {
     const std::optional<Choice> q = lookup(ps, q4, h100);
     REQUIRE(q);
     CHECK(q->in_bucket);
-    CHECK(attention::make_plan(q4, {}, h100, &*q).info.chunk_tokens == 1536);
+    CHECK(attention::make_plan(q4, {}, h100, &*q, true, false).info.chunk_tokens == 1536);
   }
 
   TEST_CASE("profiles: PAGEDJIT_PROFILE_PATH files and directories; a malformed user file is skipped with a message") {

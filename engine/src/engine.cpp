@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -72,6 +73,15 @@ struct LoadedKernel {
   CUkernel kernel = nullptr;
   CUfunction function = nullptr;
   int smem_limit = 0;  // dynamic shared memory the kernel is currently allowed
+  // CTAs of it an SM holds at `occupancy_smem` bytes of dynamic shared memory
+  // (the driver's count, from its real registers): 0 until asked.
+  int ctas_per_sm = 0, occupancy_smem = -1;
+};
+
+// A kernel ready to launch.
+struct Launchable {
+  CUfunction function = nullptr;
+  int ctas_per_sm = 0;  // its occupancy at the requested shared memory
 };
 
 // Device scratch of one stream: partials, and the merge counters in a buffer
@@ -116,7 +126,7 @@ struct Engine::Impl {
     if (!cur) check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
     plans.emplace(info,
                   options.use_profiles ? tuning::ProfileRegistry::global().for_device(info) : tuning::DeviceProfiles(),
-                  options.cluster_merge);
+                  options.cluster_merge, options.device_schedule);
     programmatic = options.programmatic_launch && info.cc_major >= 9;
   }
 
@@ -137,11 +147,13 @@ struct Engine::Impl {
   // The loaded kernel for `spec`, allowed `smem` bytes of dynamic shared
   // memory. Compiles outside the lock, so calls needing different kernels
   // compile in parallel (the process-wide cache compiles each key once).
-  CUfunction kernel(const jit::KernelSpec& spec, int smem) {
+  Launchable kernel(const jit::KernelSpec& spec, int smem, int threads) {
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = kernels.find(spec);
-      if (it != kernels.end() && (smem <= 48 * 1024 || smem <= it->second.smem_limit)) return it->second.function;
+      if (it != kernels.end() && (smem <= 48 * 1024 || smem <= it->second.smem_limit) &&
+          it->second.occupancy_smem == smem)
+        return {it->second.function, it->second.ctas_per_sm};
     }
     auto compiled = jit::KernelCache::global().get(spec);
     std::lock_guard<std::mutex> lock(mu);
@@ -160,7 +172,12 @@ struct Engine::Impl {
             "cuKernelSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
       k.smem_limit = smem;
     }
-    return k.function;
+    if (k.occupancy_smem != smem) {
+      check(drv.cuOccupancyMaxActiveBlocksPerMultiprocessor(&k.ctas_per_sm, k.function, threads, size_t(smem)),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+      k.occupancy_smem = smem;
+    }
+    return {k.function, k.ctas_per_sm};
   }
 
   // Scratch for split partials: the caller's buffer (counters first), else
@@ -259,13 +276,23 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
   ContextScope scope(m.drv, m.ctx);
   if (m.options.validate_device_data) m.check_device_data(args, shape, stream);
 
-  CUfunction decode = m.kernel(plan.decode, plan.info.smem_bytes);
+  const Launchable decode = m.kernel(plan.decode, plan.info.smem_bytes, plan.info.threads);
+  LaunchInfo info = plan.info;
+  if (info.work_items > 0) {
+    // Device schedule: as many work items as the compiled kernel's real
+    // occupancy takes (the plan's bound counted shared memory alone).
+    info.work_items = std::min(
+        info.work_items,
+        attention::work_items_for(info.work_waves, m.info.sm_count, std::max(1, decode.ctas_per_sm), info.grid[0]));
+    info.grid[1] = shape.num_seqs + info.work_items;
+  }
   std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
-  const Scratch ws = plan.info.workspace_bytes ? m.workspace(args, stream, plan) : Scratch{};
+  const Scratch ws = info.workspace_bytes ? m.workspace(args, stream, plan) : Scratch{};
 
   pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws.counters, ws.partials);
+  dp.work_items = info.work_items;
   void* decode_args[] = {&dp};
-  const auto& g = plan.info.grid;
+  const auto& g = info.grid;
   CUlaunchConfig cfg{};
   cfg.gridDimX = unsigned(g[0]), cfg.gridDimY = unsigned(g[1]), cfg.gridDimZ = unsigned(g[2]);
   cfg.blockDimX = unsigned(plan.info.threads), cfg.blockDimY = 1, cfg.blockDimZ = 1;
@@ -283,8 +310,8 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
     attrs[n++].value.clusterDim.z = unsigned(plan.info.cluster);
   }
   cfg.attrs = attrs, cfg.numAttrs = n;
-  check(m.drv.cuLaunchKernelEx(&cfg, decode, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
-  return plan.info;
+  check(m.drv.cuLaunchKernelEx(&cfg, decode.function, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
+  return info;
 }
 
 void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream) {
@@ -297,7 +324,7 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
   spec.out_dtype = args.out.dtype;
   spec.arch = jit::clamp_arch(m.info.arch());
   ContextScope scope(m.drv, m.ctx);
-  CUfunction f = m.kernel(spec, 0);
+  CUfunction f = m.kernel(spec, 0, 128).function;
   pj::MergeParams p{};
   p.out_a = args.out_a.data;
   p.out_b = args.out_b.data;
@@ -318,8 +345,8 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
 }
 
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                      bool cluster_merge) {
-  const attention::Plan plan = attention::make_plan(shape, options, device, nullptr, cluster_merge);
+                      bool cluster_merge, bool device_schedule) {
+  const attention::Plan plan = attention::make_plan(shape, options, device, nullptr, cluster_merge, device_schedule);
   jit::KernelCache::global().get(plan.decode);
   return plan.info;
 }

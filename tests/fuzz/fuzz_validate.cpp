@@ -294,7 +294,14 @@ void validate_one(const std::uint8_t* data, std::size_t size) {
   }
   ++g_planned;
   const auto device = pagedjit::DeviceInfo::h100_sxm();
-  check(plan.num_splits >= 1 && plan.num_splits <= 65535, "num_splits in [1, 65535]");
+  // The host schedule: partitions in grid z. The device schedule: work items
+  // after the sequences in grid y, for batches of two or more sequences.
+  const bool device_schedule = plan.work_items > 0;
+  check(device_schedule
+            ? plan.num_splits == 0 && shape.num_seqs >= 2 && plan.grid[2] == 1 &&
+                  std::int64_t(plan.grid[1]) == std::int64_t(shape.num_seqs) + plan.work_items && plan.grid[1] <= 65535
+            : plan.num_splits >= 1 && plan.num_splits <= 65535,
+        "num_splits in [1, 65535], or a device schedule's work items in grid y");
   check(plan.tile_tokens > 0 && plan.warps >= 1 && plan.warps <= 8 && plan.stages >= 2, "tile shape");
   check(plan.threads == plan.warps * 32, "threads");
   check(plan.smem_bytes > 0 && plan.smem_bytes <= device.max_smem_per_block, "shared memory within the device's");
@@ -308,13 +315,15 @@ void validate_one(const std::uint8_t* data, std::size_t size) {
         "a cluster holds a sequence's partitions and needs no workspace");
   check(plan.num_splits == 1 || shape.num_seqs == 0 || plan.cluster > 1 || plan.workspace_bytes > 0,
         "split plans merged in global memory need a workspace");
+  check(!device_schedule || plan.workspace_bytes > 0, "device-scheduled partials need a workspace");
   check(!plan.decode_kernel.empty(), "a decode kernel");
   // The kernel carries the merge tail the launch needs (pj::Merge): a
   // Merge::none kernel launched with partitions would write partial results
   // as the output.
-  const char* merge = plan.num_splits == 1 ? "pj::Merge::none>"
-                      : plan.cluster > 1   ? "pj::Merge::cluster>"
-                                           : "pj::Merge::global>";
+  const char* merge = device_schedule        ? "pj::Merge::global, pj::Schedule::device>"
+                      : plan.num_splits == 1 ? "pj::Merge::none, pj::Schedule::host>"
+                      : plan.cluster > 1     ? "pj::Merge::cluster, pj::Schedule::host>"
+                                             : "pj::Merge::global, pj::Schedule::host>";
   check(plan.decode_kernel.size() > std::strlen(merge) &&
             plan.decode_kernel.compare(plan.decode_kernel.size() - std::strlen(merge), std::string::npos, merge) == 0,
         "the decode kernel's merge mode matches the partitions");

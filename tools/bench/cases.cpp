@@ -19,9 +19,10 @@ namespace {
 
 using pagedjit::DType;
 
-constexpr const char* kFields[] = {"name",  "batch",    "q_heads", "kv_heads", "head_dim", "page_size", "ctx",
-                                   "dtype", "kv_dtype", "layout",  "window",   "soft_cap", "splits",    "seed",
-                                   "tile",  "warps",    "stages",  "chunk",    "max_ctx",  "dv",        "q_len"};
+constexpr const char* kFields[] = {"name",    "batch", "q_heads",  "kv_heads", "head_dim", "page_size",
+                                   "ctx",     "dtype", "kv_dtype", "layout",   "window",   "soft_cap",
+                                   "splits",  "seed",  "tile",     "warps",    "stages",   "chunk",
+                                   "max_ctx", "dv",    "q_len",    "waves"};
 
 bool known_field(const std::string& k) {
   return std::find(std::begin(kFields), std::end(kFields), k) != std::end(kFields);
@@ -162,6 +163,8 @@ struct Builder {
       c.config.chunk_tokens = parse_i32(key, v, 16, at);
     } else if (key == "dv") {
       c.config.v_dims = parse_i32(key, v, 16, at);
+    } else if (key == "waves") {
+      c.config.work_waves = int(parse_int(key, v, 1, 16, at));
     } else if (key == "q_len") {
       c.q_len = int(parse_int(key, v, 1, 8, at));
     } else if (key == "max_ctx") {
@@ -289,7 +292,7 @@ pagedjit::PagedAttentionOptions BenchCase::options() const {
   o.num_splits = splits;
   if (window) o.sliding_window = *window;
   if (soft_cap) o.attn_logits_soft_cap = *soft_cap;
-  if (config.tile_tokens || config.chunk_tokens || config.v_dims) o.kernel_config = config;
+  if (config.tile_tokens || config.chunk_tokens || config.v_dims || config.work_waves) o.kernel_config = config;
   if (max_ctx) o.max_context_len = *max_ctx;
   return o;
 }
@@ -322,6 +325,7 @@ std::string BenchCase::shape_text() const {
   if (config.tile_tokens) s += fmt::format(" tile={}/{}w/{}s", config.tile_tokens, config.warps, config.stages);
   if (config.chunk_tokens) s += fmt::format(" chunk={}", config.chunk_tokens);
   if (config.v_dims) s += fmt::format(" dv={}", config.v_dims);
+  if (config.work_waves) s += fmt::format(" waves={}", config.work_waves);
   if (max_ctx) s += fmt::format(" max_ctx={}", *max_ctx);
   return s;
 }

@@ -78,6 +78,9 @@ launch configurations (configs/README.md):
   --no-cluster        split calls merge through global memory
                       (EngineOptions::cluster_merge = false); default: 2-8
                       partitions merge in a thread-block cluster on sm_90+
+  --host-schedule     partitions from the shapes alone (EngineOptions::
+                      device_schedule = false); default: a batch's partitions
+                      are cut by the kernel from the device-side lengths
   --compare-heuristic time every case twice, with the profiles and with the
                       heuristic only (two engines), and print per case the
                       ratio heuristic ms / profile ms and their geomean
@@ -120,7 +123,7 @@ struct Options {
   std::vector<std::string> case_specs;
   RunSettings settings;
   bool small = true, list = false, help = false;
-  bool no_profile = false, compare_heuristic = false, no_pdl = false, no_cluster = false;
+  bool no_profile = false, compare_heuristic = false, no_pdl = false, no_cluster = false, host_schedule = false;
   int device = 0;
 };
 
@@ -183,6 +186,8 @@ Options parse_options(int argc, char** argv) {
       o.no_pdl = true;
     } else if (a == "--no-cluster") {
       o.no_cluster = true;
+    } else if (a == "--host-schedule") {
+      o.host_schedule = true;
     } else if (a == "--compare-heuristic") {
       o.compare_heuristic = true;
     } else if (a == "--json") {
@@ -339,6 +344,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
   engine_options.use_profiles = !o.no_profile;
   engine_options.programmatic_launch = !o.no_pdl;
   engine_options.cluster_merge = !o.no_cluster;
+  engine_options.device_schedule = !o.host_schedule;
   pagedjit::Engine engine(o.device, engine_options);
   // --compare-heuristic: a second engine that never uses a profile.
   std::unique_ptr<pagedjit::Engine> heuristic;
@@ -347,6 +353,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
     h.use_profiles = false;
     h.programmatic_launch = !o.no_pdl;
     h.cluster_merge = !o.no_cluster;
+    h.device_schedule = !o.host_schedule;
     heuristic = std::make_unique<pagedjit::Engine>(o.device, h);
   }
   PrimaryContext context(o.device);
@@ -377,6 +384,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"profiles", o.no_profile ? "off (--no-profile)" : "on"},
                          {"programmatic_launch", !o.no_pdl},
                          {"cluster_merge", !o.no_cluster},
+                         {"device_schedule", !o.host_schedule},
                          {"compare_heuristic", o.compare_heuristic},
                          {"read_floor", o.settings.read_floor}};
   // The same-size read of every case: one buffer for the largest, freed after the cases.

@@ -140,6 +140,7 @@ std::string plan_text(const ProblemShape& s, const std::optional<pagedjit::Kerne
     pagedjit::PagedAttentionOptions o;
     if (config) o.kernel_config = *config;
     const pagedjit::LaunchInfo info = pagedjit::plan_problem(s, o, device);
+    if (info.work_items > 0) return fmt::format("device-schedule waves={}", info.work_waves);
     return fmt::format("splits={} chunk={} cluster={}", info.num_splits, info.chunk_tokens, info.cluster);
   } catch (const pagedjit::Error&) {
     return "unplannable";

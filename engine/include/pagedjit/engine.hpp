@@ -30,6 +30,12 @@ struct EngineOptions {
   // shared memory (no workspace). false: fp32 partials in the workspace,
   // merged by the last partition to finish. Results are bitwise the same.
   bool cluster_merge = true;
+  // A batch of two or more sequences whose partitions the engine chooses is
+  // cut into work items by the decode kernel itself, from the context lengths
+  // on the device: balanced for ragged lengths, still one launch with a grid
+  // fixed by the shapes (graph-safe), the same bits for the same inputs.
+  // false: partitions from the shapes alone, as the host plans them.
+  bool device_schedule = true;
 };
 
 // Two attention results over disjoint parts of the same contexts (a shared
@@ -86,12 +92,12 @@ ProblemShape validate_call(const PagedAttentionArgs& args, const PagedAttentionO
 // as EngineOptions::cluster_merge of the engine that would run it (the merge
 // mode is part of the kernel).
 LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                        bool cluster_merge = true);
+                        bool cluster_merge = true, bool device_schedule = true);
 
 // Compiles (or finds in the cache) every kernel `plan_problem` picks for this
 // problem on `device`; works without a GPU. Returns the plan. An engine made
 // with EngineOptions::cluster_merge = false needs `cluster_merge` false here.
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                      bool cluster_merge = true);
+                      bool cluster_merge = true, bool device_schedule = true);
 
 }  // namespace pagedjit

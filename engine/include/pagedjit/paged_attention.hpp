@@ -43,6 +43,10 @@ struct KernelConfig {
   int stages = 0;        // 2..8
   int chunk_tokens = 0;  // > 0: fixed partition length (splits = ceil(max_context_len / chunk))
   int v_dims = 0;        // output dims per CTA (a multiple of 16 <= head_dim, at most 256)
+  // Device schedule (a batch of two or more sequences whose partitions the
+  // engine chooses): work items per CTA slot of the GPU, 1..16. More items
+  // balance ragged lengths better and cost more partial merges.
+  int work_waves = 0;
 };
 
 constexpr float kDefaultMaskValue = -2.381976426469702e38f;
@@ -86,8 +90,11 @@ struct LaunchInfo {
   std::string compute;        // "mma" (tensor cores) or "simt"
   std::string source;         // "heuristic", "user" (options forced it), "batch-invariant", "profile"
   std::string profile;        // with source "profile": the level and file it came from
-  int num_splits = 1;
-  int chunk_tokens = 0;  // 0: each sequence split evenly
+  int num_splits = 1;         // partitions per sequence; 0 with the device schedule (planned per call on the GPU)
+  int chunk_tokens = 0;       // 0: each sequence split evenly
+  int work_items = 0;         // device schedule: partitions per KV-head column, balanced over the lengths (grid y
+                              // = sequences + this); 0: the host schedule (grid y = sequence, z = partition)
+  int work_waves = 0;         // device schedule: work items per CTA slot (KernelConfig::work_waves)
   int tile_tokens = 0, warps = 0, stages = 0;
   int heads_per_cta = 0, head_chunks = 0;  // query rows (heads x query tokens) per CTA; CTAs per KV head
   int v_dims = 0, dv_chunks = 1;           // output dims per CTA; CTAs per head chunk

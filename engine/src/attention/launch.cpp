@@ -50,12 +50,14 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.lse = o.return_lse ? static_cast<float*>(a.lse.data) : nullptr;
   p.lse_stride_seq = o.return_lse ? a.lse.strides[0] : 0;
   p.lse_stride_tok = o.return_lse && multi ? a.lse.strides[1] : 0;
-  if (plan.info.num_splits > 1) {
+  if (plan.info.num_splits > 1 || plan.info.work_items > 0) {
     // `partials` is the workspace itself or a buffer laid out like it.
     p.part_o = reinterpret_cast<float*>(partials + plan.part_o_offset);
     p.part_lse = reinterpret_cast<float*>(partials + plan.part_lse_offset);
     p.counters = reinterpret_cast<unsigned*>(counters);
   }
+  p.num_seqs = s.num_seqs;
+  p.work_items = plan.info.work_items;  // the launch may lower it to the kernel's real occupancy
   p.num_heads = s.num_heads;
   p.group = s.group();
   p.q_len = s.q_len;

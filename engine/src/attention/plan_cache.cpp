@@ -31,7 +31,7 @@ constexpr auto field_count(int) -> decltype(T{A{}..., AnyField{}}, std::size_t{}
 // A field added to either struct must be read here: it may change the plan.
 static_assert(field_count<ProblemShape>(0) == 13, "ProblemShape changed: update shape_values");
 static_assert(field_count<PagedAttentionOptions>(0) == 12, "PagedAttentionOptions changed: update plan_key");
-static_assert(field_count<KernelConfig>(0) == 5, "KernelConfig changed: update config_values");
+static_assert(field_count<KernelConfig>(0) == 6, "KernelConfig changed: update config_values");
 
 // Every value of the key, for the comparison and the hash alike.
 auto shape_values(const ProblemShape& s) {
@@ -40,8 +40,8 @@ auto shape_values(const ProblemShape& s) {
 }
 
 auto config_values(const std::optional<KernelConfig>& c) {
-  return c ? std::make_tuple(true, c->tile_tokens, c->warps, c->stages, c->chunk_tokens, c->v_dims)
-           : std::make_tuple(false, 0, 0, 0, 0, 0);
+  return c ? std::make_tuple(true, c->tile_tokens, c->warps, c->stages, c->chunk_tokens, c->v_dims, c->work_waves)
+           : std::make_tuple(false, 0, 0, 0, 0, 0, 0);
 }
 
 auto key_values(const PlanKey& k) {
@@ -73,13 +73,16 @@ PlanKey plan_key(const ProblemShape& shape, const PagedAttentionOptions& o) {
   return PlanKey{shape, o.num_splits, o.batch_invariant, o.pages_per_compute_block, o.kernel_config};
 }
 
-PlanCache::PlanCache(DeviceInfo device, tuning::DeviceProfiles profiles, bool clusters)
-    : device_(std::move(device)), profiles_(std::move(profiles)), clusters_(clusters) {}
+PlanCache::PlanCache(DeviceInfo device, tuning::DeviceProfiles profiles, bool clusters, bool device_schedule)
+    : device_(std::move(device)),
+      profiles_(std::move(profiles)),
+      clusters_(clusters),
+      device_schedule_(device_schedule) {}
 
 Plan PlanCache::make(const ProblemShape& shape, const PagedAttentionOptions& o) const {
-  if (!tuning::profile_applies(o)) return make_plan(shape, o, device_, nullptr, clusters_);
+  if (!tuning::profile_applies(o)) return make_plan(shape, o, device_, nullptr, clusters_, device_schedule_);
   const std::optional<tuning::Choice> choice = profiles_.choose(shape);
-  return make_plan(shape, o, device_, choice ? &*choice : nullptr, clusters_);
+  return make_plan(shape, o, device_, choice ? &*choice : nullptr, clusters_, device_schedule_);
 }
 
 std::shared_ptr<const Plan> PlanCache::plan(const ProblemShape& shape, const PagedAttentionOptions& options) {

@@ -66,10 +66,49 @@ int ctas_per_sm(const DeviceInfo& d, int smem, int threads, int regs) {
   return std::min({by_smem, by_regs, 32});
 }
 
+// At most this many CTAs of `threads` threads and `smem` bytes share an SM:
+// registers can only lower it.
+int ctas_per_sm_bound(const DeviceInfo& d, int smem, int threads) {
+  const int by_smem = std::max(1, d.max_smem_per_sm / (smem + 1024));
+  return std::min({by_smem, std::max(1, 2048 / threads), 32});
+}
+
+// The device schedule, where the batch allows it: grid y = sequences + work
+// items (an upper bound; the launch lowers it), one global merge.
+bool plan_device_schedule(const ProblemShape& s, const DeviceInfo& d, int waves, Plan& plan) {
+  LaunchInfo& info = plan.info;
+  if (s.num_seqs < 2 || s.num_seqs > pj::kMaxScheduleSeqsPerThread * info.threads) return false;
+  const int items =
+      work_items_for(waves, d.sm_count, ctas_per_sm_bound(d, info.smem_bytes, info.threads), info.grid[0]);
+  if (std::int64_t(s.num_seqs) + items > 65535) return false;
+  info.num_splits = 0;
+  info.chunk_tokens = 0;
+  info.work_items = items;
+  info.work_waves = waves;
+  info.grid[1] = s.num_seqs + items;
+  info.grid[2] = 1;
+  info.cluster = 1;
+  plan.decode.merge = jit::Merge::global;
+  plan.decode.schedule = jit::Schedule::device;
+  info.decode_kernel = plan.decode.name_expression();
+  // Partials: one slot per work item, each sequence's consecutive.
+  const std::int64_t part_rows = std::int64_t(s.num_seqs + items) * s.num_heads * s.q_len;
+  plan.counters_bytes = (std::int64_t(s.num_seqs) * info.grid[0] * 4 + 255) / 256 * 256;
+  plan.part_o_offset = plan.counters_bytes;
+  plan.part_lse_offset = plan.part_o_offset + part_rows * s.head_dim * 4;
+  info.workspace_bytes = (plan.part_lse_offset + part_rows * info.dv_chunks * 4 + 255) / 256 * 256;
+  return true;
+}
+
 }  // namespace
 
+int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns) {
+  const std::int64_t slots = std::int64_t(waves) * sm_count * ctas_per_sm;
+  return int(std::clamp<std::int64_t>((slots + columns - 1) / std::max(columns, 1), 1, 65535));
+}
+
 Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d, const tuning::Choice* tuned,
-               bool clusters) {
+               bool clusters, bool device_schedule) {
   Plan plan;
   LaunchInfo& info = plan.info;
   const bool simt = s.dtype == DType::f32;
@@ -91,7 +130,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
     const TileConfig tc{t.tile_tokens, t.warps, t.stages};
     if (t.tile_tokens <= 0 ||
         smem_of(s, t.v_dims ? t.v_dims : jit::default_v_dims(s.head_dim), tc, simt) > d.max_smem_per_block)
-      return make_plan(s, o, d, nullptr, clusters);
+      return make_plan(s, o, d, nullptr, clusters, device_schedule);
   }
   const KernelConfig forced = use_tuned ? tuned->config : o.kernel_config.value_or(KernelConfig{});
   const bool tuned_chunk =
@@ -227,6 +266,13 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
                       : info.cluster > 1   ? jit::Merge::cluster
                                            : jit::Merge::global;
   info.decode_kernel = plan.decode.name_expression();
+  // Partitions the engine chooses for a batch: the kernel cuts them from the
+  // lengths on the device, balanced whatever they are (a profile's partition
+  // length was chosen for uniform lengths).
+  const bool automatic = o.num_splits == 0 && !o.batch_invariant && !(!use_tuned && forced.chunk_tokens > 0);
+  const int user_waves = o.kernel_config ? o.kernel_config->work_waves : 0;
+  const int waves = user_waves ? user_waves : forced.work_waves ? forced.work_waves : kDefaultWorkWaves;
+  if (device_schedule && automatic && plan_device_schedule(s, d, waves, plan)) return plan;
   if (info.num_splits > 1 && info.cluster == 1) {
     if (double(s.num_seqs) * s.num_heads * s.q_len * info.num_splits * (s.head_dim + info.dv_chunks) * 4.0 > 0x1p60)
       throw NotSupported("options.num_splits", fmt::format("{} partitions of this problem need more than 2^60 bytes of "
@@ -246,15 +292,16 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
 namespace pagedjit {
 
 LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                        bool cluster_merge) {
-  return attention::make_plan(shape, options, device, nullptr, cluster_merge).info;
+                        bool cluster_merge, bool device_schedule) {
+  return attention::make_plan(shape, options, device, nullptr, cluster_merge, device_schedule).info;
 }
 
 std::string LaunchInfo::describe() const {
-  return fmt::format("splits={} tile={} warps={} stages={} {} heads/cta={}x{} grid=[{},{},{}]{} smem={}B ws={}B src={}",
-                     num_splits, tile_tokens, warps, stages, compute, heads_per_cta, head_chunks, grid[0], grid[1],
-                     grid[2], cluster > 1 ? fmt::format(" cluster={}", cluster) : "", smem_bytes, workspace_bytes,
-                     source);
+  const std::string splits = work_items > 0 ? fmt::format("device-schedule items={} waves={}", work_items, work_waves)
+                                            : fmt::format("splits={}", num_splits);
+  return fmt::format("{} tile={} warps={} stages={} {} heads/cta={}x{} grid=[{},{},{}]{} smem={}B ws={}B src={}",
+                     splits, tile_tokens, warps, stages, compute, heads_per_cta, head_chunks, grid[0], grid[1], grid[2],
+                     cluster > 1 ? fmt::format(" cluster={}", cluster) : "", smem_bytes, workspace_bytes, source);
 }
 
 }  // namespace pagedjit

@@ -6,6 +6,7 @@
 #include "jit/kernel_spec.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/paged_attention.hpp"
+#include "pj_params.cuh"
 #include "tuning/registry.hpp"
 
 namespace pagedjit::attention {
@@ -21,7 +22,7 @@ struct Plan {
 };
 
 // Smallest partition worth its fp32 partial traffic and merge work.
-constexpr int kMinChunkTokens = 128;  // fp32 partials then cost <= ~3% of the KV bytes at group 4
+constexpr int kMinChunkTokens = pj::kMinPartitionTokens;
 // Partition length for batches of one to two waves of CTAs, whose lengths may
 // be ragged (the host never reads them): sequences up to this length are
 // untouched, longer ones are cut so the scheduler can balance. H100 sweep:
@@ -32,11 +33,23 @@ constexpr int kFixedChunkTokens = 1536;
 // Most partitions merged in a cluster: the portable cluster size.
 constexpr int kMaxClusterSplits = 8;
 
+// Device schedule: work items per CTA slot when neither the options nor a
+// profile say (KernelConfig::work_waves).
+constexpr int kDefaultWorkWaves = 2;
+
+// Device schedule: the work items a KV-head column aims at for `waves` items
+// per CTA slot of `sm_count` SMs holding `ctas_per_sm` CTAs each.
+int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns);
+
 // `tuned`: a tuned profile's choice for this shape (tuning::DeviceProfiles),
 // used where the options leave the choice to the engine. `clusters`: on
 // sm_90+, merge 2..kMaxClusterSplits partitions through distributed shared
-// memory (EngineOptions::cluster_merge).
+// memory (EngineOptions::cluster_merge). `device_schedule`: batches whose
+// partitions the engine chooses are cut by the kernel from the device-side
+// lengths (EngineOptions::device_schedule); the plan then holds an upper
+// bound of the work items (from the shared-memory occupancy), which the
+// launch lowers to the compiled kernel's real occupancy.
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-               const tuning::Choice* tuned = nullptr, bool clusters = true);
+               const tuning::Choice* tuned = nullptr, bool clusters = true, bool device_schedule = true);
 
 }  // namespace pagedjit::attention

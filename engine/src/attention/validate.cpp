@@ -206,6 +206,10 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
                             std::to_string(c.v_dims));
     if (c.chunk_tokens < 0)
       throw InvalidArgument("options.kernel_config.chunk_tokens", ">= 0", std::to_string(c.chunk_tokens));
+    if (c.work_waves < 0 || c.work_waves > pj::kMaxWorkWaves)
+      throw InvalidArgument("options.kernel_config.work_waves",
+                            fmt::format("0 (engine chooses) or 1..{}", pj::kMaxWorkWaves),
+                            std::to_string(c.work_waves));
   }
   if (o.max_context_len && (*o.max_context_len < 0 || *o.max_context_len > 0x7fffffff))
     throw InvalidArgument("options.max_context_len", "a length in [0, 2^31)", std::to_string(*o.max_context_len));

@@ -108,6 +108,7 @@ Loaded load() {
     PJ_RESOLVE(cuKernelGetFunction);
     PJ_RESOLVE(cuKernelSetAttribute);
     PJ_RESOLVE(cuFuncGetAttribute);
+    PJ_RESOLVE(cuOccupancyMaxActiveBlocksPerMultiprocessor);
     PJ_RESOLVE(cuLaunchKernel);
     PJ_RESOLVE(cuLaunchKernelEx);
     PJ_RESOLVE(cuMemAlloc);

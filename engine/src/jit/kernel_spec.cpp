@@ -70,6 +70,10 @@ int default_v_dims(int head_dim) {
   return ((head_dim + chunks - 1) / chunks + 15) / 16 * 16;
 }
 
+const char* schedule_name(Schedule s) {
+  return s == Schedule::device ? "device" : "host";
+}
+
 bool arch_has_clusters(const std::string& arch) {
   return arch.rfind("sm_", 0) == 0 && std::atoi(arch.c_str() + 3) >= 90;
 }
@@ -109,13 +113,18 @@ void KernelSpec::check() const {
     throw InvalidArgument("KernelSpec.merge", "none, global or cluster", std::to_string(int(merge)));
   if (merge == Merge::cluster && !arch_has_clusters(arch))
     throw InvalidArgument("KernelSpec.merge", "cluster merging only on sm_90 or newer", arch);
+  if (schedule != Schedule::host && schedule != Schedule::device)
+    throw InvalidArgument("KernelSpec.schedule", "host or device", std::to_string(int(schedule)));
+  if (schedule == Schedule::device && merge != Merge::global)
+    throw InvalidArgument("KernelSpec.merge", "global with the device schedule (its partitions merge in the workspace)",
+                          merge_name(merge));
 }
 
 std::string KernelSpec::name_expression() const {
   if (kind == KernelKind::merge) return fmt::format("pj::merge_states<{}, {}>", tag(q_dtype), tag(out_dtype));
-  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}, pj::Merge::{}>", tag(q_dtype), tag(kv_dtype),
-                     tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
-                     compute == Compute::mma ? "true" : "false", merge_name(merge));
+  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}, pj::Merge::{}, pj::Schedule::{}>",
+                     tag(q_dtype), tag(kv_dtype), tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
+                     compute == Compute::mma ? "true" : "false", merge_name(merge), schedule_name(schedule));
 }
 
 std::vector<std::string> KernelSpec::compile_options() const {
@@ -135,9 +144,9 @@ std::string KernelSpec::readable() const {
   if (kind == KernelKind::merge)
     return fmt::format("merge {}->{} {}", dtype_name(q_dtype), dtype_name(out_dtype), arch);
   const std::string kv = kv_dtype == q_dtype ? "" : fmt::format("/kv {}", dtype_name(kv_dtype));
-  return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} merge-{} {}", dtype_name(q_dtype), kv,
+  return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} merge-{}{} {}", dtype_name(q_dtype), kv,
                      dtype_name(out_dtype), head_dim, v_dims, tile_tokens, warps, stages, compute_name(compute),
-                     merge_name(merge), arch);
+                     merge_name(merge), schedule == Schedule::device ? " device-schedule" : "", arch);
 }
 
 }  // namespace pagedjit::jit

@@ -20,6 +20,12 @@ enum class Merge { none, global, cluster };
 
 const char* merge_name(Merge m);
 
+// Who cuts sequences into partitions; mirrors pj::Schedule (pj_params.cuh).
+// device: the kernel plans balanced work items from the device-side lengths.
+enum class Schedule { host, device };
+
+const char* schedule_name(Schedule s);
+
 // Whether an NVRTC target ("sm_90a", "sm_100", ...) has thread-block clusters.
 bool arch_has_clusters(const std::string& arch);
 
@@ -48,10 +54,11 @@ struct KernelSpec {
   int warps = 0;
   int stages = 0;
   Compute compute = Compute::mma;
-  Merge merge = Merge::none;  // none: one partition; cluster needs sm_90+
-  std::string arch;           // exact NVRTC target, e.g. "sm_90a"
+  Merge merge = Merge::none;           // none: one partition; cluster needs sm_90+
+  Schedule schedule = Schedule::host;  // device needs merge global
+  std::string arch;                    // exact NVRTC target, e.g. "sm_90a"
 
-  // "pj::paged_decode<pj::bf16, pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true, pj::Merge::none>"
+  // "pj::paged_decode<pj::bf16, pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true, pj::Merge::none, pj::Schedule::host>"
   std::string name_expression() const;
   // NVRTC options: a function of the spec alone.
   std::vector<std::string> compile_options() const;
@@ -67,12 +74,12 @@ struct KernelSpec {
 
   auto tie() const {
     return std::tie(kind, q_dtype, kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, merge,
-                    arch);
+                    schedule, arch);
   }
   bool operator<(const KernelSpec& o) const { return tie() < o.tie(); }
   bool operator==(const KernelSpec& o) const { return tie() == o.tie(); }
 };
 
-constexpr int kCacheFormatVersion = 4;  // 4: the merge mode joined the template
+constexpr int kCacheFormatVersion = 5;  // 5: the schedule joined the template
 
 }  // namespace pagedjit::jit

@@ -175,7 +175,7 @@ Bucket read_bucket(const Reader& r, const At& a) {
 // split can run is known from the file alone).
 KernelConfig read_config(const Reader& r, const At& a, const Bucket& b) {
   const int head_dim = b.head_dim;
-  r.object(a, {"tile_tokens", "warps", "stages"}, {"chunk_tokens", "v_dims"});
+  r.object(a, {"tile_tokens", "warps", "stages"}, {"chunk_tokens", "v_dims", "work_waves"});
   KernelConfig c;
   c.warps = int(r.integer(r.member(a, "warps"), 1, 8));
   const At tile = r.member(a, "tile_tokens");
@@ -195,6 +195,8 @@ KernelConfig read_config(const Reader& r, const At& a, const Bucket& b) {
     c.v_dims = int(r.integer(dv, 0, max_dv, "0 or a multiple of 16"));
     if (c.v_dims % 16) r.fail(dv.ptr, fmt::format("0 or a multiple of 16 up to {}", max_dv), std::to_string(c.v_dims));
   }
+  if (a.v.contains("work_waves"))
+    c.work_waves = int(r.integer(r.member(a, "work_waves"), 0, pj::kMaxWorkWaves, "0 (engine chooses) or 1..16"));
   const int dv = c.v_dims ? c.v_dims : jit::default_v_dims(head_dim);
   if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, b.dtype != DType::f32))
     r.fail(a.ptr + "/warps", jit::dim_split_rule(c.tile_tokens, c.warps),
@@ -359,6 +361,8 @@ std::string config_error(const KernelConfig& c, const ProblemShape& s, const Dev
   const int max_dv = std::min(256, s.head_dim);
   if (c.v_dims < 0 || c.v_dims > max_dv || c.v_dims % 16)
     return fmt::format("v_dims {} is not 0 or a multiple of 16 up to {}", c.v_dims, max_dv);
+  if (c.work_waves < 0 || c.work_waves > pj::kMaxWorkWaves)
+    return fmt::format("work_waves {} outside 0..{}", c.work_waves, pj::kMaxWorkWaves);
   const int dv = c.v_dims ? c.v_dims : jit::default_v_dims(s.head_dim);
   if (!pj::dim_split_ok(c.tile_tokens, c.warps, dv, s.dtype != DType::f32))
     return fmt::format("{} warps with {} output dims on {}: {}", c.warps, dv, dtype_name(s.dtype),

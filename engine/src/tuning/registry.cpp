@@ -117,7 +117,11 @@ std::string Choice::describe() const {
 bool profile_applies(const PagedAttentionOptions& o) {
   // batch_invariant: a profile's choice depends on the batch (its bucket), so
   // the same sequence could run with another tile in another batch.
-  return !o.kernel_config && !o.pages_per_compute_block && !o.batch_invariant;
+  // A config that sets only work_waves keeps the profile's tile shape.
+  const bool tile_forced =
+      o.kernel_config && (o.kernel_config->tile_tokens || o.kernel_config->warps || o.kernel_config->stages ||
+                          o.kernel_config->chunk_tokens || o.kernel_config->v_dims);
+  return !tile_forced && !o.pages_per_compute_block && !o.batch_invariant;
 }
 
 std::string profile_level(const Profile& p, const DeviceInfo& device) {

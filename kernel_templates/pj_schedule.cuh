@@ -1,0 +1,152 @@
+// The device schedule (pj::Schedule::device): each CTA of the decode kernel
+// plans the whole batch from the context lengths on the device and picks its
+// own work item, so the plan follows the lengths of every call, including
+// replays of a captured graph, with no host read and no extra launch.
+//
+// The plan, the same in every CTA (so no CTA waits for another):
+//  1. total = the tokens every sequence must read (window and q_len applied);
+//  2. an item holds at most `cap` tokens, cap = max(kMinPartitionTokens,
+//     total / work_items) rounded up to whole tiles: a batch makes about
+//     work_items items a KV-head column, whatever its lengths;
+//  3. a sequence of `span` tokens is cut into parts = ceil(span / cap) even
+//     partitions (one for an empty sequence, which writes zeros);
+//  4. items are numbered by size class, largest first (a cheap
+//     longest-processing-time order: the CTAs that start last are short, so
+//     the SMs finish together), then by sequence, then by partition.
+// Partials of a sequence live in `parts` consecutive slots starting at the
+// sum of the parts of the sequences before it: at most num_seqs + work_items.
+#pragma once
+#include "pj_params.cuh"
+
+namespace pj {
+
+typedef unsigned long long u64;
+
+// The positions a sequence's query tokens see: [start, len).
+struct SeqSpan {
+  int len, start;
+};
+
+// Tokens past the table's capacity are ignored (the validation mode reports
+// them). Query token i sees positions [lo_i, hi_i], hi_i = len - q_len + i,
+// lo_i = hi_i + 1 - window with a window; a CTA reads their union.
+__device__ __forceinline__ SeqSpan seq_span(const DecodeParams& p, int context_len) {
+  SeqSpan s;
+  s.len = max(0, min(context_len, p.max_blocks << p.page_shift));
+  const int last_common = s.len - p.q_len + 1;
+  s.start = p.window > 0 ? max(0, last_common - p.window) : 0;
+  return s;
+}
+
+struct WorkItem {
+  int seq;    // -1: this CTA has no item
+  int part;   // partition of the sequence
+  int parts;  // the sequence's partitions
+  int per;    // tokens per partition (a multiple of the tile)
+  int slot;   // the sequence's first partial slot
+};
+
+// Exclusive prefix sum over the block's threads in thread order; `total`
+// receives the sum. `warp_sums`: shared memory for NT / 32 values. Ends with
+// a barrier, so the caller may reuse `warp_sums` after the next one.
+template <int NT>
+__device__ __forceinline__ u64 block_exclusive_scan(u64 v, u64* warp_sums, u64& total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  u64 inc = v;
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const u64 o = __shfl_up_sync(0xffffffffu, inc, d);
+    if (lane >= d) inc += o;
+  }
+  if (lane == 31) warp_sums[warp] = inc;
+  __syncthreads();
+  u64 before = 0;
+  total = 0;
+#pragma unroll
+  for (int w = 0; w < NT / 32; ++w) {
+    if (w < warp) before += warp_sums[w];
+    total += warp_sums[w];
+  }
+  __syncthreads();
+  return before + inc - v;
+}
+
+// This CTA's work item `item` (blockIdx.y). `scratch`: at least 256 bytes of
+// shared memory that nothing else uses until this returns.
+template <int NT, int TILE>
+__device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratch) {
+  constexpr int K = kMaxScheduleSeqsPerThread;
+  constexpr int C = kScheduleSizeClasses;
+  u64* warp_sums = reinterpret_cast<u64*>(scratch);
+  int* class_items = reinterpret_cast<int*>(scratch + 8 * (NT / 32));  // C + 1 counters
+  WorkItem* found = reinterpret_cast<WorkItem*>(scratch + 8 * (NT / 32) + 4 * (C + 1) + 12);
+  const int tid = threadIdx.x;
+  // Each thread plans a contiguous run of sequences, so thread order is
+  // sequence order in the scans.
+  const int per_thread = (p.num_seqs + NT - 1) / NT;
+  if (per_thread > K) __trap();  // the host plans no such batch: never drop sequences silently
+  const int s0 = tid * per_thread;
+  int span[K];
+  u64 mine = 0;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int s = s0 + j;
+    span[j] = -1;  // not a sequence
+    if (j < per_thread && s < p.num_seqs) {
+      const SeqSpan sp = seq_span(p, p.context_lens[s]);
+      span[j] = sp.len - sp.start;
+      mine += u64(span[j]);
+    }
+  }
+  if (tid <= C) class_items[tid] = 0;
+  u64 total;
+  block_exclusive_scan<NT>(mine, warp_sums, total);  // its barriers also publish the zeroed counters
+
+  const u64 want = (total + u64(p.work_items) - 1) / u64(max(p.work_items, 1));
+  const u64 floor_cap = u64(max(kMinPartitionTokens, TILE));
+  const u64 capped = want < floor_cap ? floor_cap : (want > (1ull << 30) ? (1ull << 30) : want);
+  const int cap = int((capped + TILE - 1) / TILE * TILE);
+  int parts[K], per[K], cls[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    parts[j] = 0, per[j] = TILE, cls[j] = -1;
+    if (span[j] < 0) continue;
+    parts[j] = span[j] > 0 ? (span[j] + cap - 1) / cap : 1;
+    per[j] = ((span[j] + parts[j] - 1) / parts[j] + TILE - 1) / TILE * TILE;
+    cls[j] = min(C, int(i64(per[j]) * C / cap));
+    atomicAdd(&class_items[cls[j]], parts[j]);
+  }
+  __syncthreads();
+  // Which class holds this item, and its rank there (every thread alike).
+  int cls_item = -1, rank = item;
+  for (int c = C; c >= 0; --c) {
+    if (rank < class_items[c]) {
+      cls_item = c;
+      break;
+    }
+    rank -= class_items[c];
+  }
+  WorkItem none{-1, 0, 0, 0, 0};
+  if (cls_item < 0) return none;  // uniform across the block: past the batch's items
+
+  // One scan gives both the item's rank within its class (high word) and the
+  // sequence's first partial slot (low word, at most num_seqs + work_items).
+  u64 packed = 0;
+#pragma unroll
+  for (int j = 0; j < K; ++j) packed += (u64(cls[j] == cls_item ? parts[j] : 0) << 32) | u64(parts[j]);
+  u64 sum;
+  u64 before = block_exclusive_scan<NT>(packed, warp_sums, sum);
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int in_class = int(before >> 32), slot = int(before & 0xffffffffu);
+    if (cls[j] == cls_item && rank >= in_class && rank < in_class + parts[j])
+      *found = WorkItem{s0 + j, rank - in_class, parts[j], per[j], slot};
+    before += (u64(cls[j] == cls_item ? parts[j] : 0) << 32) | u64(parts[j]);
+  }
+  __syncthreads();
+  const WorkItem w = *found;
+  __syncthreads();  // the caller may overwrite the scratch now
+  return w;
+}
+
+}  // namespace pj
