@@ -207,8 +207,11 @@ def run_model(torch, transformers, name, reference, config, steps, seed):
         else:
             ok = False
             i = first_diff[0].item()
-            print("  fp32: FAIL: tokens differ from step %d on: %s vs %s" % (i, ref_tokens[:, i].tolist(),
-                                                                             pj_tokens[:, i].tolist()))
+            top2 = ref_logits32[:, i].topk(2, dim=-1).values
+            print("  fp32: FAIL: tokens differ from step %d on: %s vs %s (transformers' top-2 logit gaps there %s, "
+                  "pagedjit's logits %.2e away in relative L2)"
+                  % (i, ref_tokens[:, i].tolist(), pj_tokens[:, i].tolist(), (top2[:, 0] - top2[:, 1]).tolist(),
+                     ((pj_logits32[:, i] - ref_logits32[:, i]).norm() / ref_logits32[:, i].norm()).item()))
         rel32 = ((pj_logits32 - ref_logits32).norm(dim=-1) / ref_logits32.norm(dim=-1)).max().item()
         print("  fp32: logits max relative L2 difference over the steps %.2e" % rel32)
 

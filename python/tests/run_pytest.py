@@ -15,7 +15,7 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     try:
-        import pytest  # noqa: F401
+        import pytest  # noqa: F401  (only whether it is there)
     except ImportError:
         print("pytest is not installed for %s: scripts/install_deps.sh installs it (pip install pytest)"
               % sys.executable, file=sys.stderr)

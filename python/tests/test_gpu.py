@@ -161,7 +161,7 @@ def test_batch_invariant_and_kernel_config():
     want, _ = reference(p)
     a = pagedjit.paged_attention(*args(p), batch_invariant=True)
     assert_close(a, want, TOL["float16"], "batch_invariant")
-    one = {k: v[2:3] for k, v in p.items()}
+    one = dict(p, **{k: p[k][2:3] for k in ("query", "context_lens", "block_tables")})  # sequence 2 alone
     b = pagedjit.paged_attention(*args(one), batch_invariant=True)
     assert torch.equal(a[2:3], b), "batch_invariant: a sequence's output changed with the batch"
     c = pagedjit.paged_attention(*args(p), kernel_config={"tile_tokens": 32, "warps": 2, "stages": 2})
@@ -220,7 +220,7 @@ def test_cuda_array_interface_and_dlpack(wrap):
     out = poisoned(p["query"].shape, torch.float16)
     ws_bytes = pagedjit.workspace_bytes(*[wrap(t) for t in args(p)], num_splits=4)
     assert isinstance(ws_bytes, int) and ws_bytes >= 0
-    ws = torch.zeros(max(ws_bytes, 16), dtype=torch.uint8, device="cuda")
+    ws = torch.zeros(max(-(-ws_bytes // 16) * 16, 16), dtype=torch.uint8, device="cuda")
     torch.cuda.synchronize()
     got = pagedjit.paged_attention(*[wrap(t) for t in args(p)], out=wrap(out), num_splits=4,
                                    workspace=CudaArray(ws.view(torch.int32)) if wrap is CudaArray else None,
@@ -245,7 +245,7 @@ def test_errors_on_the_gpu_path():
 
 def test_opcheck():
     p, layout = make_problem(dtype="float16", lens=(300, 17))
-    a = args({k: v[:2] for k, v in p.items()})
+    a = args(dict(p, **{k: p[k][:2] for k in ("query", "context_lens", "block_tables")}))
     torch.library.opcheck(torch.ops.pagedjit.paged_attention.default,
                           (*a, None, None, 0, None, None, None, 0, None, None, None, None, True, False, None, True,
                            None))
