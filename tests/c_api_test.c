@@ -298,12 +298,36 @@ static void test_engine(const char* expect_driver) {
   }
 }
 
+/* pagedjit_merge_attention_states' arguments, checked without a device. */
+static void test_merge_validation(void) {
+  const int64_t rows_dim[3] = {SEQS, HEADS, DIM};
+  pagedjit_merge_args m;
+  memset(&m, 0, sizeof m);
+  pagedjit_tensor_init(&m.out_a, (void*)0x100000, PAGEDJIT_BF16, 3, rows_dim);
+  pagedjit_tensor_init(&m.out_b, (void*)0x200000, PAGEDJIT_BF16, 3, rows_dim);
+  pagedjit_tensor_init(&m.out, (void*)0x300000, PAGEDJIT_F32, 3, rows_dim);
+  pagedjit_tensor_init(&m.lse_a, (void*)0x400000, PAGEDJIT_F32, 2, rows_dim);
+  pagedjit_tensor_init(&m.lse_b, (void*)0x500000, PAGEDJIT_F32, 2, rows_dim);
+  CHECK(pagedjit_validate_merge(&m) == PAGEDJIT_OK);
+  m.out_b.dtype = PAGEDJIT_F16; /* out_b must have out_a's dtype */
+  CHECK(pagedjit_validate_merge(&m) == PAGEDJIT_ERROR_INVALID_ARGUMENT);
+  CHECK(contains(pagedjit_last_error(), "'out_b'"));
+  m.out_b.dtype = PAGEDJIT_BF16;
+  m.lse_b.shape[1] = HEADS + 1;
+  CHECK(pagedjit_validate_merge(&m) == PAGEDJIT_ERROR_INVALID_ARGUMENT);
+  CHECK(contains(pagedjit_last_error(), "'lse_b'"));
+  CHECK(pagedjit_validate_merge(NULL) == PAGEDJIT_ERROR_INVALID_ARGUMENT);
+  CHECK(pagedjit_merge_attention_states(NULL, &m, NULL) == PAGEDJIT_ERROR_INVALID_ARGUMENT);
+  CHECK(contains(pagedjit_last_error(), "'engine'"));
+}
+
 int main(int argc, char** argv) {
   const char* expect_driver = NULL;
   if (argc == 3 && strcmp(argv[1], "--expect-driver") == 0) expect_driver = argv[2];
   test_version_and_names();
   test_options_defaults();
   test_refused_calls();
+  test_merge_validation();
   test_engine(expect_driver);
   printf("%d checks, %d failed: %s\n", checks, failures, failures ? "FAILED" : "OK");
   return failures ? 1 : 0;

@@ -39,3 +39,21 @@ if(PAGEDJIT_PYTHON3)
            COMMAND ${PAGEDJIT_PYTHON3} ${PROJECT_SOURCE_DIR}/examples/python/seed_example.py --lib $<TARGET_FILE:pagedjit>)
   set_tests_properties(python_example PROPERTIES LABELS cpu)
 endif()
+
+# The Python package (issue 22): pytest on python/tests against this build's
+# library. python_cpu runs everything but the GPU tests; python_gpu the GPU
+# tests (torch with CUDA), which pytest reports as skipped, with the reason,
+# on a machine without a GPU or without torch; python_hf_decode the
+# transformers example (examples/python/hf_decode.py), likewise skipped without
+# a GPU, torch or transformers (-s: its comparison and timings reach the log).
+# The package imports torch when installed.
+if(PAGEDJIT_PYTHON3)
+  set(_pj_pytest ${PAGEDJIT_PYTHON3} ${PROJECT_SOURCE_DIR}/python/tests/run_pytest.py $<TARGET_FILE:pagedjit>)
+  add_test(NAME python_cpu COMMAND ${_pj_pytest} -m "not gpu")
+  add_test(NAME python_gpu COMMAND ${_pj_pytest} -m gpu --ignore=${PROJECT_SOURCE_DIR}/python/tests/test_hf_decode.py)
+  add_test(NAME python_hf_decode COMMAND ${_pj_pytest} -m gpu -s ${PROJECT_SOURCE_DIR}/python/tests/test_hf_decode.py)
+  set_tests_properties(python_cpu PROPERTIES LABELS "cpu;python")
+  set_tests_properties(python_gpu python_hf_decode PROPERTIES LABELS "gpu;python"
+                       ENVIRONMENT "PAGEDJIT_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/python-kernel-cache")
+  set_tests_properties(python_hf_decode PROPERTIES TIMEOUT 900)
+endif()

@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "attention/merge.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
@@ -25,11 +26,12 @@ static_assert(int(ErrorCode::invalid_argument) + 1 == PAGEDJIT_ERROR_INVALID_ARG
                   int(ErrorCode::device_data) + 1 == PAGEDJIT_ERROR_DEVICE_DATA,
               "pagedjit_status mirrors pagedjit::ErrorCode, in the same order");
 
-// The struct layouts foreign mirrors copy (examples/python/seed_example.py): change them knowingly.
+// The struct layouts foreign mirrors copy (python/pagedjit/_capi.py): change them knowingly.
 static_assert(sizeof(pagedjit_tensor) == 80 && sizeof(pagedjit_args) == 744 && sizeof(pagedjit_options) == 104,
               "the C API's struct layouts changed");
 static_assert(offsetof(pagedjit_options, megacore_mode) == 72 && offsetof(pagedjit_args, workspace) == 568,
               "the C API's struct layouts changed");
+static_assert(sizeof(pagedjit_merge_args) == 480, "the C API's struct layouts changed");
 
 thread_local std::string last_error;
 
@@ -153,6 +155,18 @@ PagedAttentionOptions to_options(const pagedjit_options* o) {
   return r;
 }
 
+MergeStatesArgs to_merge_args(const pagedjit_merge_args* a) {
+  require(a, "args");
+  MergeStatesArgs r;
+  r.out_a = to_view(a->out_a, "out_a");
+  r.lse_a = to_view(a->lse_a, "lse_a");
+  r.out_b = to_view(a->out_b, "out_b");
+  r.lse_b = to_view(a->lse_b, "lse_b");
+  r.out = to_view(a->out, "out");
+  r.lse = to_view(a->lse, "lse");
+  return r;
+}
+
 }  // namespace
 
 extern "C" {
@@ -239,6 +253,18 @@ pagedjit_status pagedjit_workspace_bytes(const pagedjit_engine* engine, const pa
 
 pagedjit_status pagedjit_validate(const pagedjit_args* args, const pagedjit_options* options) {
   return guarded([&] { validate_call(to_args(args), to_options(options)); });
+}
+
+pagedjit_status pagedjit_merge_attention_states(pagedjit_engine* engine, const pagedjit_merge_args* args,
+                                                void* cuda_stream) {
+  return guarded([&] {
+    require(engine, "engine");
+    engine->engine.merge_attention_states(to_merge_args(args), static_cast<CUstream>(cuda_stream));
+  });
+}
+
+pagedjit_status pagedjit_validate_merge(const pagedjit_merge_args* args) {
+  return guarded([&] { attention::validate_merge(to_merge_args(args)); });
 }
 
 }  // extern "C"

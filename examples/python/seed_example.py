@@ -18,7 +18,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from ctypes import POINTER, byref, c_char_p, c_float, c_int, c_int32, c_int64, c_void_p
+from ctypes import POINTER, byref, c_char_p, c_int, c_int64, c_void_p
 
 # ------------------------------------------------------------ the C API (pagedjit/pagedjit.h)
 
@@ -28,34 +28,10 @@ BLOCKS_HEADS = 0
 MAX_RANK = 4
 
 
-class Tensor(ctypes.Structure):
-    _fields_ = [("data", c_void_p), ("dtype", c_int32), ("rank", c_int32),
-                ("shape", c_int64 * MAX_RANK), ("strides", c_int64 * MAX_RANK)]
-
-
-class Args(ctypes.Structure):
-    _fields_ = [(name, Tensor) for name in
-                ("query", "key_cache", "value_cache", "context_lens", "block_tables", "output", "lse")] + \
-               [("layout", c_int32), ("reserved0", c_int32), ("workspace", c_void_p), ("workspace_bytes", c_int64),
-                ("k_scale", Tensor), ("v_scale", Tensor)]
-
-
-class Options(ctypes.Structure):
-    _fields_ = [("max_context_len", c_int64), ("sliding_window", c_int64),
-                ("attn_scale", c_float), ("attn_logits_soft_cap", c_float), ("mask_value", c_float),
-                ("num_splits", c_int32), ("pages_per_compute_block", c_int32),
-                ("has_attn_scale", c_int32), ("has_max_context_len", c_int32),
-                ("has_attn_logits_soft_cap", c_int32), ("has_sliding_window", c_int32),
-                ("has_pages_per_compute_block", c_int32), ("return_lse", c_int32), ("inline_seq_dim", c_int32),
-                ("batch_invariant", c_int32), ("reserved0", c_int32),
-                ("megacore_mode", c_char_p),
-                ("has_kernel_config", c_int32), ("tile_tokens", c_int32), ("warps", c_int32), ("stages", c_int32),
-                ("chunk_tokens", c_int32), ("v_dims", c_int32)]
-
-
-# Pinned by static_asserts in engine/src/c_api.cpp.
-assert (ctypes.sizeof(Tensor), ctypes.sizeof(Args), ctypes.sizeof(Options)) == (80, 744, 104)
-assert Options.megacore_mode.offset == 72 and Args.workspace.offset == 568
+# The ctypes mirrors of the C structs: the pagedjit package's (python/pagedjit/_capi.py; its tests compare
+# them with the header field by field).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+from pagedjit._capi import Args, Options, Tensor  # noqa: E402
 
 
 def find_library(explicit):

@@ -164,6 +164,30 @@ PAGEDJIT_API pagedjit_status pagedjit_workspace_bytes(const pagedjit_engine* eng
  * device (pointers are not dereferenced). */
 PAGEDJIT_API pagedjit_status pagedjit_validate(const pagedjit_args* args, const pagedjit_options* options);
 
+/* ------------------------------------------------------------ merging two partial results */
+
+/* Two attention results over disjoint parts of the same contexts (a shared
+ * prefix and each sequence's own suffix, say), each with the natural-log
+ * sum-exp that paged_attention's `lse` gives (pagedjit::MergeStatesArgs).
+ * Leading dims are rows (e.g. [num_seqs, num_heads]); the last is head_dim, a
+ * multiple of 4. Zero-initialize, then fill. */
+typedef struct pagedjit_merge_args {
+  pagedjit_tensor out_a; /* [rows..., head_dim], fp32/fp16/bf16 */
+  pagedjit_tensor lse_a; /* fp32 [rows...] */
+  pagedjit_tensor out_b; /* out_a's shape and dtype */
+  pagedjit_tensor lse_b; /* fp32 [rows...] */
+  pagedjit_tensor out;   /* out_a's shape, any float dtype; may alias out_a or out_b */
+  pagedjit_tensor lse;   /* optional (data NULL: not written): log(exp(lse_a) + exp(lse_b)) */
+} pagedjit_merge_args;
+
+/* out = (e^lse_a out_a + e^lse_b out_b) / (e^lse_a + e^lse_b) on `cuda_stream`.
+ * Asynchronous; graph-capturable (no allocation, no synchronization). */
+PAGEDJIT_API pagedjit_status pagedjit_merge_attention_states(pagedjit_engine* engine, const pagedjit_merge_args* args,
+                                                             void* cuda_stream);
+
+/* Checks a merge's shapes, dtypes and strides without a device. */
+PAGEDJIT_API pagedjit_status pagedjit_validate_merge(const pagedjit_merge_args* args);
+
 #ifdef __cplusplus
 }
 #endif
