@@ -346,7 +346,9 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
 
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
                       bool cluster_merge, bool device_schedule) {
-  const attention::Plan plan = attention::make_plan(shape, options, device, nullptr, cluster_merge, device_schedule);
+  const attention::Plan plan = attention::PlanCache(device, tuning::ProfileRegistry::global().for_device(device, false),
+                                                    cluster_merge, device_schedule)
+                                   .make(shape, options);
   jit::KernelCache::global().get(plan.decode);
   return plan.info;
 }

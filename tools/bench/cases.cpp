@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "json_depth.hpp"
 #include "pagedjit/errors.hpp"
 
 namespace pjbench {
@@ -352,6 +353,8 @@ BenchCase parse_case_string(const std::string& text) {
 }
 
 std::vector<BenchCase> parse_cases_json(const std::string& text, const std::string& source) {
+  if (pagedjit::json_too_deep(text))
+    throw CaseError("cases", fmt::format("{}: JSON nested more than {} levels deep", source, pagedjit::kMaxJsonDepth));
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "json_depth.hpp"
+
 namespace pjbench {
 namespace {
 
@@ -124,6 +126,8 @@ Json compare_with_peers(const Json& run, const std::string& path) {
   if (!in) throw std::runtime_error(fmt::format("cannot read the peers file {}", path));
   std::stringstream ss;
   ss << in.rdbuf();
+  if (pagedjit::json_too_deep(ss.str()))
+    throw std::runtime_error(fmt::format("{}: JSON nested more than {} levels deep", path, pagedjit::kMaxJsonDepth));
   Json pf;
   try {
     pf = Json::parse(ss.str());

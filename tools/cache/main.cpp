@@ -24,14 +24,17 @@
 #include <thread>
 #include <vector>
 
+#include "attention/plan_cache.hpp"
 #include "attention/planner.hpp"
 #include "jit/disk_store.hpp"
 #include "jit/kernel_cache.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
+#include "json_depth.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/version.hpp"
+#include "tuning/registry.hpp"
 
 using namespace pagedjit;
 using json = nlohmann::json;
@@ -93,15 +96,18 @@ ones, which the engine would treat as misses anyway. Exit status 0 when every
 entry was valid, 1 when bad ones were found.
   --dry-run  report bad entries without removing them
 )"},
-    {"warm", R"(usage: pagedjit-cache warm [--dir DIR] [--json] [--arch ARCH] [--gpu h100|h200]
-                           [--shapes FILE] [--jobs N] [--no-cluster]
+    {"warm", R"(usage: pagedjit-cache warm [--dir DIR] [--json] [--arch ARCH] [--gpu h100|h200|all]
+                           [--shapes FILE] [--jobs N] [--no-cluster] [--no-profile]
 
-Plans every problem shape with the GPU preset and compiles its decode kernel
-into the cache, in parallel, skipping those already cached.
+Plans every problem shape as an Engine on the GPU would (its tuned profile
+first, as EngineOptions::use_profiles) and compiles its decode kernel into the
+cache, in parallel, skipping those already cached.
 Other processes warming the same directory at the same time share the work
 through lock files.
   --arch ARCH    NVRTC target (default: the preset's, sm_90a)
-  --gpu NAME     planning preset: h100 (default) or h200
+  --gpu NAME     planning preset and its profile: h100 (default), h200, or all
+  --no-profile   plan with the built-in heuristic only (an engine made with
+                 EngineOptions::use_profiles = false)
   --shapes FILE  JSON problem shapes (default: the matrix fp16/bf16/fp32 x
                  head_dim 64/128/256 x groups 1/4/8). Either a list of shapes,
                  {"shapes": [...]}, or bench/cases.json's {"dtype", "cases"}.
@@ -114,7 +120,8 @@ through lock files.
   --jobs N       parallel compiles (default: all cores)
   --no-cluster   plan as an engine with EngineOptions::cluster_merge = false
                  (small split calls merge in global memory: another kernel)
-Exit status 0 when every kernel is in the cache afterwards.
+Exit status 0 when every kernel is in the cache afterwards (1 also when the
+size cap, PAGEDJIT_CACHE_MAX_BYTES, evicted some of them again).
 )"},
     {"time-load", R"(usage: pagedjit-cache time-load [--dir DIR] [--json] [spec options] [--repeat N] [--fill] [--cold]
 
@@ -176,13 +183,14 @@ struct Args {
 
 const std::set<std::string> kValueOptions = {"dir",    "arch",  "gpu",      "shapes", "jobs",
                                              "repeat", "dtype", "head-dim", "group",  "merge"};
-const std::set<std::string> kFlagOptions = {"json", "help", "verify", "stale", "dry-run", "fill", "cold", "no-cluster"};
+const std::set<std::string> kFlagOptions = {"json", "help", "verify",     "stale",     "dry-run",
+                                            "fill", "cold", "no-cluster", "no-profile"};
 const std::map<std::string, std::set<std::string>> kCommandOptions = {
     {"list", {"verify"}},
     {"stats", {}},
     {"clear", {"stale"}},
     {"verify", {"dry-run"}},
-    {"warm", {"arch", "gpu", "shapes", "jobs", "no-cluster"}},
+    {"warm", {"arch", "gpu", "shapes", "jobs", "no-cluster", "no-profile"}},
     {"time-load", {"dtype", "head-dim", "group", "gpu", "arch", "merge", "repeat", "fill", "cold"}},
     {"time-compile", {"dtype", "head-dim", "group", "gpu", "arch", "merge", "repeat"}},
 };
@@ -390,12 +398,23 @@ std::int64_t json_integer(const json& v, const std::string& name, std::int64_t l
   return x;
 }
 
+// Larger shapes files are refused before reading: far more shapes than a
+// warm run could compile.
+constexpr std::size_t kMaxShapesFileBytes = std::size_t(16) << 20;
+
 std::vector<ShapeItem> shapes_from_file(const std::string& path) {
-  std::ifstream f(path);
+  std::ifstream f(path, std::ios::binary);
   if (!f) throw UsageError(fmt::format("cannot open {}", path));
+  std::string text(kMaxShapesFileBytes + 1, '\0');
+  f.read(text.data(), std::streamsize(text.size()));
+  text.resize(std::size_t(f.gcount()));
+  if (text.size() > kMaxShapesFileBytes)
+    throw UsageError(fmt::format("{}: larger than {} bytes", path, kMaxShapesFileBytes));
+  if (json_too_deep(text))
+    throw UsageError(fmt::format("{}: JSON nested more than {} levels deep", path, kMaxJsonDepth));
   json doc;
   try {
-    doc = json::parse(f);
+    doc = json::parse(text);
   } catch (const std::exception& e) {
     throw UsageError(fmt::format("{}: not JSON: {}", path, e.what()));
   }
@@ -595,20 +614,19 @@ int cmd_clear(const Args& a) {
   std::size_t removed = 0, failed = 0;
   std::uint64_t bytes = 0;
   auto remove = [&](const std::string& path, std::uint64_t size) {
-    if (::unlink(path.c_str()) == 0 || errno == ENOENT) {
+    if (jit::remove_path(path)) {
       ++removed;
       bytes += size;
-    } else {
-      ++failed;
-      if (!a.json) fmt::print(stderr, "pagedjit-cache: cannot remove {}: {}\n", path, std::strerror(errno));
+      return true;
     }
+    ++failed;
+    if (!a.json) fmt::print(stderr, "pagedjit-cache: cannot remove {}: {}\n", path, std::strerror(errno));
+    return false;
   };
   std::size_t entries = 0;
   for (const auto& e : contents.entries)
-    if (!stale_only || (e.status == jit::EntryStatus::ok && !is_current(e.key))) {
-      remove(e.path, e.file_bytes);
-      ++entries;
-    }
+    if (!stale_only || (e.status == jit::EntryStatus::ok && !is_current(e.key)))
+      entries += remove(e.path, e.file_bytes);
   if (!stale_only) {
     for (const auto& p : contents.locks) remove(p, 0);
     for (const auto& p : contents.temps) remove(p, 0);
@@ -637,7 +655,7 @@ int cmd_verify(const Args& a) {
       continue;
     }
     bool gone = false;
-    if (!dry) gone = ::unlink(e.path.c_str()) == 0 || errno == ENOENT;
+    if (!dry) gone = jit::remove_path(e.path);
     removed += gone;
     json j = entry_json(e);
     j["removed"] = gone;
@@ -660,40 +678,88 @@ int cmd_verify(const Args& a) {
   return bad.empty() ? 0 : 1;
 }
 
-int cmd_warm(const Args& a) {
-  const auto t_start = Clock::now();
-  jit::DiskStore store = open_store(a);
-  const DeviceInfo gpu = gpu_preset(a.get("gpu", "h100"));
-  const std::optional<std::string> arch =
-      a.values.count("arch") ? std::optional<std::string>(jit::clamp_arch(a.get("arch", ""))) : std::nullopt;
+// ---- warm: plan, compile in parallel, check what is left, report ----
+
+// The GPU presets to warm for: one, or every one (the shipped profiles' GPUs).
+std::vector<DeviceInfo> warm_gpus(const std::string& name) {
+  if (name == "all") return {DeviceInfo::h100_sxm(), DeviceInfo::h200()};
+  return {gpu_preset(name)};
+}
+
+struct WarmPlan {
+  std::vector<DeviceInfo> gpus;
+  std::optional<std::string> arch;  // --arch, clamped
+  std::size_t shapes = 0;
+  std::vector<jit::KernelSpec> specs;  // distinct kernels, in first-seen order
+  json plan_errors = json::array();
+};
+
+// The decode kernels an Engine would launch for the shapes: planned with the
+// GPU's tuned profiles (as EngineOptions::use_profiles, unless --no-profile)
+// and its cluster merge (unless --no-cluster).
+WarmPlan plan_warm(const Args& a) {
+  WarmPlan w;
+  w.gpus = warm_gpus(a.get("gpu", "h100"));
+  if (a.values.count("arch")) w.arch = jit::clamp_arch(a.get("arch", ""));
   const std::vector<ShapeItem> shapes =
       a.values.count("shapes") ? shapes_from_file(a.get("shapes", "")) : default_matrix();
-
-  // Distinct kernels, in first-seen order.
-  std::vector<jit::KernelSpec> specs;
+  w.shapes = shapes.size();
   std::set<jit::KernelSpec> seen;
-  json plan_errors = json::array();
-  for (const ShapeItem& item : shapes) {
-    try {
-      attention::Plan plan = attention::make_plan(item.shape, item.options, gpu, nullptr, !a.flag("no-cluster"));
-      jit::KernelSpec spec = plan.decode;
-      if (arch) spec = retarget(spec, *arch);
-      if (seen.insert(spec).second) specs.push_back(spec);
-    } catch (const Error& e) {
-      plan_errors.push_back({{"shape", item.name}, {"error", e.what()}});
-      if (!a.json) fmt::print(stderr, "pagedjit-cache: {}: not planned: {}\n", item.name, e.what());
+  for (const DeviceInfo& gpu : w.gpus) {
+    const attention::PlanCache planner(
+        gpu, a.flag("no-profile") ? tuning::DeviceProfiles() : tuning::ProfileRegistry::global().for_device(gpu, false),
+        !a.flag("no-cluster"));
+    for (const ShapeItem& item : shapes) {
+      try {
+        jit::KernelSpec spec = planner.make(item.shape, item.options).decode;
+        if (w.arch) spec = retarget(spec, *w.arch);
+        if (seen.insert(spec).second) w.specs.push_back(spec);
+      } catch (const Error& e) {
+        w.plan_errors.push_back({{"shape", item.name}, {"gpu", gpu.name}, {"error", e.what()}});
+        if (!a.json) fmt::print(stderr, "pagedjit-cache: {} on {}: not planned: {}\n", item.name, gpu.name, e.what());
+      }
     }
   }
+  return w;
+}
 
-  const int jobs = std::max(1, a.get_int("jobs", int(std::max(1u, std::thread::hardware_concurrency()))));
-  const std::string source_hash = jit::SourceSet::current().hash, nvrtc = jit::nvrtc_version();
-  struct Result {
-    std::string status = "pending";  // cached, compiled, failed
-    double ms = 0;
-    std::uint64_t bytes = 0;
-    std::string error;
-  };
-  std::vector<Result> results(specs.size());
+struct WarmResult {
+  std::string status = "pending";  // cached, compiled, failed
+  double ms = 0;
+  std::uint64_t bytes = 0;
+  std::string error;
+  bool in_cache = false;  // a valid entry once every kernel was done
+};
+
+// Loads or compiles one kernel into `store`; other processes warming the
+// same directory wait on its lock instead of compiling it too.
+WarmResult warm_one(jit::DiskStore& store, const jit::KernelSpec& spec, const std::string& key) {
+  WarmResult r;
+  const auto t0 = Clock::now();
+  try {
+    auto hit = store.load(key);
+    std::shared_ptr<void> claim;
+    if (!hit && (claim = store.claim(key))) hit = store.load(key);
+    if (hit) {
+      r.status = "cached";
+      r.bytes = hit->binary.size();
+    } else {
+      const jit::CompiledKernel k = jit::compile_kernel(spec, jit::SourceSet::current());
+      store.store(k);
+      r.status = "compiled";
+      r.bytes = k.binary.size();
+    }
+  } catch (const std::exception& e) {
+    r.status = "failed";
+    r.error = e.what();
+  }
+  r.ms = ms_since(t0);
+  return r;
+}
+
+std::vector<WarmResult> warm_all(const Args& a, jit::DiskStore& store, const std::vector<jit::KernelSpec>& specs,
+                                 const std::vector<std::string>& keys, int jobs) {
+  std::vector<WarmResult> results(specs.size());
   std::atomic<std::size_t> next{0};
   // Each process starts at its own place in the list, so processes warming
   // the same directory together compile different kernels first.
@@ -702,90 +768,132 @@ int cmd_warm(const Args& a) {
   auto worker = [&] {
     for (std::size_t n; (n = next++) < specs.size();) {
       const std::size_t i = (n + offset) % specs.size();
-      const jit::KernelSpec& spec = specs[i];
-      Result& r = results[i];
-      const auto t0 = Clock::now();
-      try {
-        const std::string key = spec.key(source_hash, nvrtc);
-        auto hit = store.load(key);
-        std::shared_ptr<void> claim;
-        if (!hit && (claim = store.claim(key))) hit = store.load(key);
-        if (hit) {
-          r.status = "cached";
-          r.bytes = hit->binary.size();
-        } else {
-          const jit::CompiledKernel k = jit::compile_kernel(spec, jit::SourceSet::current());
-          store.store(k);
-          r.status = "compiled";
-          r.bytes = k.binary.size();
-        }
-      } catch (const std::exception& e) {
-        r.status = "failed";
-        r.error = e.what();
-      }
-      r.ms = ms_since(t0);
-      if (!a.json) {
-        std::lock_guard<std::mutex> lock(print_mu);
-        fmt::print("{:<9} {:>8.0f} ms  {}\n", r.status, r.ms, spec.readable());
-        if (!r.error.empty()) fmt::print("          {}\n", r.error);
-        std::fflush(stdout);
-      }
+      const WarmResult& r = results[i] = warm_one(store, specs[i], keys[i]);
+      if (a.json) continue;
+      std::lock_guard<std::mutex> lock(print_mu);
+      fmt::print("{:<9} {:>8.0f} ms  {}\n", r.status, r.ms, specs[i].readable());
+      if (!r.error.empty()) fmt::print("          {}\n", r.error);
+      std::fflush(stdout);
     }
   };
-  const auto t0 = Clock::now();
   std::vector<std::thread> threads;
   for (int t = 0; t < std::min<int>(jobs, int(std::max<std::size_t>(1, specs.size()))); ++t)
     threads.emplace_back(worker);
   for (auto& t : threads) t.join();
-  const double wall_s = ms_since(t0) / 1000;
+  // The size cap may have evicted kernels of this very run: a deployment
+  // with PAGEDJIT_JIT=off would miss them, so they count as not warmed.
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    results[i].in_cache =
+        results[i].status != "failed" &&
+        jit::DiskStore::read_entry(store.entry_path(keys[i]), &keys[i], nullptr, false, store.options().user).status ==
+            jit::EntryStatus::ok;
+  return results;
+}
 
-  std::size_t compiled = 0, cached = 0, failed = 0;
+struct WarmTotals {
+  std::size_t compiled = 0, cached = 0, failed = 0, missing = 0;
+  std::uint64_t bytes = 0;
   double compile_ms = 0;
+};
+
+WarmTotals warm_totals(const std::vector<WarmResult>& results) {
+  WarmTotals t;
+  for (const WarmResult& r : results) {
+    t.compiled += r.status == "compiled";
+    t.cached += r.status == "cached";
+    t.failed += r.status == "failed";
+    t.missing += r.status != "failed" && !r.in_cache;
+    t.bytes += r.bytes;
+    if (r.status == "compiled") t.compile_ms += r.ms;
+  }
+  return t;
+}
+
+// Why kernels that were compiled or found are not in the cache afterwards.
+std::string missing_reason(const jit::DiskStore& store, const WarmTotals& t) {
+  if (!store.writable()) return "writing to the directory FAILED (see the warning above)";
+  return fmt::format(
+      "the size cap (PAGEDJIT_CACHE_MAX_BYTES = {} bytes) is below the warmed kernels' {} bytes: it evicted "
+      "some of them again; raise it, or a process with PAGEDJIT_JIT=off will miss them",
+      store.options().max_bytes, t.bytes);
+}
+
+// One warm run, for its report.
+struct WarmRun {
+  WarmPlan plan;
+  std::vector<std::string> keys;  // of plan.specs
+  std::vector<WarmResult> results;
+  int jobs = 1;
+  double wall_s = 0, total_s = 0;
+};
+
+json warm_json(const jit::DiskStore& store, const Args& a, const WarmRun& run, const WarmTotals& t) {
+  const WarmPlan& w = run.plan;
   json kernels = json::array();
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    const Result& r = results[i];
-    compiled += r.status == "compiled";
-    cached += r.status == "cached";
-    failed += r.status == "failed";
-    if (r.status == "compiled") compile_ms += r.ms;
-    json k = {{"kernel", specs[i].readable()},
-              {"name", specs[i].name_expression()},
-              {"file", jit::entry_file_name(specs[i].key(source_hash, nvrtc))},
+  for (std::size_t i = 0; i < w.specs.size(); ++i) {
+    const WarmResult& r = run.results[i];
+    json k = {{"kernel", w.specs[i].readable()},
+              {"name", w.specs[i].name_expression()},
+              {"file", jit::entry_file_name(run.keys[i])},
               {"status", r.status},
               {"ms", r.ms},
-              {"bytes", r.bytes}};
+              {"bytes", r.bytes},
+              {"in_cache", r.in_cache}};
     if (!r.error.empty()) k["error"] = r.error;
     kernels.push_back(k);
   }
-  const bool writable = store.writable();
-  const double per_s = wall_s > 0 ? double(compiled) / wall_s : 0;
+  std::vector<std::string> gpus;
+  for (const DeviceInfo& gpu : w.gpus) gpus.push_back(gpu.name);
+  json j = {{"dir", store.dir()},
+            {"arch", w.arch ? *w.arch : jit::clamp_arch(w.gpus.front().arch())},
+            {"gpu", fmt::format("{}", fmt::join(gpus, ", "))},
+            {"profiles", !a.flag("no-profile")},
+            {"jobs", run.jobs},
+            {"shapes", w.shapes},
+            {"kernels", w.specs.size()},
+            {"compiled", t.compiled},
+            {"cached", t.cached},
+            {"failed", t.failed},
+            {"missing", t.missing},
+            {"plan_errors", w.plan_errors},
+            {"writable", store.writable()},
+            {"wall_s", run.wall_s},
+            {"total_s", run.total_s},
+            {"compile_ms_sum", t.compile_ms},
+            {"compiled_per_s", run.wall_s > 0 ? double(t.compiled) / run.wall_s : 0},
+            {"results", kernels}};
+  if (t.missing) j["missing_reason"] = missing_reason(store, t);
+  return j;
+}
+
+int cmd_warm(const Args& a) {
+  const auto t_start = Clock::now();
+  jit::DiskStore store = open_store(a);
+  store.require_usable();  // (the other commands' scan() checks)
+  WarmRun run;
+  run.plan = plan_warm(a);
+  run.jobs = std::max(1, a.get_int("jobs", int(std::max(1u, std::thread::hardware_concurrency()))));
+  const std::string source_hash = jit::SourceSet::current().hash, nvrtc = jit::nvrtc_version();
+  for (const jit::KernelSpec& spec : run.plan.specs) run.keys.push_back(spec.key(source_hash, nvrtc));
+  const auto t0 = Clock::now();
+  run.results = warm_all(a, store, run.plan.specs, run.keys, run.jobs);
+  run.wall_s = ms_since(t0) / 1000;
+  run.total_s = ms_since(t_start) / 1000;
+  const WarmTotals t = warm_totals(run.results);
+  const json j = warm_json(store, a, run, t);
   if (a.json) {
-    print_json({{"dir", store.dir()},
-                {"arch", arch ? *arch : jit::clamp_arch(gpu.arch())},
-                {"gpu", gpu.name},
-                {"jobs", jobs},
-                {"shapes", shapes.size()},
-                {"kernels", specs.size()},
-                {"compiled", compiled},
-                {"cached", cached},
-                {"failed", failed},
-                {"plan_errors", plan_errors},
-                {"writable", writable},
-                {"wall_s", wall_s},
-                {"total_s", ms_since(t_start) / 1000},
-                {"compile_ms_sum", compile_ms},
-                {"compiled_per_s", per_s},
-                {"results", kernels}});
+    print_json(j);
   } else {
     fmt::print(
-        "{}: {} shapes -> {} kernels: {} compiled, {} already cached, {} failed in {:.2f} s with {} jobs "
+        "{}: {} shapes on {} -> {} kernels: {} compiled, {} already cached, {} failed in {:.2f} s with {} jobs "
         "({:.2f} kernels/s compiled; {:.0f} ms of compiles){}\n",
-        store.dir(), shapes.size(), specs.size(), compiled, cached, failed, wall_s, jobs, per_s, compile_ms,
-        writable
-            ? ""
-            : "; writing to the directory FAILED (see the warning above): kernels compiled after that were not stored");
+        store.dir(), j["shapes"].get<std::size_t>(), j["gpu"].get<std::string>(), run.plan.specs.size(), t.compiled,
+        t.cached, t.failed, run.wall_s, run.jobs, j["compiled_per_s"].get<double>(), t.compile_ms,
+        t.missing          ? fmt::format("; {} of them NOT in the cache now: {}", t.missing, missing_reason(store, t))
+        : store.writable() ? std::string()
+                           : std::string("; writing to the directory FAILED (see the warning above)"));
   }
-  return failed || !writable || !plan_errors.empty() ? 1 : 0;
+  return t.failed || t.missing || !store.writable() || !run.plan.plan_errors.empty() ? 1 : 0;
 }
 
 int cmd_time_load(const Args& a) {

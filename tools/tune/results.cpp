@@ -6,6 +6,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "json_depth.hpp"
+
 namespace pjtune {
 namespace {
 
@@ -27,6 +29,7 @@ ResultStore::ResultStore(std::string path) : path_(std::move(path)) {
   while (in && std::getline(in, line)) {
     if (line.empty()) continue;
     try {
+      if (pagedjit::json_too_deep(line)) throw std::runtime_error("nested too deep");
       Result r = to_result(Json::parse(line));
       if (r.ok && !(r.time_ms > 0)) throw std::runtime_error("bad time");
       results_[r.key] = std::move(r);

@@ -94,9 +94,11 @@ ProblemShape validate_call(const PagedAttentionArgs& args, const PagedAttentionO
 LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
                         bool cluster_merge = true, bool device_schedule = true);
 
-// Compiles (or finds in the cache) every kernel `plan_problem` picks for this
-// problem on `device`; works without a GPU. Returns the plan. An engine made
-// with EngineOptions::cluster_merge = false needs `cluster_merge` false here.
+// Compiles (or finds in the cache) every kernel an Engine with default
+// options launches for this problem on `device`: planned from the tuned
+// profiles for that GPU, then the heuristic (plan_problem uses the heuristic
+// only). Works without a GPU. Returns the plan. An engine made with
+// EngineOptions::cluster_merge = false needs `cluster_merge` false here.
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
                       bool cluster_merge = true, bool device_schedule = true);
 

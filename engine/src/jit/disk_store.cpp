@@ -25,21 +25,35 @@
 #include <thread>
 
 #include "jit/hash.hpp"
+#include "json_depth.hpp"
+#include "pagedjit/errors.hpp"
 #include "pagedjit/version.hpp"
 
 namespace pagedjit::jit {
 namespace {
 
 constexpr char kMagic[8] = {'P', 'J', 'K', 'C', 'A', 'C', 'H', 'E'};
-constexpr std::uint32_t kMaxKeyBytes = 1u << 20;
-constexpr std::uint32_t kMaxMetaBytes = 16u << 20;
-constexpr std::uint64_t kMaxPayloadBytes = 1ull << 32;
+// Far above what store() writes (a kernel's CUBIN or PTX is well under a
+// megabyte; the stored log is capped): a header claiming more is refused
+// before anything is read (a sparse file can match any length it claims).
+constexpr std::uint32_t kMaxKeyBytes = 1u << 16;
+constexpr std::uint32_t kMaxMetaBytes = 1u << 20;
+constexpr std::uint64_t kMaxPayloadBytes = 64ull << 20;
 constexpr std::size_t kMaxStoredLogBytes = 64 * 1024;
 // Temporary files older than this were left by a killed writer.
 constexpr std::int64_t kStaleTempSeconds = 3600;
 // Rescan the directory after this many writes of this process, so the cap
 // also sees what other processes wrote.
 constexpr int kWritesPerScan = 16;
+// A claim writes its line right after creating the lock file: an empty or
+// unreadable lock older than this was not made by a live claim.
+constexpr std::int64_t kLockWriteSeconds = 5;
+// Clocks of hosts sharing a directory may differ by this much; a lock dated
+// further in the future was not written by any claim.
+constexpr std::int64_t kClockSkewSeconds = 60;
+// open() flags for files of the cache a process reads: a symbolic link is
+// not followed and a FIFO does not block (fstat then refuses both).
+constexpr int kReadFlags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
 
 // ---- CRC-32, slicing by 8 ----
 struct CrcTables {
@@ -163,6 +177,39 @@ std::int64_t now_seconds() {
   return std::int64_t(std::time(nullptr));
 }
 
+// This boot of this machine: a pid recorded before a reboot names nothing.
+const std::string& boot_id() {
+  static const std::string id = [] {
+    std::string text = "-";
+    if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re")) {
+      char buf[64] = {};
+      if (std::fgets(buf, sizeof buf, f)) text = buf;
+      std::fclose(f);
+    }
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+    return text.empty() ? std::string("-") : text;
+  }();
+  return id;
+}
+
+// Why the directory `dir` is not used, and how to fix it.
+std::string untrusted_dir_message(const std::string& dir, const std::string& why) {
+  if (why == "not a directory") return fmt::format("the kernel cache directory {} is not a directory", dir);
+  return fmt::format(
+      "the kernel cache directory {} is not used: it is {}, so another user could make this process run their "
+      "code (make it yours and `chmod go-w` it, or set PAGEDJIT_CACHE_DIR)",
+      dir, why);
+}
+
+const char* file_kind(mode_t mode) {
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "not a regular file";
+}
+
 // A held lock file; removed on release unless someone broke it meanwhile.
 struct LockToken {
   std::string path;
@@ -174,22 +221,33 @@ struct LockToken {
   }
 };
 
-// True when the lock file at `path` was left by a dead process of this host,
-// or is older than `stale_age`.
+// What a claim writes into its lock file.
+std::string lock_line() {
+  return fmt::format("{} {} {}\n", ::getpid(), host_name(), boot_id());
+}
+
+// True when the lock file at `path` cannot be a live claim's: older than
+// `stale_age`, dated in the future, not a regular file, without a readable
+// owner line once it had the time to get one, or left by a process of this
+// host that is gone (or was of an earlier boot). The mtime alone is never
+// trusted to keep a lock: anyone can set it.
 bool lock_is_stale(const std::string& path, std::chrono::seconds stale_age) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return false;  // gone: just retry
-  if (now_seconds() - std::int64_t(st.st_mtime) > stale_age.count()) return true;
+  const int fd = ::open(path.c_str(), kReadFlags);
+  if (fd < 0) return errno == ELOOP;  // a symbolic link is nobody's claim; gone: just retry
   char buf[512] = {};
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  struct stat st {};
+  const bool is_file = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  const ssize_t n = is_file ? ::read(fd, buf, sizeof buf - 1) : 0;
   ::close(fd);
-  if (n <= 0) return false;  // being written right now
+  if (!is_file) return true;
+  const std::int64_t age = now_seconds() - std::int64_t(st.st_mtime);
+  if (age > stale_age.count() || age < -kClockSkewSeconds) return true;
   long pid = 0;
-  char host[256] = {};
-  if (std::sscanf(buf, "%ld %255s", &pid, host) != 2 || pid <= 0) return false;
-  if (host_name() != host) return false;  // can't tell: wait for the age
+  char host[256] = {}, boot[64] = {};
+  const int fields = n > 0 ? std::sscanf(buf, "%ld %255s %63s", &pid, host, boot) : 0;
+  if (fields < 2 || pid <= 0) return age > kLockWriteSeconds;  // being written right now, or never will be
+  if (host_name() != host) return false;                       // can't tell: wait for the age
+  if (fields == 3 && boot_id() != boot) return true;
   return ::kill(pid_t(pid), 0) != 0 && errno == ESRCH;
 }
 
@@ -335,8 +393,29 @@ const char* entry_status_name(EntryStatus status) {
       return "bad_checksum";
     case EntryStatus::bad_metadata:
       return "bad_metadata";
+    case EntryStatus::not_regular:
+      return "not_regular";
+    case EntryStatus::untrusted:
+      return "untrusted";
   }
   return "unknown";
+}
+
+uid_t current_uid() {
+  return ::geteuid();
+}
+
+std::string trust_problem(uid_t file_owner, mode_t mode, uid_t user) {
+  if (file_owner != user && file_owner != 0)
+    return fmt::format("owned by uid {}, not by this user (uid {}) or root", file_owner, user);
+  if (mode & (S_IWGRP | S_IWOTH))
+    return fmt::format("writable by {} (mode {:04o})", (mode & S_IWOTH) ? "others" : "its group", mode & 07777);
+  return {};
+}
+
+bool remove_path(const std::string& path) {
+  if (::unlink(path.c_str()) == 0 || errno == ENOENT) return true;
+  return (errno == EISDIR || errno == EPERM) && (::rmdir(path.c_str()) == 0 || errno == ENOENT);
 }
 
 DiskStoreOptions DiskStoreOptions::from_env(std::string dir) {
@@ -401,7 +480,7 @@ std::string DiskStore::serialize(const CompiledKernel& k) {
 }
 
 EntryInfo DiskStore::read_entry(const std::string& path, const std::string* expected_key, CompiledKernel* kernel,
-                                bool verify) {
+                                bool verify, uid_t user) {
   EntryInfo info;
   info.path = path;
   const auto slash = path.find_last_of('/');
@@ -412,16 +491,22 @@ EntryInfo DiskStore::read_entry(const std::string& path, const std::string* expe
     return info;
   };
 
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fail(EntryStatus::unreadable, fmt::format("open: {}", errno_text(errno)));
+  const int fd = ::open(path.c_str(), kReadFlags);
+  if (fd < 0) {
+    if (errno == ELOOP) return fail(EntryStatus::not_regular, file_kind(S_IFLNK));
+    return fail(EntryStatus::unreadable, fmt::format("open: {}", errno_text(errno)));
+  }
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) return fail(EntryStatus::unreadable, fmt::format("fstat: {}", errno_text(errno)));
-  info.file_bytes = std::uint64_t(st.st_size);
   info.last_used = std::int64_t(st.st_mtime);
+  if (!S_ISREG(st.st_mode)) return fail(EntryStatus::not_regular, file_kind(st.st_mode));
+  info.file_bytes = std::uint64_t(st.st_size);
+  if (std::string why = trust_problem(st.st_uid, st.st_mode, user); !why.empty())
+    return fail(EntryStatus::untrusted, why);
 
   char header[kDiskHeaderBytes];
   if (info.file_bytes < kDiskHeaderBytes)
@@ -464,6 +549,8 @@ EntryInfo DiskStore::read_entry(const std::string& path, const std::string* expe
   }
 
   try {
+    if (json_too_deep(std::string_view(text).substr(key_len)))
+      return fail(EntryStatus::bad_metadata, fmt::format("JSON nested more than {} levels deep", kMaxJsonDepth));
     const auto meta = nlohmann::json::parse(text.begin() + key_len, text.end());
     info.lowered_name = meta.at("lowered_name").get<std::string>();
     info.readable = meta.value("readable", std::string());
@@ -487,28 +574,61 @@ EntryInfo DiskStore::read_entry(const std::string& path, const std::string* expe
   return info;
 }
 
-void DiskStore::warn_bad_once(const std::string& path, const EntryInfo& info) {
+void DiskStore::warn_bad_once(const std::string& path, const EntryInfo& info, const char* consequence) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!options_.warnings || !warned_.insert(path).second) return;
   }
-  log_warning(fmt::format("kernel cache entry {} is unusable ({}: {}); recompiling and replacing it", path,
-                          entry_status_name(info.status), info.detail));
+  log_warning(fmt::format("kernel cache entry {} is unusable ({}: {}); {}", path, entry_status_name(info.status),
+                          info.detail, consequence));
 }
 
 std::optional<CompiledKernel> DiskStore::load(const std::string& key) {
   const std::string path = entry_path(key);
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;  // the common miss: no file
+  if (::lstat(path.c_str(), &st) != 0) return std::nullopt;  // the common miss: no file
+  if (!dir_trusted()) return std::nullopt;
   CompiledKernel kernel;
-  const EntryInfo info = read_entry(path, &key, &kernel, true);
+  const EntryInfo info = read_entry(path, &key, &kernel, true, options_.user);
   if (info.status != EntryStatus::ok) {
     warn_bad_once(path, info);
     return std::nullopt;
   }
   // A hit makes the entry most recently used (fails harmlessly on a read-only cache).
-  ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);
+  ::utimensat(AT_FDCWD, path.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
   return kernel;
+}
+
+std::string DiskStore::directory_problem() const {
+  struct stat st {};
+  if (::stat(options_.dir.c_str(), &st) != 0) return {};  // missing: nothing to use yet; else opendir tells
+  if (!S_ISDIR(st.st_mode)) return "not a directory";
+  return trust_problem(st.st_uid, st.st_mode, options_.user);
+}
+
+void DiskStore::require_usable() const {
+  if (const std::string why = directory_problem(); !why.empty())
+    throw CacheError(ErrorCode::cache_error, untrusted_dir_message(options_.dir, why));
+}
+
+bool DiskStore::dir_trusted() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (trust_ != Trust::unknown) return trust_ == Trust::trusted;
+  }
+  struct stat st {};
+  if (::stat(options_.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;  // nothing to read (yet)
+  const std::string why = trust_problem(st.st_uid, st.st_mode, options_.user);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (trust_ != Trust::unknown) return trust_ == Trust::trusted;
+    trust_ = why.empty() ? Trust::trusted : Trust::refused;
+    if (why.empty()) return true;
+    writable_ = false;
+    if (!options_.warnings) return false;
+  }
+  log_warning(untrusted_dir_message(options_.dir, why) + "; kernels are kept in memory only");
+  return false;
 }
 
 bool DiskStore::ensure_dir() {
@@ -522,6 +642,7 @@ bool DiskStore::ensure_dir() {
     degrade("cannot create the kernel cache directory", err);
     return false;
   }
+  if (!dir_trusted()) return false;
   std::lock_guard<std::mutex> lock(mu_);
   dir_ready_ = true;
   return true;
@@ -545,6 +666,7 @@ void DiskStore::degrade(const std::string& what, int err) {
 }
 
 void DiskStore::store(const CompiledKernel& kernel) {
+  if (kernel.binary.size() > kMaxPayloadBytes) return;  // read_entry would refuse it: keep it in memory only
   if (!ensure_dir()) return;
   static std::atomic<unsigned> counter{0};
   const std::string name = entry_file_name(kernel.key);
@@ -576,17 +698,32 @@ void DiskStore::store(const CompiledKernel& kernel) {
     degrade("cannot write to the kernel cache directory", err);
     return;
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    ::unlink(tmp.c_str());
-    degrade("cannot publish an entry in the kernel cache directory", err);
-    return;
-  }
+  if (!publish(tmp, path)) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     warned_.erase(path);  // a new file: warn again if it goes bad
   }
   after_write(path, bytes.size());
+}
+
+// Renames the written temporary file over the entry. A directory in the
+// entry's place (rename cannot replace it) is removed when empty; one that is
+// not costs this kernel its entry, with one warning, and nothing more.
+bool DiskStore::publish(const std::string& tmp, const std::string& path) {
+  if (::rename(tmp.c_str(), path.c_str()) == 0) return true;
+  const int err = errno;
+  if (err != EISDIR && err != ENOTEMPTY && err != EEXIST) {
+    ::unlink(tmp.c_str());
+    degrade("cannot publish an entry in the kernel cache directory", err);
+    return false;
+  }
+  if (remove_path(path) && ::rename(tmp.c_str(), path.c_str()) == 0) return true;
+  EntryInfo info;
+  info.status = EntryStatus::not_regular;
+  info.detail = fmt::format("a directory that cannot be removed: {}", errno_text(errno));
+  ::unlink(tmp.c_str());
+  warn_bad_once(path, info, "this kernel is kept in memory only");
+  return false;
 }
 
 void DiskStore::after_write(const std::string& path, std::uint64_t bytes) {
@@ -614,12 +751,12 @@ std::uint64_t DiskStore::evict_to(std::uint64_t max_bytes, const std::string& ke
       const std::string path = options_.dir + "/" + name;
       struct stat st {};
       if (ends_with(name, kEntrySuffix) && name[0] != '.') {
-        if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
           items.push_back({path, std::uint64_t(st.st_size), st.st_mtim});
           total += std::uint64_t(st.st_size);
         }
       } else if (name[0] == '.' && ends_with(name, kTempSuffix)) {
-        if (::stat(path.c_str(), &st) == 0 && now_seconds() - std::int64_t(st.st_mtime) > kStaleTempSeconds)
+        if (::lstat(path.c_str(), &st) == 0 && now_seconds() - std::int64_t(st.st_mtime) > kStaleTempSeconds)
           ::unlink(path.c_str());  // left by a killed writer
       }
     }
@@ -649,7 +786,7 @@ std::uint64_t DiskStore::evict_to(std::uint64_t max_bytes, const std::string& ke
 std::shared_ptr<void> DiskStore::claim(const std::string& key) {
   if (!options_.use_locks || !ensure_dir()) return nullptr;
   const std::string path = options_.dir + "/" + fmt::format("{:016x}{}", fnv1a64(key), kLockSuffix);
-  const std::string who = fmt::format("{} {}\n", ::getpid(), host_name());
+  const std::string who = lock_line();
   if (write_would_kill(who.size())) return nullptr;  // no lock: compile anyway
   const auto deadline = std::chrono::steady_clock::now() + options_.lock_timeout;
   auto pause = std::chrono::milliseconds(2);
@@ -681,8 +818,13 @@ std::shared_ptr<void> DiskStore::claim(const std::string& key) {
 
 DiskStore::DirContents DiskStore::scan(bool read_entries, bool verify) const {
   DirContents out;
+  require_usable();
   DIR* d = ::opendir(options_.dir.c_str());
-  if (!d) return out;
+  if (!d) {
+    if (errno == ENOENT) return out;  // not created yet: empty
+    throw CacheError(ErrorCode::cache_error,
+                     fmt::format("cannot read the kernel cache directory {}: {}", options_.dir, errno_text(errno)));
+  }
   std::vector<std::string> names;
   while (const dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
   ::closedir(d);
@@ -696,7 +838,7 @@ DiskStore::DirContents DiskStore::scan(bool read_entries, bool verify) const {
     } else if (name[0] != '.' && ends_with(name, kEntrySuffix)) {
       EntryInfo info;
       if (read_entries) {
-        info = read_entry(path, nullptr, nullptr, verify);
+        info = read_entry(path, nullptr, nullptr, verify, options_.user);
         // The name must be the hash of the key it holds.
         if (info.status == EntryStatus::ok && entry_file_name(info.key) != name) {
           info.status = EntryStatus::key_mismatch;
@@ -706,7 +848,7 @@ DiskStore::DirContents DiskStore::scan(bool read_entries, bool verify) const {
         info.path = path;
         info.file_name = name;
         struct stat st {};
-        if (::stat(path.c_str(), &st) == 0) {
+        if (::lstat(path.c_str(), &st) == 0) {
           info.file_bytes = std::uint64_t(st.st_size);
           info.last_used = std::int64_t(st.st_mtime);
         }

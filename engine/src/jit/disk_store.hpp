@@ -25,14 +25,26 @@
 // A write past RLIMIT_FSIZE while SIGXFSZ has its default action (which would
 // kill the process) is not attempted.
 //
-// Lock files `<hash>.lock` (O_CREAT|O_EXCL) only keep processes from compiling
-// the same key at the same time: waiting for one times out, stale ones (old,
-// or left by a dead process of this host) are broken, and nothing depends on
+// Trust: an entry is code the process will run on its GPU, and its checksum
+// only catches accidents (anyone can recompute it). So the directory is used
+// only when owned by this user (or root) and not writable by group or others,
+// as ssh treats ~/.ssh; otherwise one warning, and the process keeps its
+// kernels in memory only. An entry is read only when it is a regular file
+// (opened with O_NOFOLLOW | O_NONBLOCK: a symbolic link or a FIFO is never
+// followed or waited on) owned by this user or root and not writable by group
+// or others; the header's lengths are bounded before anything is read.
+//
+// Lock files `<hash>.lock` (O_CREAT|O_EXCL, holding "<pid> <host> <boot id>")
+// only keep processes from compiling the same key at the same time: waiting
+// for one times out, stale ones (old, dated in the future, unreadable, or left
+// by a dead process of this host and boot) are broken, and nothing depends on
 // them for correctness.
 //
 // The total size of the entries is capped (least recently used go first; a hit
 // touches the entry's mtime, which is what "used" means).
 #pragma once
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -93,8 +105,20 @@ enum class EntryStatus {
   key_mismatch,  // another key's entry (hash collision) or not the expected key
   bad_checksum,  // contents changed after writing
   bad_metadata,  // the metadata JSON is malformed
+  not_regular,   // a symbolic link, FIFO, directory or device: never read
+  untrusted,     // owned by another user, or writable by group or others
 };
 const char* entry_status_name(EntryStatus status);
+
+// The effective uid of this process: whose directory and entries are trusted.
+uid_t current_uid();
+// Why a file or directory with this owner and mode may not be trusted by
+// `user`, or "" when it may: owned by `user` or root, and not writable by
+// group or others.
+std::string trust_problem(uid_t file_owner, mode_t mode, uid_t user);
+// Removes `path` whatever was put there (a file, a FIFO, a symbolic link or
+// an empty directory); true when nothing is left.
+bool remove_path(const std::string& path);
 
 // One entry file, as read by DiskStore::read_entry.
 struct EntryInfo {
@@ -120,6 +144,7 @@ struct DiskStoreOptions {
   std::chrono::milliseconds lock_timeout{30000};  // then compile without the lock
   std::chrono::seconds stale_lock_age{600};       // a lock this old is broken
   bool warnings = true;                           // log_warning on bad entries and degradation
+  uid_t user = current_uid();                     // whose directory and entries are trusted (tests inject others)
 
   // Defaults, with max_bytes from PAGEDJIT_CACHE_MAX_BYTES and use_locks off
   // when PAGEDJIT_CACHE_LOCKS=off.
@@ -143,14 +168,21 @@ class DiskStore final : public KernelStore {
   const DiskStoreOptions& options() const { return options_; }
   const std::string& dir() const { return options_.dir; }
   std::string entry_path(const std::string& key) const;
-  // False once a write failed: the process then keeps new kernels in memory only.
+  // False once a write failed or the directory was refused: the process then
+  // keeps new kernels in memory only.
   bool writable() const;
+  // Why the directory may not be used (not a directory, or not trusted: see
+  // trust_problem), or "" when it may or does not exist yet.
+  std::string directory_problem() const;
+  // Throws CacheError naming the directory_problem, if any.
+  void require_usable() const;
 
   // Reads the entry file at `path`. With `expected_key`, other key text is
   // key_mismatch. With `kernel`, fills it (payload included) on success. With
   // `verify` false, only the header, key and metadata are read (no checksum).
+  // A file `user` may not trust is `untrusted`, and nothing of it is read.
   static EntryInfo read_entry(const std::string& path, const std::string* expected_key, CompiledKernel* kernel,
-                              bool verify = true);
+                              bool verify = true, uid_t user = current_uid());
   // The serialized entry for `kernel` (what store() writes).
   static std::string serialize(const CompiledKernel& kernel);
 
@@ -159,6 +191,8 @@ class DiskStore final : public KernelStore {
     std::vector<EntryInfo> entries;  // sorted most recently used first
     std::vector<std::string> locks, temps;
   };
+  // Calls require_usable first: a tool never reports on a directory the
+  // engine would ignore.
   DirContents scan(bool read_entries, bool verify) const;
   // Removes least recently used entries until the total is at most `max_bytes`
   // (never `keep`). Returns the bytes removed.
@@ -166,14 +200,20 @@ class DiskStore final : public KernelStore {
 
  private:
   bool ensure_dir();
+  // True when the directory exists and may be used; the first refusal warns
+  // and makes the process memory-only.
+  bool dir_trusted();
+  bool publish(const std::string& tmp, const std::string& path);
   void degrade(const std::string& what, int err);
-  void warn_bad_once(const std::string& path, const EntryInfo& info);
+  void warn_bad_once(const std::string& path, const EntryInfo& info,
+                     const char* consequence = "recompiling and replacing it");
   void after_write(const std::string& path, std::uint64_t bytes);
 
   DiskStoreOptions options_;
   mutable std::mutex mu_;
   bool dir_ready_ = false;
   bool writable_ = true;
+  enum class Trust { unknown, trusted, refused } trust_ = Trust::unknown;
   std::set<std::string> warned_;
   // Size accounting for the cap: a directory scan now and then, plus what this
   // process wrote since.

@@ -22,7 +22,9 @@ struct SourceSet {
 
   // The sources in effect for this process (read once).
   static const SourceSet& current();
-  // Embedded sources, each replaced by the file of the same name in `dir` when present.
+  // Embedded sources, each replaced by the file of the same name in `dir` when
+  // present. Throws Error (compile_error) when `dir` is not a directory, holds
+  // none of the files, or one of them cannot be read.
   static SourceSet from_directory(const std::string& dir);
   static SourceSet embedded();
 };

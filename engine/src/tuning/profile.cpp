@@ -213,37 +213,12 @@ bool same_exact_key(const Bucket& a, const Bucket& b) {
          a.layout == b.layout;
 }
 
-// Nesting depth of the text's arrays and objects (strings skipped), stopping
-// early past `limit`. Malformed text is left for the parser to report.
-int nesting_depth(const std::string& text, int limit) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) return deepest;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 // Parses JSON, refusing duplicate keys in an object.
 json parse_json(const Reader& r, const std::string& text) {
   if (text.empty()) r.fail("", "a JSON profile", "an empty file");
   if (text.size() > kMaxProfileBytes)
     r.fail("", fmt::format("a file of at most {} bytes", kMaxProfileBytes), fmt::format("{} bytes", text.size()));
-  if (nesting_depth(text, kMaxJsonDepth) > kMaxJsonDepth)
+  if (json_too_deep(text))
     r.fail("", fmt::format("JSON nested at most {} levels deep", kMaxJsonDepth), "deeper nesting");
   std::vector<std::set<std::string>> keys;  // per open object (arrays push an empty marker)
   std::string duplicate;

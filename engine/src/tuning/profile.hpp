@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "json_depth.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/paged_attention.hpp"
 #include "pagedjit/tensor.hpp"
@@ -16,7 +17,7 @@ namespace pagedjit::tuning {
 constexpr int kProfileSchemaVersion = 1;
 // Larger files, and JSON nested deeper, are refused before parsing.
 constexpr std::size_t kMaxProfileBytes = std::size_t(16) << 20;
-constexpr int kMaxJsonDepth = 32;
+using pagedjit::kMaxJsonDepth;
 constexpr std::int64_t kMaxBucketValue = 0x7fffffff;  // batch and context ranges end at 2^31 - 1
 constexpr int kMaxChunkTokens = 1 << 30;
 
