@@ -153,7 +153,7 @@ void expect_injective(const Touched& x) {
   const pagedjit_tensor& t = *x.t;
   i128 numel = 1;
   for (int i = 0; i < t.rank; ++i) numel *= t.shape[i];
-  if (numel <= (1 << 14)) {
+  if (numel <= (1 << 10)) {
     std::vector<i128> offsets(1, 0);
     for (int i = 0; i < t.rank; ++i) {
       std::vector<i128> next;
