@@ -856,3 +856,120 @@ TEST_SUITE("gpu") {
     }
   }
 }
+
+// An engine's per-stream workspaces and its teardown on a device (the CPU
+// suite checks the same logic against a fake driver: test_engine_lifetime.cpp).
+namespace {
+
+// Partials merged in global memory (no clusters), so every call below uses
+// the engine's per-stream workspace.
+EngineOptions workspace_merge() {
+  EngineOptions e;
+  e.cluster_merge = false;
+  return e;
+}
+
+testing::ProblemConfig split_problem(int seed) {
+  testing::ProblemConfig c;
+  c.num_heads = 16;
+  c.num_kv_heads = 4;
+  c.head_dim = 128;
+  c.context_lens = {4000 + 97 * seed, 3000, 5000 - 31 * seed};
+  c.seed = std::uint64_t(seed);
+  return c;
+}
+
+PagedAttentionOptions sixteen_splits() {
+  PagedAttentionOptions o;
+  o.num_splits = 16;
+  return o;
+}
+
+}  // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("gpu: threads on CU_STREAM_PER_THREAD share one engine, each with its own workspace" *
+            pjtest::skip_without_gpu()) {
+    Engine shared(0, workspace_merge());
+    CUcontext ctx = nullptr;
+    check(driver().cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&, t] {
+        try {
+          check(driver().cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+          testing::DeviceProblem prob(split_problem(t));
+          for (int i = 0; i < 4; ++i) {
+            prob.poison_outputs();
+            CHECK(shared.paged_attention(prob.args(), sixteen_splits(), CU_STREAM_PER_THREAD).workspace_bytes > 0);
+            check(driver().cuStreamSynchronize(CU_STREAM_PER_THREAD), "cuStreamSynchronize");
+            const testing::ErrorStats e = prob.check(sixteen_splits());
+            if (e.nonfinite || e.rel_l2 > 1e-2) ++failures;
+          }
+        } catch (const std::exception& e) {
+          ++failures;
+          MESSAGE("thread ", t, ": ", e.what());
+        }
+      });
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+  }
+
+  TEST_CASE("gpu: a stream made with a destroyed stream's handle, while its launch still runs" *
+            pjtest::skip_without_gpu()) {
+    Engine e(0, workspace_merge());
+    testing::DeviceProblem a(split_problem(1)), b(split_problem(2));
+    a.poison_outputs();
+    b.poison_outputs();
+    CUstream s1 = nullptr, s2 = nullptr;
+    check(driver().cuStreamCreate(&s1, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    e.paged_attention(a.args(), sixteen_splits(), s1);
+    check(driver().cuStreamDestroy(s1), "cuStreamDestroy");  // its launch may still run
+    check(driver().cuStreamCreate(&s2, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    MESSAGE("handle reused: ", s1 == s2);
+    e.paged_attention(b.args(), sixteen_splits(), s2);
+    check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+    for (testing::DeviceProblem* p : {&a, &b}) {
+      const testing::ErrorStats err = p->check(sixteen_splits());
+      CHECK(err.nonfinite == 0);
+      CHECK(err.rel_l2 < 1e-2);
+    }
+    check(driver().cuStreamDestroy(s2), "cuStreamDestroy");
+  }
+
+  TEST_CASE("gpu: an engine destroyed while its launches run: they finish right, its workspaces freed after" *
+            pjtest::skip_without_gpu()) {
+    testing::DeviceProblem prob(split_problem(3));
+    prob.poison_outputs();
+    CUstream s = nullptr;
+    check(driver().cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    {
+      Engine e(0, workspace_merge());
+      for (int i = 0; i < 3; ++i) e.paged_attention(prob.args(), sixteen_splits(), s);
+    }  // no synchronization before this point
+    check(driver().cuStreamSynchronize(s), "cuStreamSynchronize");
+    const testing::ErrorStats err = prob.check(sixteen_splits());
+    CHECK(err.nonfinite == 0);
+    CHECK(err.rel_l2 < 1e-2);
+    check(driver().cuStreamDestroy(s), "cuStreamDestroy");
+  }
+
+  TEST_CASE("gpu: calls on 200 streams, workspaces evicted as they go, stay right" * pjtest::skip_without_gpu()) {
+    Engine e(0, workspace_merge());
+    testing::DeviceProblem prob(split_problem(4));
+    std::vector<CUstream> streams(200);
+    for (CUstream& s : streams) check(driver().cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    for (int round = 0; round < 2; ++round) {
+      prob.poison_outputs();
+      for (CUstream s : streams) {
+        e.paged_attention(prob.args(), sixteen_splits(), s);
+        check(driver().cuStreamSynchronize(s), "cuStreamSynchronize");  // one output buffer for all
+      }
+    }
+    const testing::ErrorStats err = prob.check(sixteen_splits());
+    CHECK(err.nonfinite == 0);
+    CHECK(err.rel_l2 < 1e-2);
+    for (CUstream s : streams) check(driver().cuStreamDestroy(s), "cuStreamDestroy");
+  }
+}

@@ -7,6 +7,7 @@
 
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
+#include "pagedjit/pagedjit.h"
 #include "pagedjit/testing.hpp"
 #include "small_problem.hpp"
 
@@ -183,5 +184,118 @@ TEST_SUITE("cpu") {
       CHECK(s.page_size == 8);
       CHECK(s.num_blocks == p.num_blocks());
     }
+  }
+}
+
+// Hostile views: each describes memory the kernel would read or write wrongly,
+// or out of bounds, and must be refused naming the argument.
+TEST_SUITE("cpu") {
+  TEST_CASE("validate: output strides under which elements share memory or lose alignment") {
+    for (const std::int64_t s0 : {std::int64_t(-512), std::int64_t(0)})
+      expect_error<InvalidArgument>([s0](auto& a, auto&) { a.output.strides[0] = s0; }, "output");
+    for (const std::int64_t s1 : {0, 32, 3})  // rows of 64 elements: 32 overlaps, 3 overlaps and misaligns
+      expect_error<InvalidArgument>([s1](auto& a, auto&) { a.output.strides[1] = s1; }, "output");
+    for (const int offset : {1, 2})
+      expect_error<InvalidArgument>(
+          [offset](auto& a, auto&) { a.output.data = static_cast<char*>(a.output.data) + offset; }, "output");
+  }
+  TEST_CASE("validate: lse misaligned or with rows sharing memory") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.lse.data = static_cast<char*>(a.lse.data) + 1; }, "lse");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.lse.strides[0] = 0; }, "lse");
+  }
+  TEST_CASE("validate: a cache head stride past any memory, or whose extent overflows") {
+    expect_error<NotSupported>([](auto& a, auto&) { a.key_cache.strides[1] = std::int64_t(1) << 40; }, "key_cache");
+    expect_error<InvalidArgument>(
+        [](auto& a, auto&) { a.value_cache.strides[1] = std::numeric_limits<std::int64_t>::max() - 7; }, "value_cache");
+  }
+  TEST_CASE("validate: index tensors: strides the kernel ignores, negative strides, misaligned pointers") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.block_tables.strides[0] = -4; }, "block_tables");
+    for (const std::int64_t s : {std::int64_t(-1), std::int64_t(1000000)})
+      expect_error<InvalidArgument>([s](auto& a, auto&) { a.context_lens.strides[0] = s; }, "context_lens");
+    expect_error<InvalidArgument>(
+        [](auto& a, auto&) { a.context_lens.data = static_cast<char*>(a.context_lens.data) + 2; }, "context_lens");
+    expect_error<InvalidArgument>(
+        [](auto& a, auto&) { a.block_tables.data = static_cast<char*>(a.block_tables.data) + 1; }, "block_tables");
+  }
+  TEST_CASE("validate: cache sizes of 2^32 + 8 are checked before they are narrowed to int") {
+    const std::int64_t big = (std::int64_t(1) << 32) + 8;
+    for (const int axis : {1, 2}) {
+      CAPTURE(axis);
+      expect_error<InvalidArgument>(
+          [&](auto& a, auto&) {
+            a.key_cache.shape[axis] = big;
+            a.value_cache.shape[axis] = big;
+          },
+          "key_cache");
+    }
+  }
+  TEST_CASE("validate: a mask value of +inf") {
+    expect_error<InvalidArgument>([](auto&, auto& o) { o.mask_value = std::numeric_limits<float>::infinity(); },
+                                  "options.mask_value");
+    PagedAttentionOptions o;
+    o.mask_value = -std::numeric_limits<float>::infinity();  // masked positions get zero weight either way
+    CHECK_NOTHROW(validate_call(base().args(), o));
+  }
+  TEST_CASE("validate: a workspace misaligned, of negative size, or overlapping the output") {
+    alignas(16) static unsigned char scratch[64];
+    expect_error<InvalidArgument>(
+        [](auto& a, auto&) {
+          a.workspace = scratch + 1;
+          a.workspace_bytes = 32;
+        },
+        "workspace");
+    expect_error<InvalidArgument>(
+        [](auto& a, auto&) {
+          a.workspace = scratch;
+          a.workspace_bytes = -16;
+        },
+        "workspace_bytes");
+    expect_error<InvalidArgument>(
+        [](auto& a, auto&) {
+          a.workspace = a.output.data;
+          a.workspace_bytes = 256;
+        },
+        "output");
+  }
+  TEST_CASE("validate: what the kernel writes shares no memory with what it reads") {
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.output.data = a.query.data; }, "output");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.lse.data = a.output.data; }, "output");
+    expect_error<InvalidArgument>([](auto& a, auto&) { a.lse.data = a.block_tables.data; }, "lse");
+  }
+  TEST_CASE("validate (C API): reserved fields must be zero") {
+    const PagedAttentionArgs cpp = base().args();
+    pagedjit_args a{};
+    const auto to_c = [](const TensorView& t) {
+      pagedjit_tensor c{};
+      c.data = t.data, c.dtype = int32_t(t.dtype), c.rank = t.rank;
+      for (int i = 0; i < t.rank; ++i) c.shape[i] = t.shape[i], c.strides[i] = t.strides[i];
+      return c;
+    };
+    a.query = to_c(cpp.query), a.key_cache = to_c(cpp.key_cache), a.value_cache = to_c(cpp.value_cache);
+    a.context_lens = to_c(cpp.context_lens), a.block_tables = to_c(cpp.block_tables), a.output = to_c(cpp.output);
+    pagedjit_options o;
+    pagedjit_options_init(&o);
+    REQUIRE(pagedjit_validate(&a, &o) == PAGEDJIT_OK);
+    a.reserved0 = 1;
+    CHECK(pagedjit_validate(&a, &o) == PAGEDJIT_ERROR_INVALID_ARGUMENT);
+    CHECK(std::string(pagedjit_last_error()).find("'args.reserved0'") != std::string::npos);
+    a.reserved0 = 0;
+    o.reserved0 = -1;
+    CHECK(pagedjit_validate(&a, &o) == PAGEDJIT_ERROR_INVALID_ARGUMENT);
+    CHECK(std::string(pagedjit_last_error()).find("'options.reserved0'") != std::string::npos);
+  }
+  TEST_CASE("validate (C API): pagedjit_tensor_init refuses sizes whose strides overflow") {
+    const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t shapes[][3] = {{2, huge, huge}, {huge, huge, 1}, {4, -1, 8}};
+    for (const auto& shape : shapes) {
+      pagedjit_tensor t{};
+      CHECK(pagedjit_tensor_init(&t, nullptr, PAGEDJIT_BF16, 3, shape) == PAGEDJIT_ERROR_INVALID_ARGUMENT);
+      CHECK(std::string(pagedjit_last_error()).find("'shape'") != std::string::npos);
+      CHECK(t.rank == 0);  // left as it was
+    }
+    const std::int64_t fine[2] = {3, 5};
+    pagedjit_tensor t{};
+    REQUIRE(pagedjit_tensor_init(&t, nullptr, PAGEDJIT_F32, 2, fine) == PAGEDJIT_OK);
+    CHECK((t.strides[0] == 5 && t.strides[1] == 1));
   }
 }

@@ -113,6 +113,8 @@ PagedAttentionArgs to_args(const pagedjit_args* a) {
   require(a, "args");
   if (a->layout < PAGEDJIT_BLOCKS_HEADS || a->layout > PAGEDJIT_BLOCKS_TOKENS)
     throw InvalidArgument("args.layout", "a pagedjit_layout (0..2)", std::to_string(a->layout));
+  // Reserved for later fields: a caller that sets them expects something this version does not do.
+  if (a->reserved0 != 0) throw InvalidArgument("args.reserved0", "0", std::to_string(a->reserved0));
   PagedAttentionArgs r;
   r.query = to_view(a->query, "query");
   r.key_cache = to_view(a->key_cache, "key_cache");
@@ -132,6 +134,7 @@ PagedAttentionArgs to_args(const pagedjit_args* a) {
 PagedAttentionOptions to_options(const pagedjit_options* o) {
   PagedAttentionOptions r;
   if (!o) return r;
+  if (o->reserved0 != 0) throw InvalidArgument("options.reserved0", "0", std::to_string(o->reserved0));
   if (o->has_attn_scale) r.attn_scale = o->attn_scale;
   if (o->has_max_context_len) r.max_context_len = o->max_context_len;
   r.num_splits = o->num_splits;
@@ -198,16 +201,19 @@ pagedjit_status pagedjit_tensor_init(pagedjit_tensor* t, void* data, int32_t dty
     if (rank > 0) require(shape, "shape");
     if (dtype < PAGEDJIT_F32 || dtype > PAGEDJIT_E5M2)
       throw InvalidArgument("dtype", "a pagedjit_dtype (0..5)", std::to_string(dtype));
-    *t = pagedjit_tensor{};
-    t->data = data;
-    t->dtype = dtype;
-    t->rank = rank;
+    pagedjit_tensor r{};
+    r.data = data;
+    r.dtype = dtype;
+    r.rank = rank;
     int64_t stride = 1;
     for (int i = rank - 1; i >= 0; --i) {
-      t->shape[i] = shape[i];
-      t->strides[i] = stride;
-      stride *= shape[i];
+      if (shape[i] < 0) throw InvalidArgument("shape", "non-negative sizes", std::to_string(shape[i]));
+      r.shape[i] = shape[i];
+      r.strides[i] = stride;
+      if (__builtin_mul_overflow(stride, shape[i], &stride))
+        throw InvalidArgument("shape", "sizes whose product fits in 64 bits", std::to_string(shape[i]));
     }
+    *t = r;
   });
 }
 

@@ -8,40 +8,20 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <unordered_map>
 #include <vector>
 
 #include "attention/launch.hpp"
 #include "attention/merge.hpp"
 #include "attention/plan_cache.hpp"
+#include "context_scope.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
+#include "stream_workspaces.hpp"
 #include "tuning/registry.hpp"
 
 namespace pagedjit {
 namespace {
-
-// Makes the engine's context current for a scope, restoring the caller's.
-class ContextScope {
- public:
-  ContextScope(const DriverApi& d, CUcontext ctx) : d_(d) {
-    CUcontext cur = nullptr;
-    check(d_.cuCtxGetCurrent(&cur), "cuCtxGetCurrent");
-    if (cur != ctx) {
-      check(d_.cuCtxPushCurrent(ctx), "cuCtxPushCurrent");
-      pushed_ = true;
-    }
-  }
-  ~ContextScope() {
-    CUcontext popped = nullptr;
-    if (pushed_) d_.cuCtxPopCurrent(&popped);
-  }
-
- private:
-  const DriverApi& d_;
-  bool pushed_ = false;
-};
 
 DeviceInfo query_device(const DriverApi& d, CUdevice dev, int ordinal) {
   DeviceInfo info;
@@ -84,17 +64,6 @@ struct Launchable {
   int ctas_per_sm = 0;  // its occupancy at the requested shared memory
 };
 
-// Device scratch of one stream: partials, and the merge counters in a buffer
-// of their own (calls of other shapes must never see partial data there).
-struct Workspace {
-  CUdeviceptr ptr = 0, counters = 0;
-  std::int64_t bytes = 0, counter_bytes = 0;
-};
-
-struct Scratch {
-  CUdeviceptr counters = 0, partials = 0;
-};
-
 }  // namespace
 
 struct Engine::Impl {
@@ -105,7 +74,7 @@ struct Engine::Impl {
   CUcontext ctx = nullptr;
   std::mutex mu;
   std::map<jit::KernelSpec, LoadedKernel> kernels;
-  std::unordered_map<CUstream, Workspace> workspaces;
+  StreamWorkspaces workspaces{drv};
   // Plans from the tuned profiles of this GPU (none: the heuristic), remembered per call shape.
   std::optional<attention::PlanCache> plans;
   bool programmatic = false;  // decode launches allow programmatic dependent launch
@@ -131,16 +100,13 @@ struct Engine::Impl {
   }
 
   ~Impl() {
-    {
-      ContextScope scope(drv, ctx);
-      drv.cuCtxSynchronize();
-      for (auto& [stream, ws] : workspaces) {
-        if (ws.ptr) drv.cuMemFree(ws.ptr);
-        if (ws.counters) drv.cuMemFree(ws.counters);
-      }
+    std::vector<CUlibrary> libraries;
+    try {
       for (auto& [spec, k] : kernels)
-        if (k.library) drv.cuLibraryUnload(k.library);
+        if (k.library) libraries.push_back(k.library);
+    } catch (...) {  // no memory: the libraries stay loaded, nothing escapes the destructor
     }
+    release_engine(drv, ctx, workspaces, libraries);
     drv.cuDevicePrimaryCtxRelease(dev);
   }
 
@@ -181,43 +147,19 @@ struct Engine::Impl {
   }
 
   // Scratch for split partials: the caller's buffer (counters first), else
-  // buffers kept per stream so concurrent streams never share them. Growing
-  // frees the old buffers in stream order; it never happens while the stream
-  // is being captured (the graph would own an allocation the engine reuses).
-  Scratch workspace(const PagedAttentionArgs& args, CUstream stream, const attention::Plan& plan) {
+  // buffers kept per stream so concurrent streams never share them (the
+  // engine does not allocate while the stream is being captured: the graph
+  // would own an allocation the engine reuses).
+  WorkspaceLease workspace(const PagedAttentionArgs& args, CUstream stream, const attention::Plan& plan) {
     const std::int64_t bytes = plan.info.workspace_bytes;
     if (args.workspace) {
       if (args.workspace_bytes < bytes)
         throw InvalidArgument("workspace_bytes", fmt::format(">= {} (Engine::workspace_bytes)", bytes),
                               std::to_string(args.workspace_bytes));
       const auto base = reinterpret_cast<CUdeviceptr>(args.workspace);
-      return {base, base};
+      return {{base, base}, nullptr};
     }
-    Workspace& ws = workspaces[stream];
-    if (ws.bytes < bytes || ws.counter_bytes < plan.counters_bytes) {
-      CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
-      check(drv.cuStreamIsCapturing(stream, &capture), "cuStreamIsCapturing");
-      if (capture != CU_STREAM_CAPTURE_STATUS_NONE)
-        throw InvalidArgument("workspace",
-                              fmt::format("a caller-provided workspace of >= {} bytes, or one call on this stream "
-                                          "before capture (the engine does not allocate during stream capture)",
-                                          bytes),
-                              "none, and the stream is being captured");
-    }
-    if (ws.bytes < bytes) {
-      if (ws.ptr) check(drv.cuMemFreeAsync(ws.ptr, stream), "cuMemFreeAsync");
-      ws.ptr = 0, ws.bytes = 0;
-      check(drv.cuMemAllocAsync(&ws.ptr, size_t(bytes), stream), "cuMemAllocAsync");
-      ws.bytes = bytes;
-    }
-    if (ws.counter_bytes < plan.counters_bytes) {
-      if (ws.counters) check(drv.cuMemFreeAsync(ws.counters, stream), "cuMemFreeAsync");
-      ws.counters = 0, ws.counter_bytes = 0;
-      check(drv.cuMemAllocAsync(&ws.counters, size_t(plan.counters_bytes), stream), "cuMemAllocAsync");
-      check(drv.cuMemsetD8Async(ws.counters, 0, size_t(plan.counters_bytes), stream), "cuMemsetD8Async");
-      ws.counter_bytes = plan.counters_bytes;
-    }
-    return {ws.counters, ws.ptr};
+    return workspaces.acquire(stream, bytes, plan.counters_bytes);
   }
 
   void check_device_data(const PagedAttentionArgs& args, const ProblemShape& s, CUstream stream);
@@ -287,9 +229,9 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
     info.grid[1] = shape.num_seqs + info.work_items;
   }
   std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
-  const Scratch ws = info.workspace_bytes ? m.workspace(args, stream, plan) : Scratch{};
+  const WorkspaceLease ws = info.workspace_bytes ? m.workspace(args, stream, plan) : WorkspaceLease{};
 
-  pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws.counters, ws.partials);
+  pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws.scratch.counters, ws.scratch.partials);
   dp.work_items = info.work_items;
   void* decode_args[] = {&dp};
   const auto& g = info.grid;
@@ -311,6 +253,7 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
   }
   cfg.attrs = attrs, cfg.numAttrs = n;
   check(m.drv.cuLaunchKernelEx(&cfg, decode.function, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
+  if (ws.done) check(m.drv.cuEventRecord(ws.done, stream), "cuEventRecord");
   return info;
 }
 

@@ -24,9 +24,14 @@ class Violation : public std::logic_error {
 // (a) Arguments and options built from the input: validate_call, then
 // plan_problem on an H100 when the call is valid.
 void validate_one(const std::uint8_t* data, std::size_t size);
-// How many inputs validate_one found valid, planned, and did not plan because
-// they hit a known planner bug (see known_planner_issue in fuzz_validate.cpp).
+// How many inputs validate_one found valid, and how many of those it planned.
 std::string validate_stats();
+// (a') The same calls, damaged further through the C API's own fields, into
+// pagedjit_validate; an accepted call must describe memory the kernel can
+// read and write without overflow, misalignment or overlap (checked by
+// arithmetic of its own, not validation's).
+void views_one(const std::uint8_t* data, std::size_t size);
+std::string views_stats();
 // (c) The input as a disk cache entry file, loaded with a fixed key: a miss
 // or the entry it holds, never a crash. The first byte picks how the file is
 // made from the rest (verbatim, checksum fixed up, or metadata + payload under

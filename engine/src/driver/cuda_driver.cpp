@@ -126,6 +126,8 @@ Loaded load() {
     PJ_RESOLVE(cuStreamDestroy);
     PJ_RESOLVE(cuStreamSynchronize);
     PJ_RESOLVE(cuStreamIsCapturing);
+    PJ_RESOLVE(cuStreamGetId);
+    PJ_RESOLVE(cuStreamWaitEvent);
     PJ_RESOLVE(cuStreamBeginCapture);
     PJ_RESOLVE(cuStreamEndCapture);
     // cuda.h maps cuGraphInstantiate to cuGraphInstantiateWithFlags; the plain
