@@ -1,4 +1,4 @@
-// What the fuzz targets (tests/fuzz/, issue 9) found, one test per bug, and
+// What the fuzz targets (tests/fuzz/) found, one test per bug, and
 // a replay of their corpora (the seeds plus every input that once broke
 // something) through the same bodies the fuzzers run. Built with sanitizers
 // (scripts/sanitize.sh), a regression here aborts with the sanitizer's report.

@@ -2,7 +2,7 @@
 # share (the bench's case parser, timing, helper kernels, bandwidth probe,
 # peers table and chart; the tuner's search and results). Compiled once here
 # instead of once per program: CI builds the tree twice on two cores, and
-# each copy of cases.cpp alone cost ~18 s of compile time.
+# cases.cpp alone is slow to compile.
 add_library(pagedjit_tool_support STATIC
   ${CMAKE_CURRENT_LIST_DIR}/bench/cases.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bench/timing.cpp

@@ -1,4 +1,4 @@
-// pagedjit-tp: tensor-parallel paged attention (issue 11). One model-sized
+// pagedjit-tp: tensor-parallel paged attention. One model-sized
 // decode step with its query and KV heads sharded over the GPUs, one engine
 // and one host thread per GPU, the outputs gathered with NCCL (or device
 // copies); checked against a single-GPU run of the unsharded problem and the

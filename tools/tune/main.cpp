@@ -1,4 +1,4 @@
-// pagedjit-tune: the offline autotuner (issue 7). Times the launch
+// pagedjit-tune: the offline autotuner. Times the launch
 // configurations of a list of problems on this GPU and writes the profile
 // the engine looks up at run time (configs/README.md).
 #include <fmt/format.h>

@@ -24,9 +24,9 @@ struct Plan {
 constexpr int kMinChunkTokens = 128;  // fp32 partials then cost <= ~3% of the KV bytes at group 4
 // Partition length for batches of one to two waves of CTAs, whose lengths may
 // be ragged (the host never reads them): sequences up to this length are
-// untouched, longer ones are cut so the scheduler can balance. H100 sweep:
-// a ragged batch went from 0.82 to 0.87 of read bandwidth, uniform batches
-// lose about 2%. Also the batch-invariant partition length.
+// untouched, longer ones are cut so the scheduler can balance. A sweep found
+// ragged batches gain clearly and uniform ones lose little (docs/performance.md,
+// v0.4). Also the batch-invariant partition length.
 constexpr int kFixedChunkTokens = 1536;
 
 // Most partitions merged in a cluster: the portable cluster size.
