@@ -1,4 +1,5 @@
-// The arguments, options and result description of paged_attention (see SPEC.md).
+// The arguments, options and result description of paged_attention; docs/contract.md
+// explains every field and the semantics.
 #pragma once
 #include <cstdint>
 #include <optional>
