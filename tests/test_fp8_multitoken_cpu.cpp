@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"

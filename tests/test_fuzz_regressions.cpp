@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "../tools/bench/cases.hpp"
+#include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "disk_entry.hpp"
 #include "fuzz/harness.hpp"
 #include "jit/disk_store.hpp"

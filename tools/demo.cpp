@@ -7,8 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "attention/validate.hpp"
+#include "pagedjit/driver.hpp"
 #include "pagedjit/pagedjit.hpp"
 #include "pagedjit/testing.hpp"
+#include "precompile.hpp"
 
 using namespace pagedjit;
 

@@ -13,4 +13,5 @@ add_library(pagedjit_tool_support STATIC
   ${CMAKE_CURRENT_LIST_DIR}/tune/search.cpp
   ${CMAKE_CURRENT_LIST_DIR}/tune/results.cpp)
 # Internal headers stay private: the bench includes only the public ones.
-target_link_libraries(pagedjit_tool_support PUBLIC pagedjit CUDA::nvrtc Threads::Threads PRIVATE pagedjit_internal)
+target_link_libraries(pagedjit_tool_support PUBLIC pagedjit pagedjit_testing CUDA::nvrtc Threads::Threads
+                                            PRIVATE pagedjit_internal)

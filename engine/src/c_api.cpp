@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "attention/validate.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"

@@ -13,9 +13,11 @@
 #include "attention/launch.hpp"
 #include "attention/merge.hpp"
 #include "attention/plan_cache.hpp"
+#include "attention/validate.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
+#include "precompile.hpp"
 #include "tuning/registry.hpp"
 
 namespace pagedjit {

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#include "pagedjit/engine.hpp"
+#include "attention/validate.hpp"
 #include "pagedjit/errors.hpp"
 
 namespace pagedjit {

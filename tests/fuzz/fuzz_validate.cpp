@@ -9,6 +9,8 @@
 #include <limits>
 #include <string>
 
+#include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "harness.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/engine.hpp"

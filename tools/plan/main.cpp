@@ -13,6 +13,7 @@
 #include "../bench/cases.hpp"
 #include "../bench/timing.hpp"
 #include "attention/plan_cache.hpp"
+#include "attention/validate.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
 #include "pagedjit/engine.hpp"

@@ -68,6 +68,18 @@ struct PagedAttentionOptions {
   std::optional<KernelConfig> kernel_config;  // tuning override: tile shape, pipeline depth, partition length
 };
 
+// Two attention results over disjoint parts of the same contexts (a shared
+// prefix and each sequence's own suffix, say), each with its natural-log
+// sum-exp as paged_attention's `lse` gives it, for Engine::merge_attention_states.
+// Leading dims are rows (any shape, e.g. [num_seqs, num_heads]); the last is
+// head_dim (a multiple of 4).
+struct MergeStatesArgs {
+  TensorView out_a, lse_a;  // [rows..., head_dim] and fp32 [rows...]
+  TensorView out_b, lse_b;  // the same shapes, out_a's dtype
+  TensorView out;           // the same shape, any float dtype; may be out_a or out_b (in place)
+  TensorView lse;           // optional (data null: not written): log(exp(lse_a) + exp(lse_b))
+};
+
 // Everything about a call except its pointers: what planning and compiling need.
 struct ProblemShape {
   int num_seqs = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;

@@ -2,6 +2,7 @@
 // how many partitions, what grid. Pure host code: no driver, testable anywhere.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "jit/kernel_spec.hpp"
 #include "pagedjit/device.hpp"
@@ -37,6 +38,20 @@ constexpr int kMaxClusterSplits = 8;
 // sm_90+, merge 2..kMaxClusterSplits partitions through distributed shared
 // memory (EngineOptions::cluster_merge).
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+               const std::string& arch, const tuning::Choice* tuned = nullptr, bool clusters = true);
+// The same for the device's own target, jit::clamp_arch(device.arch())
+// (planner_arch.cpp: the planner itself never asks NVRTC).
+Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
                const tuning::Choice* tuned = nullptr, bool clusters = true);
 
 }  // namespace pagedjit::attention
+
+namespace pagedjit {
+
+// Plans a problem for a device without one being present. `cluster_merge`:
+// as EngineOptions::cluster_merge of the engine that would run it (the merge
+// mode is part of the kernel).
+LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+                        bool cluster_merge = true);
+
+}  // namespace pagedjit

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "attention/validate.hpp"
 #include "jit/kernel_spec.hpp"
-#include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pj_params.cuh"
 
