@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "../tools/bench/cases.hpp"
+#include "../tools/common/cases.hpp"
 #include "attention/planner.hpp"
 #include "attention/validate.hpp"
 #include "disk_entry.hpp"
@@ -264,7 +264,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("fuzz: fixed bench bug: a k suffix on 16-18 digits overflows parse_int") {
-    // tools/bench/cases.cpp parse_int: std::stoll(digits) * 1024 before the range check.
+    // tools/common/cases.cpp parse_int: std::stoll(digits) * 1024 before the range check.
     try {
       pjbench::parse_case_string("batch=88888888888888888K,q_heads=8,kv_heads=2,head_dim=64,ctx=100");
       FAIL("accepted");
