@@ -1,4 +1,4 @@
-# Sanitizer and fuzzing builds (issue 9). Included by the root CMakeLists.txt
+# Sanitizer and fuzzing builds. Included by the root CMakeLists.txt
 # before any target is defined, so the flags reach every target (library,
 # tests, tools).
 #

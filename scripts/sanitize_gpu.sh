@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole GPU test suite under each compute-sanitizer tool: memcheck,
-# racecheck, initcheck and synccheck (issue 9). Needs a GPU.
+# racecheck, initcheck and synccheck. Needs a GPU.
 #
 #   scripts/sanitize_gpu.sh [TOOL...]       default: memcheck racecheck initcheck synccheck
 #

@@ -1,4 +1,4 @@
-# Embedding tests (issue 10): the C API from C, an install consumed by a
+# Embedding tests: the C API from C, an install consumed by a
 # separate project, and the Python ctypes example. Included from tests/CMakeLists.txt.
 
 # The C API test, compiled as strict C99.

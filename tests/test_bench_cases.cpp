@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "../tools/bench/cases.hpp"
 #include "../tools/bench/peers.hpp"
 #include "../tools/bench/svg_chart.hpp"
+#include "../tools/common/cases.hpp"
 #include "run_command.hpp"
 #include "temp_files.hpp"
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "../tools/bench/cases.hpp"
+#include "../tools/common/cases.hpp"
 #include "attention/plan_cache.hpp"
 #include "attention/planner.hpp"
 #include "disk_cache_support.hpp"
@@ -26,6 +26,7 @@
 #include "jit/source_set.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
+#include "precompile.hpp"
 #include "tuning/registry.hpp"
 
 using namespace pagedjit;

@@ -1,5 +1,5 @@
 // fp8 conversions, the multi-token reference and the validation rules of
-// issue 8's arguments (fp8 caches, scales, rank-4 queries).
+// the fp8-cache and multi-token arguments (scales, rank-4 queries).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"

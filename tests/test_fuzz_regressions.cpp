@@ -1,4 +1,4 @@
-// What the fuzz targets (tests/fuzz/, issue 9) found, one test per bug, and
+// What the fuzz targets (tests/fuzz/) found, one test per bug, and
 // a replay of their corpora (the seeds plus every input that once broke
 // something) through the same bodies the fuzzers run. Built with sanitizers
 // (scripts/sanitize.sh), a regression here aborts with the sanitizer's report.
@@ -18,7 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "../tools/bench/cases.hpp"
+#include "../tools/common/cases.hpp"
+#include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "disk_entry.hpp"
 #include "fuzz/harness.hpp"
 #include "jit/disk_store.hpp"
@@ -274,7 +276,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("fuzz: fixed bench bug: a k suffix on 16-18 digits overflows parse_int") {
-    // tools/bench/cases.cpp parse_int: std::stoll(digits) * 1024 before the range check.
+    // tools/common/cases.cpp parse_int: std::stoll(digits) * 1024 before the range check.
     try {
       pjbench::parse_case_string("batch=88888888888888888K,q_heads=8,kv_heads=2,head_dim=64,ctx=100");
       FAIL("accepted");

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "gpu.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/driver.hpp"

@@ -1,4 +1,4 @@
-// fp8 KV caches and multi-token queries (issue 8) against the float64 CPU
+// fp8 KV caches and multi-token queries against the float64 CPU
 // reference, which dequantizes the cache with the same scales. Outputs are
 // poisoned before every run.
 #include <doctest/doctest.h>

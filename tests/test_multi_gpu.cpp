@@ -1,4 +1,4 @@
-// Several engines in one process (issue 11): engines on every visible device
+// Several engines in one process: engines on every visible device
 // (and at least two on device 0), driven concurrently by host threads with
 // different shapes, sharing the process-wide kernel cache and one disk cache
 // directory (PAGEDJIT_CACHE_DIR, set by main.cpp to a fresh directory): a

@@ -1,4 +1,4 @@
-// Tuned profiles (issue 7): the profile schema and its errors, bucket
+// Tuned profiles: the profile schema and its errors, bucket
 // matching, the lookup order and its fallbacks, device limits, the shipped
 // profiles, and the pagedjit-tune tool's --check and --dry-run. CPU only.
 #include <doctest/doctest.h>

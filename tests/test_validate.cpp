@@ -5,6 +5,7 @@
 #include <limits>
 #include <string>
 
+#include "attention/validate.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/pagedjit.h"

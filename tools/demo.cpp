@@ -7,12 +7,23 @@
 #include <string>
 #include <vector>
 
+#include "attention/validate.hpp"
+#include "common/cli.hpp"
+#include "pagedjit/driver.hpp"
 #include "pagedjit/pagedjit.hpp"
 #include "pagedjit/testing.hpp"
+#include "precompile.hpp"
 
 using namespace pagedjit;
 
 namespace {
+
+constexpr const char* kUsage = R"(pagedjit-demo: the seed example on GPU 0, checked against the CPU reference
+
+usage: pagedjit-demo [--help | --version]
+
+Without a GPU it compiles the example's kernels for sm_90a instead and exits 0.
+)";
 
 // 4 sequences, 8 heads, head_dim 64, 100 pages of 16 tokens, lengths 32, 64,
 // 48, 80, block table of 8 entries per sequence padded with -1.
@@ -48,10 +59,8 @@ int offline(const std::string& reason) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 2 && std::string(argv[1]) == "--version") {
-    fmt::print("pagedjit-demo {}\n", kVersion);
-    return 0;
-  }
+  pjtools::Cli cli("pagedjit-demo", kUsage, argc, argv);
+  while (cli.next()) cli.unknown();  // only --help and --version
   fmt::print("pagedjit {} demo: paged-attention decode, seed example\n", kVersion);
   if (device_count() == 0) return offline(device_unavailable_reason());
   try {

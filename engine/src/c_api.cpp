@@ -8,6 +8,7 @@
 #include <string>
 
 #include "attention/merge.hpp"
+#include "attention/validate.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"

@@ -13,10 +13,12 @@
 #include "attention/launch.hpp"
 #include "attention/merge.hpp"
 #include "attention/plan_cache.hpp"
+#include "attention/validate.hpp"
 #include "context_scope.hpp"
 #include "jit/kernel_cache.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
+#include "precompile.hpp"
 #include "stream_workspaces.hpp"
 #include "tuning/registry.hpp"
 

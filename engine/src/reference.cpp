@@ -1,4 +1,4 @@
-// The SPEC semantics, spelled out in float64 on the CPU.
+// The semantics of docs/contract.md, spelled out in float64 on the CPU.
 #include "pagedjit/reference.hpp"
 
 #include <algorithm>
@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#include "pagedjit/engine.hpp"
+#include "attention/validate.hpp"
 #include "pagedjit/errors.hpp"
 
 namespace pagedjit {

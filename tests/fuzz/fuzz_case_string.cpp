@@ -1,9 +1,9 @@
-// Fuzz target (d): pagedjit-bench's --case strings (tools/bench/cases.cpp).
+// Fuzz target (d): pagedjit-bench's --case strings (tools/common/cases.cpp).
 // parse_case_string may throw only CaseError, whose position must lie inside
 // the text; a parsed case must satisfy the rules the parser promises.
 #include <string>
 
-#include "../../tools/bench/cases.hpp"
+#include "../../tools/common/cases.hpp"
 #include "harness.hpp"
 
 namespace pjfuzz {

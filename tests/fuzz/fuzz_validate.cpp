@@ -4,6 +4,8 @@
 #include <cstring>
 #include <string>
 
+#include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "call_generator.hpp"
 #include "harness.hpp"
 #include "pagedjit/device.hpp"

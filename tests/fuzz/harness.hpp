@@ -1,4 +1,4 @@
-// The fuzz targets' bodies (issue 9), shared by the libFuzzer executables
+// The fuzz targets' bodies, shared by the libFuzzer executables
 // (tests/fuzz/CMakeLists.txt, scripts/fuzz.sh) and the doctest suite, which
 // replays the seed corpora and the regression inputs through them
 // (tests/test_fuzz_regressions.cpp).

@@ -7,10 +7,10 @@
 #include <memory>
 #include <vector>
 
+#include "../common/timing.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/testing.hpp"
-#include "timing.hpp"
 
 namespace pjbench {
 namespace {

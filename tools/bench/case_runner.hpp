@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "bandwidth.hpp"
-#include "cases.hpp"
-#include "helper_kernels.hpp"
-#include "json.hpp"
+#include "../common/bandwidth.hpp"
+#include "../common/cases.hpp"
+#include "../common/helper_kernels.hpp"
+#include "../common/json.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/engine.hpp"
 

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "helper_kernels.hpp"
+#include "../common/helper_kernels.hpp"
 #include "pagedjit/driver.hpp"
 
 namespace pjbench {

@@ -1,7 +1,7 @@
 // What the run ran on: name, SMs, clocks, memory, driver and NVRTC versions,
 // from the driver's device attributes.
 #pragma once
-#include "json.hpp"
+#include "../common/json.hpp"
 #include "pagedjit/device.hpp"
 
 namespace pjbench {

@@ -11,15 +11,16 @@
 #include <string>
 #include <vector>
 
-#include "bandwidth.hpp"
+#include "../common/bandwidth.hpp"
+#include "../common/cases.hpp"
+#include "../common/cli.hpp"
+#include "../common/helper_kernels.hpp"
+#include "../common/json.hpp"
+#include "../common/primary_context.hpp"
 #include "case_runner.hpp"
-#include "cases.hpp"
 #include "gpu_info.hpp"
-#include "helper_kernels.hpp"
-#include "json.hpp"
 #include "pagedjit/pagedjit.hpp"
 #include "peers.hpp"
-#include "primary_context.hpp"
 #include "report.hpp"
 #include "small_calls.hpp"
 #include "svg_chart.hpp"
@@ -122,7 +123,7 @@ struct Options {
   std::string only, json, svg, peers, svg_from_json;
   std::vector<std::string> case_specs;
   RunSettings settings;
-  bool small = true, list = false, help = false;
+  bool small = true, list = false;
   bool no_profile = false, compare_heuristic = false, no_pdl = false, no_cluster = false, host_schedule = false;
   int device = 0;
 };
@@ -132,54 +133,33 @@ struct Options {
   std::exit(2);
 }
 
-int int_arg(const std::string& opt, const std::string& v, int min) {
-  try {
-    std::size_t used = 0;
-    const long x = std::stol(v, &used);
-    if (used == v.size() && x >= min && x <= 1000000000) return int(x);
-  } catch (const std::exception&) {
-  }
-  usage_error(fmt::format("{} expects an integer >= {}, got \"{}\"", opt, min, v));
-}
-
 Options parse_options(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      o.help = true;
-    } else if (a == "--cases") {
-      o.cases_files.push_back(value());
+  pjtools::Cli cli("pagedjit-bench", kUsage, argc, argv);
+  constexpr long long kMaxCount = 1000000000;
+  while (cli.next()) {
+    const std::string& a = cli.option();
+    if (a == "--cases") {
+      o.cases_files.push_back(cli.value());
     } else if (a == "--case") {
-      o.case_specs.push_back(value());
+      o.case_specs.push_back(cli.value());
     } else if (a == "--only") {
-      o.only = value();
+      o.only = cli.value();
     } else if (a == "--list") {
       o.list = true;
     } else if (a == "--reps") {
-      o.settings.reps = int_arg(a, value(), 100);
+      o.settings.reps = int(cli.integer(100, kMaxCount));
     } else if (a == "--warmup") {
-      o.settings.warmup = int_arg(a, value(), 1);
+      o.settings.warmup = int(cli.integer(1, kMaxCount));
     } else if (a == "--l2") {
-      const std::string m = value();
-      if (m == "auto")
-        o.settings.l2 = L2Mode::automatic;
-      else if (m == "rotate")
-        o.settings.l2 = L2Mode::rotate;
-      else if (m == "flush")
-        o.settings.l2 = L2Mode::flush;
-      else
-        usage_error(fmt::format("--l2 expects auto, rotate or flush, got \"{}\"", m));
+      const std::string m = cli.choice({"auto", "rotate", "flush"});
+      o.settings.l2 = m == "auto" ? L2Mode::automatic : m == "rotate" ? L2Mode::rotate : L2Mode::flush;
     } else if (a == "--no-read-floor") {
       o.settings.read_floor = false;
     } else if (a == "--no-small") {
       o.small = false;
     } else if (a == "--device") {
-      o.device = int_arg(a, value(), 0);
+      o.device = int(cli.integer(0, kMaxCount));
     } else if (a == "--no-profile") {
       o.no_profile = true;
     } else if (a == "--no-pdl") {
@@ -191,15 +171,15 @@ Options parse_options(int argc, char** argv) {
     } else if (a == "--compare-heuristic") {
       o.compare_heuristic = true;
     } else if (a == "--json") {
-      o.json = value();
+      o.json = cli.value();
     } else if (a == "--svg") {
-      o.svg = value();
+      o.svg = cli.value();
     } else if (a == "--peers") {
-      o.peers = value();
+      o.peers = cli.value();
     } else if (a == "--svg-from-json") {
-      o.svg_from_json = value();
+      o.svg_from_json = cli.value();
     } else {
-      usage_error(fmt::format("unknown option \"{}\"", a));
+      cli.unknown();
     }
   }
   if (o.no_profile && o.compare_heuristic)
@@ -459,19 +439,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == kChildCompileTimingFlag)  // hidden: see small_calls.hpp
     return run_compile_timing_child(std::vector<std::string>(argv + 2, argv + argc));
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      fmt::print("{}", kUsage);
-      return 0;
-    } else if (std::string(argv[i]) == "--version") {
-      fmt::print("pagedjit-bench {}\n", pagedjit::kVersion);
-      return 0;
-    }
   const Options o = parse_options(argc, argv);
-  if (o.help) {
-    fmt::print("{}", kUsage);
-    return 0;
-  }
   if (!o.svg_from_json.empty()) return from_json(o);
   const std::vector<BenchCase> cases = select(o);
   if (o.list) {

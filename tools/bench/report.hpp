@@ -4,7 +4,7 @@
 #pragma once
 #include <string>
 
-#include "json.hpp"
+#include "../common/json.hpp"
 
 namespace pjbench {
 

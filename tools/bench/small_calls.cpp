@@ -19,10 +19,13 @@
 #include <utility>
 #include <vector>
 
+#include "../common/timing.hpp"
+#include "attention/planner.hpp"
+#include "attention/validate.hpp"
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/testing.hpp"
-#include "timing.hpp"
+#include "precompile.hpp"
 
 namespace pjbench {
 namespace {

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "../common/helper_kernels.hpp"
+#include "../common/json.hpp"
 #include "case_runner.hpp"
-#include "helper_kernels.hpp"
-#include "json.hpp"
 #include "pagedjit/engine.hpp"
 
 namespace pjbench {

@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "../bench/cases.hpp"
-#include "../bench/timing.hpp"
+#include "../common/cases.hpp"
+#include "../common/cli.hpp"
+#include "../common/timing.hpp"
 #include "attention/plan_cache.hpp"
+#include "attention/validate.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
 #include "pagedjit/engine.hpp"
@@ -68,27 +70,17 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      fmt::print("{}", kUsage);
-      std::exit(0);
-    } else if (a == "--version") {
-      fmt::print("pagedjit-plan {}\n", kVersion);
-      std::exit(0);
-    } else if (a == "--cases") {
-      o.files.push_back(value());
+  pjtools::Cli cli("pagedjit-plan", kUsage, argc, argv);
+  while (cli.next()) {
+    const std::string& a = cli.option();
+    if (a == "--cases") {
+      o.files.push_back(cli.value());
     } else if (a == "--case") {
-      o.specs.push_back(value());
+      o.specs.push_back(cli.value());
     } else if (a == "--only") {
-      o.only = value();
+      o.only = cli.value();
     } else if (a == "--gpu") {
-      o.gpu = value();
-      if (o.gpu != "h100" && o.gpu != "h200") usage_error(fmt::format("--gpu expects h100 or h200, got \"{}\"", o.gpu));
+      o.gpu = cli.choice({"h100", "h200"});
     } else if (a == "--no-profile") {
       o.profiles = false;
     } else if (a == "--time") {
@@ -96,7 +88,7 @@ Options parse(int argc, char** argv) {
     } else if (a == "--resources") {
       o.resources = true;
     } else {
-      usage_error(fmt::format("unknown option \"{}\"", a));
+      cli.unknown();
     }
   }
   if (o.time && o.resources)

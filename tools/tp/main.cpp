@@ -1,4 +1,4 @@
-// pagedjit-tp: tensor-parallel paged attention (issue 11). One model-sized
+// pagedjit-tp: tensor-parallel paged attention. One model-sized
 // decode step with its query and KV heads sharded over the GPUs, one engine
 // and one host thread per GPU, the outputs gathered with NCCL (or device
 // copies); checked against a single-GPU run of the unsharded problem and the
@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../common/cli.hpp"
 #include "check.hpp"
 #include "pagedjit/pagedjit.hpp"
 #include "pagedjit/testing.hpp"
@@ -69,7 +70,7 @@ runs:
   --reps N           timed steps per run (default 50)
   --warmup N         untimed steps first (default 5)
   --json FILE        the results as JSON
-  --help
+  --help, --version
 
 Exit codes: 0 all checks passed, 1 a check failed or an error, 2 bad usage,
 77 no GPU (nothing run). NCCL_NVLS_ENABLE is set to 0 (no NVLink multicast).
@@ -87,84 +88,49 @@ struct Options {
   std::string json_path;
 };
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 Options parse(int argc, char** argv) {
   Options o;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    std::string key = args[i], value;
-    bool has_value = false;
-    if (const auto eq = key.find('='); key.rfind("--", 0) == 0 && eq != std::string::npos)
-      value = key.substr(eq + 1), key = key.substr(0, eq), has_value = true;
-    auto next = [&]() -> std::string {
-      if (has_value) return value;
-      if (i + 1 >= args.size()) throw UsageError(key + " needs a value");
-      return args[++i];
-    };
-    auto integer = [&](int lo) {
-      const std::string v = next();
-      std::size_t used = 0;
-      long long n = 0;
-      try {
-        n = std::stoll(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != v.size() || n < lo || n > (1ll << 30))
-        throw UsageError(fmt::format("{} takes an integer >= {} (got '{}')", key, lo, v));
-      return int(n);
-    };
-    if (key == "--help" || key == "-h") throw UsageError("");
+  pjtools::Cli cli("pagedjit-tp", kUsage, argc, argv);
+  constexpr long long kMax = 1ll << 30;
+  while (cli.next()) {
+    const std::string& key = cli.option();
     if (key == "--heads")
-      o.heads = integer(1);
+      o.heads = int(cli.integer(1, kMax));
     else if (key == "--kv-heads")
-      o.kv_heads = integer(1);
+      o.kv_heads = int(cli.integer(1, kMax));
     else if (key == "--head-dim")
-      o.head_dim = integer(16);
+      o.head_dim = int(cli.integer(16, kMax));
     else if (key == "--page-size")
-      o.page_size = integer(1);
+      o.page_size = int(cli.integer(1, kMax));
     else if (key == "--batch")
-      o.batch = integer(1);
+      o.batch = int(cli.integer(1, kMax));
     else if (key == "--context")
-      o.context = integer(1);
+      o.context = int(cli.integer(1, kMax));
     else if (key == "--seed")
-      o.seed = std::uint64_t(integer(0));
+      o.seed = std::uint64_t(cli.integer(0, kMax));
     else if (key == "--gpus")
-      o.gpus = integer(1);
+      o.gpus = int(cli.integer(1, kMax));
     else if (key == "--reps")
-      o.reps = integer(1);
+      o.reps = int(cli.integer(1, kMax));
     else if (key == "--warmup")
-      o.warmup = integer(0);
+      o.warmup = int(cli.integer(0, kMax));
     else if (key == "--json")
-      o.json_path = next();
+      o.json_path = cli.value();
     else if (key == "--ragged")
       o.ragged = true;
     else if (key == "--all-on-gpu0")
       o.all_on_gpu0 = true;
-    else if (key == "--dtype") {
-      const std::string v = next();
-      try {
-        o.dtype = parse_dtype(v);
-      } catch (const std::exception&) {
-        throw UsageError("--dtype takes bf16, fp16 or fp32 (got '" + v + "')");
-      }
-      if (o.dtype != DType::bf16 && o.dtype != DType::f16 && o.dtype != DType::f32)
-        throw UsageError("--dtype takes bf16, fp16 or fp32 (got '" + v + "')");
-    } else if (key == "--gather") {
-      o.gather = next();
-      if (o.gather != "auto" && o.gather != "nccl" && o.gather != "copies" && o.gather != "both")
-        throw UsageError("--gather takes auto, nccl, copies or both (got '" + o.gather + "')");
-    } else {
-      throw UsageError("unknown option " + args[i]);
-    }
+    else if (key == "--dtype")
+      o.dtype = parse_dtype(cli.choice({"bf16", "fp16", "fp32"}));
+    else if (key == "--gather")
+      o.gather = cli.choice({"auto", "nccl", "copies", "both"});
+    else
+      cli.unknown();
   }
   if (o.heads % o.kv_heads != 0)
-    throw UsageError(fmt::format("--heads ({}) must be a multiple of --kv-heads ({})", o.heads, o.kv_heads));
+    cli.fail(fmt::format("--heads ({}) must be a multiple of --kv-heads ({})", o.heads, o.kv_heads));
   if (o.gather == "nccl" && !pjtp::nccl_built())
-    throw UsageError(
+    cli.fail(
         "--gather nccl: this pagedjit-tp was built without NCCL (configure with NCCL found, "
         "see cmake/nccl.cmake)");
   return o;
@@ -587,17 +553,7 @@ int run_all(const Options& opt) {
 int main(int argc, char** argv) {
   // No NVLink multicast (NVLS), whatever the environment says: before any NCCL call.
   ::setenv("NCCL_NVLS_ENABLE", "0", 1);
-  Options opt;
-  try {
-    opt = parse(argc, argv);
-  } catch (const UsageError& e) {
-    if (*e.what()) {
-      fmt::print(stderr, "pagedjit-tp: {}\n(--help for the options)\n", e.what());
-      return 2;
-    }
-    fmt::print("{}", kUsage);
-    return 0;
-  }
+  const Options opt = parse(argc, argv);
   try {
     return run_all(opt);
   } catch (const std::exception& e) {

@@ -1,4 +1,4 @@
-// pagedjit-tune: the offline autotuner (issue 7). Times the launch
+// pagedjit-tune: the offline autotuner. Times the launch
 // configurations of a list of problems on this GPU and writes the profile
 // the engine looks up at run time (configs/README.md).
 #include <fmt/format.h>
@@ -23,11 +23,13 @@
 #include <thread>
 #include <vector>
 
-#include "../bench/bandwidth.hpp"
-#include "../bench/cases.hpp"
-#include "../bench/helper_kernels.hpp"
-#include "../bench/primary_context.hpp"
-#include "../bench/timing.hpp"
+#include "../common/bandwidth.hpp"
+#include "../common/cases.hpp"
+#include "../common/cli.hpp"
+#include "../common/helper_kernels.hpp"
+#include "../common/primary_context.hpp"
+#include "../common/timing.hpp"
+#include "attention/planner.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "jit/source_set.hpp"
 #include "pagedjit/driver.hpp"
@@ -35,6 +37,7 @@
 #include "pagedjit/errors.hpp"
 #include "pagedjit/testing.hpp"
 #include "pagedjit/version.hpp"
+#include "precompile.hpp"
 #include "results.hpp"
 #include "search.hpp"
 #include "tuning/profile.hpp"
@@ -117,67 +120,42 @@ struct Options {
   std::exit(2);
 }
 
-long long int_arg(const std::string& opt, const std::string& v, long long min, long long max) {
-  try {
-    std::size_t used = 0;
-    const long long x = std::stoll(v, &used);
-    if (used == v.size() && x >= min && x <= max) return x;
-  } catch (const std::exception&) {
-  }
-  usage_error(fmt::format("{} expects an integer in [{}, {}], got \"{}\"", opt, min, max, v));
-}
-
-double real_arg(const std::string& opt, const std::string& v, double min, double max) {
-  try {
-    std::size_t used = 0;
-    const double x = std::stod(v, &used);
-    if (used == v.size() && x >= min && x <= max) return x;
-  } catch (const std::exception&) {
-  }
-  usage_error(fmt::format("{} expects a number in [{}, {}], got \"{}\"", opt, min, max, v));
-}
-
 Options parse_options(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
+  pjtools::Cli cli("pagedjit-tune", kUsage, argc, argv);
+  while (cli.next()) {
+    const std::string& a = cli.option();
     if (a == "--problems") {
-      o.problems = value();
+      o.problems = cli.value();
     } else if (a == "--only") {
-      o.only = value();
+      o.only = cli.value();
     } else if (a == "--out") {
-      o.out = value();
+      o.out = cli.value();
     } else if (a == "--results") {
-      o.results = value();
+      o.results = cli.value();
     } else if (a == "--budget-s") {
-      o.budget_s = real_arg(a, value(), 0, 1e7);
+      o.budget_s = cli.number(0, 1e7);
     } else if (a == "--reps") {
-      o.reps = int(int_arg(a, value(), 3, 100000));
+      o.reps = int(cli.integer(3, 100000));
     } else if (a == "--warmup") {
-      o.warmup = int(int_arg(a, value(), 1, 100000));
+      o.warmup = int(cli.integer(1, 100000));
     } else if (a == "--min-gain") {
-      o.min_gain = real_arg(a, value(), 0, 0.5);
+      o.min_gain = cli.number(0, 0.5);
     } else if (a == "--jobs") {
-      o.jobs = int(int_arg(a, value(), 1, 1024));
+      o.jobs = int(cli.integer(1, 1024));
     } else if (a == "--retry-failed") {
       o.retry_failed = true;
     } else if (a == "--device") {
-      o.device = int(int_arg(a, value(), 0, 1024));
+      o.device = int(cli.integer(0, 1024));
     } else if (a == "--gpu") {
-      o.gpu = value();
-      if (o.gpu != "h100" && o.gpu != "h200") usage_error(fmt::format("--gpu expects h100 or h200, got \"{}\"", o.gpu));
+      o.gpu = cli.choice({"h100", "h200"});
     } else if (a == "--dry-run") {
       o.dry_run = true;
     } else if (a == "--check") {
       o.check = true;
-      while (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) o.check_files.push_back(argv[++i]);
-      if (o.check_files.empty()) usage_error("--check needs at least one profile file");
+      for (std::string& f : cli.values()) o.check_files.push_back(std::move(f));
     } else {
-      usage_error(fmt::format("unknown option \"{}\"", a));
+      cli.unknown();
     }
   }
   if (o.jobs == 0) o.jobs = int(std::max(1u, std::thread::hardware_concurrency()));
@@ -851,17 +829,6 @@ int run_tune(const Options& o, const std::string& problems_file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      fmt::print("{}", kUsage);
-      return 0;
-    }
-    if (a == "--version") {
-      fmt::print("pagedjit-tune {}\n", pagedjit::kVersion);
-      return 0;
-    }
-  }
   const Options o = parse_options(argc, argv);
   try {
     if (o.check) return run_check(o);

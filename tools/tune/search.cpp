@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "attention/planner.hpp"
 #include "jit/kernel_spec.hpp"
-#include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 
 namespace pjtune {

@@ -1,5 +1,5 @@
 // pagedjit-tune's search space (CPU only: the dry run and the tests use it
-// without a GPU). A tuning problem is a bench case (tools/bench/cases.hpp);
+// without a GPU). A tuning problem is a bench case (tools/common/cases.hpp);
 // its bucket is the exact fields of its shape plus ladder ranges of batch and
 // context around it; its candidates are tile shapes (phase 1), then partition
 // lengths for the fastest few (phase 2), then the finalists re-timed and
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "../bench/cases.hpp"
+#include "../common/cases.hpp"
 #include "pagedjit/device.hpp"
 #include "pagedjit/paged_attention.hpp"
 #include "tuning/profile.hpp"

@@ -38,17 +38,6 @@ struct EngineOptions {
   bool device_schedule = true;
 };
 
-// Two attention results over disjoint parts of the same contexts (a shared
-// prefix and each sequence's own suffix, say), each with its natural-log
-// sum-exp as paged_attention's `lse` gives it. Leading dims are rows (any
-// shape, e.g. [num_seqs, num_heads]); the last is head_dim (a multiple of 4).
-struct MergeStatesArgs {
-  TensorView out_a, lse_a;  // [rows..., head_dim] and fp32 [rows...]
-  TensorView out_b, lse_b;  // the same shapes, out_a's dtype
-  TensorView out;           // the same shape, any float dtype; may be out_a or out_b (in place)
-  TensorView lse;           // optional (data null: not written): log(exp(lse_a) + exp(lse_b))
-};
-
 class Engine {
  public:
   // Binds to device `ordinal` (its primary context), and makes that context
@@ -83,23 +72,5 @@ class Engine {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// Validates a call's arguments (shapes, dtypes, strides, alignment, options)
-// and returns its pointer-free description. Throws InvalidArgument or NotSupported.
-ProblemShape validate_call(const PagedAttentionArgs& args, const PagedAttentionOptions& options);
-
-// Plans a problem for a device without one being present. `cluster_merge`:
-// as EngineOptions::cluster_merge of the engine that would run it (the merge
-// mode is part of the kernel).
-LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                        bool cluster_merge = true, bool device_schedule = true);
-
-// Compiles (or finds in the cache) every kernel an Engine with default
-// options launches for this problem on `device`: planned from the tuned
-// profiles for that GPU, then the heuristic (plan_problem uses the heuristic
-// only). Works without a GPU. Returns the plan. An engine made with
-// EngineOptions::cluster_merge = false needs `cluster_merge` false here.
-LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                      bool cluster_merge = true, bool device_schedule = true);
 
 }  // namespace pagedjit

@@ -9,7 +9,7 @@ namespace pagedjit {
 
 enum class ErrorCode {
   invalid_argument,  // the call's arguments are wrong; nothing was launched
-  not_supported,     // valid per the SPEC but not implemented (or a TPU-only option)
+  not_supported,     // well-formed but not implemented (or a TPU-only option)
   driver_not_found,  // libcuda.so.1 could not be loaded
   stub_library,      // the toolkit's stub libcuda was loaded instead of the driver
   no_device,         // the driver works but the requested device does not exist

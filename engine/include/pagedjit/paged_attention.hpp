@@ -1,4 +1,5 @@
-// The arguments, options and result description of paged_attention (see SPEC.md).
+// The arguments, options and result description of paged_attention; docs/contract.md
+// explains every field and the semantics.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -69,6 +70,18 @@ struct PagedAttentionOptions {
   // absent or >= its length).
   bool batch_invariant = false;
   std::optional<KernelConfig> kernel_config;  // tuning override: tile shape, pipeline depth, partition length
+};
+
+// Two attention results over disjoint parts of the same contexts (a shared
+// prefix and each sequence's own suffix, say), each with its natural-log
+// sum-exp as paged_attention's `lse` gives it, for Engine::merge_attention_states.
+// Leading dims are rows (any shape, e.g. [num_seqs, num_heads]); the last is
+// head_dim (a multiple of 4).
+struct MergeStatesArgs {
+  TensorView out_a, lse_a;  // [rows..., head_dim] and fp32 [rows...]
+  TensorView out_b, lse_b;  // the same shapes, out_a's dtype
+  TensorView out;           // the same shape, any float dtype; may be out_a or out_b (in place)
+  TensorView lse;           // optional (data null: not written): log(exp(lse_a) + exp(lse_b))
 };
 
 // Everything about a call except its pointers: what planning and compiling need.

@@ -88,7 +88,7 @@ PAGEDJIT_API pagedjit_status pagedjit_tensor_init(pagedjit_tensor* t, void* data
 
 /* ------------------------------------------------------------ a call */
 
-/* The tensors of one call (see SPEC.md). Zero-initialize, then fill. */
+/* The tensors of one call (docs/contract.md describes each). Zero-initialize, then fill. */
 typedef struct pagedjit_args {
   pagedjit_tensor query;        /* [num_seqs, num_heads, head_dim] or [num_seqs, q_len, num_heads, head_dim] */
   pagedjit_tensor key_cache;    /* 4-D, see `layout` */

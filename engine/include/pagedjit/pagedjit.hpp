@@ -1,7 +1,7 @@
-// Umbrella header: everything a host program needs.
+// Umbrella header: the API (engine, arguments, options, errors, the CPU
+// reference). The driver layer (pagedjit/driver.hpp) is included on its own.
 #pragma once
 #include "pagedjit/device.hpp"
-#include "pagedjit/driver.hpp"
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/paged_attention.hpp"

@@ -1,4 +1,4 @@
-// A CPU implementation of the SPEC semantics in float64: the oracle the tests
+// A CPU implementation of docs/contract.md's semantics in float64: the oracle the tests
 // and tools compare the kernels with. Useful for users' own tests too.
 #pragma once
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Validation and kernel parameters of Engine::merge_attention_states.
 #pragma once
-#include "pagedjit/engine.hpp"
+#include "pagedjit/paged_attention.hpp"
 #include "pj_params.cuh"
 
 namespace pagedjit::attention {

@@ -1,7 +1,7 @@
 // Plans of recent calls. A model calls attention once per layer with the
 // same shape, so all but the first layer of a decode step can skip the
-// profile lookup and the planning (about 1 us of host time a call, more than
-// the launch itself). Pure host code: testable without a GPU.
+// profile lookup and the planning (host time comparable to the launch
+// itself). Pure host code: testable without a GPU.
 #pragma once
 #include <array>
 #include <cstdint>

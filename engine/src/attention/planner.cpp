@@ -4,8 +4,6 @@
 
 #include <algorithm>
 
-#include "jit/nvrtc_compiler.hpp"
-#include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pj_params.cuh"
 
@@ -107,8 +105,8 @@ int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns) {
   return int(std::clamp<std::int64_t>((slots + columns - 1) / std::max(columns, 1), 1, 65535));
 }
 
-Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d, const tuning::Choice* tuned,
-               bool clusters, bool device_schedule) {
+Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d, const std::string& arch,
+               const tuning::Choice* tuned, bool clusters, bool device_schedule) {
   Plan plan;
   LaunchInfo& info = plan.info;
   const bool simt = s.dtype == DType::f32;
@@ -130,7 +128,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
     const TileConfig tc{t.tile_tokens, t.warps, t.stages};
     if (t.tile_tokens <= 0 ||
         smem_of(s, t.v_dims ? t.v_dims : jit::default_v_dims(s.head_dim), tc, simt) > d.max_smem_per_block)
-      return make_plan(s, o, d, nullptr, clusters, device_schedule);
+      return make_plan(s, o, d, arch, nullptr, clusters, device_schedule);
   }
   const KernelConfig forced = use_tuned ? tuned->config : o.kernel_config.value_or(KernelConfig{});
   const bool tuned_chunk =
@@ -233,7 +231,6 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
 
   if (use_tuned) info.profile = tuned->describe();
 
-  const std::string arch = jit::clamp_arch(d.arch());
   plan.decode.q_dtype = s.dtype;
   plan.decode.kv_dtype = kv_dtype_of(s);
   plan.decode.out_dtype = s.out_dtype;

@@ -2,6 +2,7 @@
 // how many partitions, what grid. Pure host code: no driver, testable anywhere.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "jit/kernel_spec.hpp"
 #include "pagedjit/device.hpp"
@@ -25,9 +26,9 @@ struct Plan {
 constexpr int kMinChunkTokens = pj::kMinPartitionTokens;
 // Partition length for batches of one to two waves of CTAs, whose lengths may
 // be ragged (the host never reads them): sequences up to this length are
-// untouched, longer ones are cut so the scheduler can balance. H100 sweep:
-// a ragged batch went from 0.82 to 0.87 of read bandwidth, uniform batches
-// lose about 2%. Also the batch-invariant partition length.
+// untouched, longer ones are cut so the scheduler can balance. A sweep found
+// ragged batches gain clearly and uniform ones lose little (docs/performance.md,
+// v0.4). Also the batch-invariant partition length.
 constexpr int kFixedChunkTokens = 1536;
 
 // Most partitions merged in a cluster: the portable cluster size.
@@ -50,6 +51,21 @@ int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns);
 // bound of the work items (from the shared-memory occupancy), which the
 // launch lowers to the compiled kernel's real occupancy.
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+               const std::string& arch, const tuning::Choice* tuned = nullptr, bool clusters = true,
+               bool device_schedule = true);
+// The same for the device's own target, jit::clamp_arch(device.arch())
+// (planner_arch.cpp: the planner itself never asks NVRTC).
+Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
                const tuning::Choice* tuned = nullptr, bool clusters = true, bool device_schedule = true);
 
 }  // namespace pagedjit::attention
+
+namespace pagedjit {
+
+// Plans a problem for a device without one being present. `cluster_merge`:
+// as EngineOptions::cluster_merge of the engine that would run it (the merge
+// mode is part of the kernel). `device_schedule`: as EngineOptions::device_schedule.
+LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
+                        bool cluster_merge = true, bool device_schedule = true);
+
+}  // namespace pagedjit

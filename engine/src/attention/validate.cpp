@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "attention/validate.hpp"
 #include "jit/kernel_spec.hpp"
-#include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pj_params.cuh"
 

@@ -26,6 +26,7 @@
 
 #include "jit/hash.hpp"
 #include "json_depth.hpp"
+#include "log.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/version.hpp"
 
@@ -363,12 +364,6 @@ std::uint64_t cache_max_bytes_from_env() {
 
 bool jit_disabled_by_env() {
   return is_off(std::getenv("PAGEDJIT_JIT"));
-}
-
-void log_warning(const std::string& message) {
-  const std::string line = "pagedjit: " + message + "\n";
-  std::fwrite(line.data(), 1, line.size(), stderr);
-  std::fflush(stderr);
 }
 
 const char* entry_status_name(EntryStatus status) {

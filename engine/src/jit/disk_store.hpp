@@ -90,10 +90,6 @@ bool jit_disabled_by_env();
 // Parses "1073741824", "512M", "1G", "1GiB"; nullopt when malformed.
 std::optional<std::uint64_t> parse_byte_size(const std::string& text);
 
-// Writes one line "pagedjit: <message>" to stderr (whole, even with other
-// threads writing).
-void log_warning(const std::string& message);
-
 enum class EntryStatus {
   ok,
   unreadable,    // open or read failed (other than a missing file)

@@ -131,10 +131,6 @@ std::vector<std::string> KernelSpec::compile_options() const {
   return {"--gpu-architecture=" + arch, "-std=c++17", "--device-as-default-execution-space", "-DNDEBUG"};
 }
 
-int KernelSpec::threads() const {
-  return kind == KernelKind::merge ? 128 : warps * 32;
-}
-
 std::string KernelSpec::key(const std::string& source_hash, const std::string& nvrtc_version) const {
   return fmt::format("pagedjit-cache-v{}|pagedjit={}|{}|arch={}|options={}|sources={}|nvrtc={}", kCacheFormatVersion,
                      kVersion, name_expression(), arch, fmt::join(compile_options(), " "), source_hash, nvrtc_version);

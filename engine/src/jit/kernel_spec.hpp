@@ -62,8 +62,6 @@ struct KernelSpec {
   std::string name_expression() const;
   // NVRTC options: a function of the spec alone.
   std::vector<std::string> compile_options() const;
-  // Threads per CTA the kernel is built for.
-  int threads() const;
   // Full cache key text: format version, pagedjit version, name expression,
   // arch, options, source hash and NVRTC version. Any change to any of them is a miss.
   std::string key(const std::string& source_hash, const std::string& nvrtc_version) const;

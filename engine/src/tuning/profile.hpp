@@ -1,4 +1,4 @@
-// Tuned profiles (issue 7): the data model of a profile file (configs/*.json,
+// Tuned profiles: the data model of a profile file (configs/*.json,
 // files in $PAGEDJIT_PROFILE_PATH), its strict parser and writer, bucket
 // matching and the device-limit check of a launch configuration.
 // configs/README.md documents the schema and the rules implemented here.

@@ -10,7 +10,7 @@
 #include <mutex>
 #include <set>
 
-#include "jit/disk_store.hpp"  // log_warning
+#include "log.hpp"
 #include "pagedjit/errors.hpp"
 #include "tuning/embedded_profiles.hpp"
 
@@ -149,7 +149,7 @@ void log_once(const std::string& key, const std::string& message) {
   static std::mutex mu;
   static std::set<std::string> seen;
   std::lock_guard<std::mutex> lock(mu);
-  if (seen.insert(key).second) jit::log_warning(message);
+  if (seen.insert(key).second) log_warning(message);
 }
 
 }  // namespace
@@ -278,7 +278,7 @@ const ProfileRegistry& ProfileRegistry::global() {
   static const ProfileRegistry r = [] {
     const char* path = std::getenv("PAGEDJIT_PROFILE_PATH");
     ProfileRegistry loaded = load(path ? path : "", true);
-    for (const std::string& w : loaded.warnings()) jit::log_warning(w);
+    for (const std::string& w : loaded.warnings()) log_warning(w);
     return loaded;
   }();
   return r;

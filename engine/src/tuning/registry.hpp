@@ -1,4 +1,4 @@
-// Where a launch configuration comes from at run time (issue 7). In order:
+// Where a launch configuration comes from at run time. In order:
 //   "user"   profiles in $PAGEDJIT_PROFILE_PATH (colon-separated files or
 //            directories of *.json), those for this exact GPU model (device
 //            name) first, then those for its SM architecture;
@@ -47,10 +47,10 @@ struct Choice {
   double time_ms = 0, frac_read = 0;  // what the tuning run measured for it
   // The call's batch and context lie inside the entry's ranges. Only then
   // does the entry's partition length apply: it was chosen for that many
-  // CTAs and tokens (H200: a batch-64 entry's 1536-token chunks ran a batch
-  // of 4, l8b_b4_c32k_q4, at 0.88x the heuristic). Another q_len or group
-  // of the same sizes keeps it (H100: l8b_b64_c4k_p64_q4 takes the q_len-1
-  // entry's one partition per sequence; the heuristic's split ran 0.91x).
+  // CTAs and tokens, and a much smaller batch cut that way runs slower than
+  // the heuristic's plan. Another q_len or group of the same sizes keeps it:
+  // there the entry's partitions still beat the heuristic's split
+  // (docs/performance.md, v0.9, has the measurements).
   bool in_bucket = false;
   // "exact configs/nvidia-h100-80gb-hbm3.json #3 (bf16/bf16 d128 p16 blocks_heads g4 q1 b49-96 ctx3073-6144)"
   std::string describe() const;
