@@ -1,1 +1,1 @@
-__version__ = "0.11.0"  # the project version (CMakeLists.txt); tests/test_cpu.py checks they agree
+__version__ = "0.12.0"  # the project version (CMakeLists.txt); tests/test_cpu.py checks they agree
