@@ -6,7 +6,10 @@ usage: merge_profile.py SHIPPED PARTIAL NOTE
 pagedjit-tune --only writes a profile holding only the problems it tuned.
 This puts each of its entries in place of the SHIPPED entry with the same
 bucket (or appends it), keeps the file's one-entry-per-line layout, and adds
-NOTE to its "about". Check the result with pagedjit-tune --check.
+NOTE to its "about". Entries are copied whole: a config's optional keys
+(chunk_tokens, v_dims, work_waves) come with it, and an entry replaced by one
+without work_waves loses its old value. Check the result with
+pagedjit-tune --check.
 """
 import json
 import sys

@@ -262,6 +262,12 @@ TEST_SUITE("cpu") {
          "#/entries/0/config/v_dims", "144"},
         {"v_dims not a multiple of 16", [](json& j) { j["entries"][3]["config"]["v_dims"] = 120; },
          "#/entries/3/config/v_dims", "120"},
+        {"work_waves 17", [](json& j) { j["entries"][0]["config"]["work_waves"] = 17; },
+         "#/entries/0/config/work_waves", "1..16 in [0, 16], got 17"},
+        {"negative work_waves", [](json& j) { j["entries"][0]["config"]["work_waves"] = -1; },
+         "#/entries/0/config/work_waves", "got -1"},
+        {"work_waves a string", [](json& j) { j["entries"][0]["config"]["work_waves"] = "2"; },
+         "#/entries/0/config/work_waves", "\"2\""},
         {"bad dtype", [](json& j) { j["entries"][0]["bucket"]["dtype"] = "bf17"; }, "#/entries/0/bucket/dtype",
          "\"bf17\""},
         {"fp8 query", [](json& j) { j["entries"][0]["bucket"]["dtype"] = "e4m3"; }, "#/entries/0/bucket/dtype", "e4m3"},
@@ -643,6 +649,147 @@ TEST_SUITE("cpu") {
     CHECK(attention::make_plan(q4, {}, h100, &*q, true, false).info.chunk_tokens == 1536);
   }
 
+  TEST_CASE("profiles: an entry's work_waves round-trips through the tuner's writer and applies to batches") {
+    const ProblemShape batch = shape(64, 32, 8, 8192), one = shape(1, 32, 8, 8192);
+    // What pagedjit-tune records for a batch it timed with 6 work items per CTA slot.
+    const KernelConfig tuned = pjtune::entry_config(batch, KernelConfig{64, 4, 2, 0, 0, 6}, h100);
+    CHECK(tuned.work_waves == 6);
+    Profile written = profile("configs/h100.json", h100.name, h100.arch(), false,
+                              {entry(4, {49, 96}, {6145, 12288}, tuned), entry(4, {1, 1}, {6145, 12288}, tuned)});
+    written.entries[1].config.work_waves = 0;
+    const std::string text = serialize_profile(written);
+    CHECK(count(text, "\"work_waves\":6") == 1);
+    CHECK(count(text, "work_waves") == 1);  // only where set: files without it read as before
+    const Profile read = parse_profile(text, "again.json");
+    REQUIRE(read.entries.size() == 2);
+    CHECK(read.entries[0].config.work_waves == 6);
+    CHECK(same_config(read.entries[0].config, tuned));
+    CHECK(read.entries[1].config.work_waves == 0);
+    CHECK(serialize_profile(read) == text);
+    CHECK(config_error(read.entries[0].config, batch, h100) == "");
+
+    const std::optional<Choice> c = lookup({read}, batch, h100);
+    REQUIRE(c);
+    const LaunchInfo info = attention::make_plan(batch, {}, h100, &*c).info;
+    CHECK(info.source == "profile");
+    CHECK(info.work_items > 0);
+    CHECK(info.work_waves == 6);
+    CHECK(info.tile_tokens == 64);
+    // Nearest, not inside: the waves still apply (the device schedule balances any batch).
+    const ProblemShape small = shape(16, 32, 8, 8192);
+    const std::optional<Choice> near = lookup({read}, small, h100);
+    REQUIRE(near);
+    CHECK(!near->in_bucket);
+    CHECK(attention::make_plan(small, {}, h100, &*near).info.work_waves == 6);
+    // Without the device schedule the knob has nothing to say.
+    CHECK(attention::make_plan(batch, {}, h100, &*c, true, false).info.work_items == 0);
+    // An entry without waves: the engine's default.
+    const std::optional<Choice> single = lookup({read}, one, h100);
+    REQUIRE(single);
+    CHECK(single->entry == 1);
+    CHECK(attention::make_plan(one, {}, h100, &*single).info.work_items == 0);
+
+    // Outside 0..16: the device check refuses it with a message, and so does the parser.
+    KernelConfig bad = tuned;
+    bad.work_waves = 17;
+    CHECK(config_error(bad, batch, h100) == "work_waves 17 outside 0..16");
+    bad.work_waves = -1;
+    CHECK(config_error(bad, batch, h100) == "work_waves -1 outside 0..16");
+    written.entries[0].config.work_waves = 17;
+    const std::string refused = parse_error(serialize_profile(written));
+    CAPTURE(refused);
+    CHECK(refused.find("bad.json#/entries/0/config/work_waves") != std::string::npos);
+    CHECK(refused.find("got 17") != std::string::npos);
+  }
+
+  TEST_CASE("profiles: a kernel_config that sets only work_waves keeps the profile's tile and sets the waves") {
+    const ProblemShape batch = shape(64, 32, 8, 8192);
+    const KernelConfig tile{64, 4, 2, 0, 0, 6};
+    const std::vector<Profile> ps = {
+        profile("configs/h100.json", h100.name, h100.arch(), false, {entry(4, {49, 96}, {6145, 12288}, tile)})};
+    const std::optional<Choice> c = lookup(ps, batch, h100);
+    REQUIRE(c);
+    PagedAttentionOptions o;
+    o.kernel_config = KernelConfig{};
+    o.kernel_config->work_waves = 3;
+    CHECK(profile_applies(o));
+    const LaunchInfo info = attention::make_plan(batch, o, h100, &*c).info;
+    CHECK(info.source == "profile");
+    CHECK(info.tile_tokens == 64);
+    CHECK(info.warps == 4);
+    CHECK(info.stages == 2);
+    CHECK(info.work_waves == 3);  // the options' waves over the entry's
+    // A kernel_config that sets a tile too bypasses the profile.
+    o.kernel_config = KernelConfig{32, 2, 3, 0, 0, 3};
+    CHECK(!profile_applies(o));
+    const LaunchInfo user = attention::make_plan(batch, o, h100, &*c).info;
+    CHECK(user.source != "profile");
+    CHECK(user.tile_tokens == 32);
+    CHECK(user.work_waves == 3);
+  }
+
+  TEST_CASE("pagedjit-tune: phase 2 searches work_waves for a batch on the device schedule, chunks for one sequence") {
+    const ProblemShape batch = shape(64, 32, 8, 8192), one = shape(1, 32, 8, 32768);
+    const KernelConfig tile{64, 4, 3, 0, 0};
+    REQUIRE(pjtune::device_scheduled(batch, std::nullopt, h100));
+    REQUIRE(pjtune::device_scheduled(batch, tile, h100));
+    CHECK(!pjtune::device_scheduled(one, tile, h100));
+    CHECK(pjtune::waves_candidates() == std::vector<int>{1, 2, 3, 4, 6, 8});
+
+    // The batch: each candidate but the default, which phase 1 already timed.
+    const std::vector<KernelConfig> waves = pjtune::phase2_configs(batch, tile, h100);
+    std::vector<int> got;
+    std::vector<std::string> plans;
+    for (const KernelConfig& c : waves) {
+      CAPTURE(describe_config(c));
+      CHECK(c.tile_tokens == 64);
+      CHECK(c.warps == 4);
+      CHECK(c.stages == 3);
+      CHECK(c.chunk_tokens == 0);
+      got.push_back(c.work_waves);
+      const std::string plan = pjtune::plan_text(batch, c, h100);
+      CHECK(plan == fmt::format("device-schedule waves={}", c.work_waves));
+      plans.push_back(describe_config(c) + "|" + plan);
+      PagedAttentionOptions o;  // as the tuner times it
+      o.kernel_config = c;
+      CHECK(attention::make_plan(batch, o, h100).info.work_waves == c.work_waves);
+    }
+    CHECK(got == std::vector<int>{1, 3, 4, 6, 8});
+    CHECK(attention::kDefaultWorkWaves == 2);
+    CHECK(pjtune::plan_text(batch, tile, h100) == "device-schedule waves=2");
+    // Distinct result keys: each configuration's own line in the results file.
+    plans.push_back(describe_config(tile) + "|" + pjtune::plan_text(batch, tile, h100));
+    std::sort(plans.begin(), plans.end());
+    CHECK(std::unique(plans.begin(), plans.end()) == plans.end());
+    CHECK(describe_config(waves[0]) == "tile=64 warps=4 stages=3 chunk=0 dv=0 waves=1");
+    CHECK(describe_config(tile) == "tile=64 warps=4 stages=3 chunk=0 dv=0");  // keys stored before waves unchanged
+
+    // One sequence: partition lengths, as before.
+    const std::vector<KernelConfig> chunks = pjtune::phase2_configs(one, tile, h100);
+    const std::vector<int> lengths = pjtune::chunk_candidates(one);
+    REQUIRE(chunks.size() == lengths.size());
+    REQUIRE(!chunks.empty());
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      CHECK(chunks[i].chunk_tokens == lengths[i]);
+      CHECK(chunks[i].work_waves == 0);
+      CHECK(chunks[i].tile_tokens == 64);
+    }
+
+    // The entry states the waves its plan used; one sequence records none.
+    CHECK(pjtune::entry_config(batch, tile, h100).work_waves == 2);
+    CHECK(pjtune::entry_config(batch, KernelConfig{64, 4, 3, 0, 0, 8}, h100).work_waves == 8);
+    CHECK(pjtune::entry_config(one, tile, h100).work_waves == 0);
+    CHECK(pjtune::entry_config(one, KernelConfig{64, 4, 3, 1024, 0, 8}, h100).work_waves == 0);
+    // A fixed partition length takes the host schedule, so its entry has no waves either.
+    CHECK(pjtune::entry_config(batch, KernelConfig{64, 4, 3, 1024, 0}, h100).work_waves == 0);
+
+    // A problem that forces the waves is not a tuning problem.
+    pjbench::BenchCase forced;
+    CHECK(pjtune::tuning_problem_error(forced) == "");
+    forced.config.work_waves = 3;
+    CHECK(pjtune::tuning_problem_error(forced).find("waves") != std::string::npos);
+  }
+
   TEST_CASE("profiles: PAGEDJIT_PROFILE_PATH files and directories; a malformed user file is skipped with a message") {
     TempDir dir;
     fs::create_directories(dir.path / "more");
@@ -806,7 +953,8 @@ TEST_SUITE("cpu") {
     json changed = whole["entries"][2], added = whole["entries"][0];
     changed["time_ms"] = 0.1234;
     changed["config"]["stages"] = 3;
-    added["bucket"]["page_size"] = 128;  // a bucket the profile does not have
+    changed["config"]["work_waves"] = 4;  // the device schedule's knob travels with its entry
+    added["bucket"]["page_size"] = 128;   // a bucket the profile does not have
     write_file(dir / "partial.json", json{{"entries", json::array({changed, added})}}.dump());
 
     const pjtest::RunResult r =
@@ -823,7 +971,7 @@ TEST_SUITE("cpu") {
       CHECK(same_config(
           after.entries[i].config,
           i == 2 ? KernelConfig{changed["config"]["tile_tokens"].get<int>(), changed["config"]["warps"].get<int>(), 3,
-                                changed["config"]["chunk_tokens"].get<int>(), changed["config"]["v_dims"].get<int>()}
+                                changed["config"]["chunk_tokens"].get<int>(), changed["config"]["v_dims"].get<int>(), 4}
                  : before.entries[i].config));
       CHECK(after.entries[i].time_ms == (i == 2 ? 0.1234 : before.entries[i].time_ms));
     }
@@ -878,6 +1026,9 @@ TEST_SUITE("cpu") {
     CHECK(r.out.find("64/4/3") != std::string::npos);
     CHECK(r.out.find("128/2/2 dv128") != std::string::npos);                       // half the output dims for d256
     CHECK(r.out.find("512 1024 1536 2048 4096 8192 16384") != std::string::npos);  // 128k context
+    // The batches take the device schedule: their phase 2 varies its waves.
+    CHECK(count(r.out, "3 fastest x 5 work_waves (device schedule): 1 3 4 6 8") == 2);
+    CHECK(count(r.out, "partition lengths") == 1);
     CHECK(r.out.find("total: 3 problems in 3 buckets") != std::string::npos);
     const RunResult h200r = run_tool("--dry-run --gpu h200 --only mha_b32_c2k");
     CHECK(h200r.status == 0);

@@ -182,6 +182,8 @@ Json launch_info_json(const pagedjit::LaunchInfo& i) {
               {"profile", i.profile},
               {"num_splits", i.num_splits},
               {"chunk_tokens", i.chunk_tokens},
+              {"work_items", i.work_items},
+              {"work_waves", i.work_waves},
               {"tile_tokens", i.tile_tokens},
               {"warps", i.warps},
               {"stages", i.stages},

@@ -273,13 +273,17 @@ int from_json(const Options& o) {
 }
 
 // Where a case's launch configuration came from: the plan's source, and with
-// "profile" its level and file (LaunchInfo::source / profile).
+// "profile" its level and file (LaunchInfo::source / profile); then, where
+// the device schedule ran, its work items and waves (a profile's work_waves
+// is what --compare-heuristic weighs against the default).
 std::string plan_text(const Json& row) {
   if (!row.contains("launch") || !row["launch"].is_object()) return "?";
   const Json& l = row["launch"];
   std::string s = l.contains("source") && l["source"].is_string() ? l["source"].get<std::string>() : "?";
   if (l.contains("profile") && l["profile"].is_string() && !l["profile"].get<std::string>().empty())
     s += " " + l["profile"].get<std::string>();
+  if (l.contains("work_items") && l["work_items"].is_number_integer() && l["work_items"].get<int>() > 0)
+    s += fmt::format("; device-schedule items={} waves={}", l["work_items"].get<int>(), l.value("work_waves", 0));
   return s;
 }
 

@@ -67,8 +67,11 @@ For each problem (a bench case; default configs/tune-problems.json):
            8 tokens per warp: warp pairs that split the output dims) with
            the heuristic's partitions; shapes that cannot run on the device
            (shared memory, threads, the planner's limits) are pruned untimed
-  phase 2  the 3 fastest tile shapes x fixed partition lengths 512..16384
-           and one partition per sequence
+  phase 2  the 3 fastest tile shapes x, where the engine's device schedule
+           plans the batch (two or more sequences), work items per CTA slot
+           (work_waves 1/2/3/4/6/8; the one phase 1 timed is not repeated),
+           else fixed partition lengths 512..16384 and one partition per
+           sequence
   phase 3  the 3 fastest configurations and the heuristic's own choice timed
            again (twice the timings) and checked against the CPU reference
 The profile entry of a problem's bucket is the fastest checked configuration
@@ -213,7 +216,11 @@ struct Problem {
   ProblemShape shape;
   tuning::Bucket bucket;
   std::vector<Candidate> tiles;  // phase 1, pruned ones included
-  std::vector<int> chunks;       // phase 2 partition lengths
+  std::vector<int> chunks;       // phase 2 partition lengths (host schedule)
+  // Phase 2 work_waves where the heuristic's plan takes the device schedule
+  // (empty otherwise); each tile's own plan decides (phase2_configs).
+  std::vector<int> waves;
+  std::size_t phase2_per_tile() const { return waves.empty() ? chunks.size() : waves.size(); }
 };
 
 bool readable(const std::string& path) {
@@ -256,6 +263,11 @@ std::vector<Problem> load_problems(const Options& o, const DeviceInfo& device) {
       }
     p.tiles = tile_candidates(p.shape, device);
     p.chunks = chunk_candidates(p.shape);
+    if (device_scheduled(p.shape, std::nullopt, device)) {
+      const int own = pagedjit::plan_problem(p.shape, {}, device).work_waves;
+      for (int w : waves_candidates())
+        if (w != own) p.waves.push_back(w);
+    }
     out.push_back(std::move(p));
   }
   if (out.empty()) {
@@ -268,13 +280,14 @@ std::vector<Problem> load_problems(const Options& o, const DeviceInfo& device) {
 std::size_t timings_planned(const Problem& p) {
   std::size_t n = 1;  // the heuristic
   for (const Candidate& c : p.tiles) n += c.pruned.empty();
-  return n + std::size_t(kFinalists) * p.chunks.size() + kFinalists + 1;
+  return n + std::size_t(kFinalists) * p.phase2_per_tile() + kFinalists + 1;
 }
 
 std::string short_config(const KernelConfig& c) {
   std::string s = fmt::format("{}/{}/{}", c.tile_tokens, c.warps, c.stages);
   if (c.chunk_tokens) s += fmt::format(" chunk {}", c.chunk_tokens);
   if (c.v_dims) s += fmt::format(" dv{}", c.v_dims);
+  if (c.work_waves) s += fmt::format(" waves {}", c.work_waves);
   return s;
 }
 
@@ -315,10 +328,16 @@ int run_dry(const Options& o) {
     }
     for (const Candidate& c : p.tiles)
       if (!c.pruned.empty()) fmt::print("    PRUNED {}: {}\n", tuning::describe_config(c.config), c.pruned);
-    std::string chunks;
-    for (int ch : p.chunks) chunks += fmt::format(" {}", ch);
-    fmt::print("  phase 2    {} fastest x {} partition lengths:{}\n", kFinalists, p.chunks.size(),
-               chunks.empty() ? " (none: the context is short)" : chunks);
+    if (!p.waves.empty()) {
+      std::string waves;
+      for (int w : p.waves) waves += fmt::format(" {}", w);
+      fmt::print("  phase 2    {} fastest x {} work_waves (device schedule):{}\n", kFinalists, p.waves.size(), waves);
+    } else {
+      std::string chunks;
+      for (int ch : p.chunks) chunks += fmt::format(" {}", ch);
+      fmt::print("  phase 2    {} fastest x {} partition lengths:{}\n", kFinalists, p.chunks.size(),
+                 chunks.empty() ? " (none: the context is short)" : chunks);
+    }
     fmt::print("  phase 3    {} finalists + the heuristic, re-timed and checked\n", kFinalists);
     candidates += p.tiles.size();
     pruned += n_pruned;
@@ -411,11 +430,13 @@ double tolerance(pagedjit::DType dtype) {
 }
 
 Json config_json(const KernelConfig& c) {
-  return Json{{"tile_tokens", c.tile_tokens},
-              {"warps", c.warps},
-              {"stages", c.stages},
-              {"chunk_tokens", c.chunk_tokens},
-              {"v_dims", c.v_dims}};
+  Json j{{"tile_tokens", c.tile_tokens},
+         {"warps", c.warps},
+         {"stages", c.stages},
+         {"chunk_tokens", c.chunk_tokens},
+         {"v_dims", c.v_dims}};
+  j["work_waves"] = c.work_waves;
+  return j;
 }
 
 class Tuner {
@@ -520,11 +541,7 @@ class Tuner {
       if (c.pruned.empty()) add(c.config);
     if (!tiles_only)
       for (const KernelConfig& t : top_tiles(p))
-        for (int ch : p.chunks) {
-          KernelConfig c = t;
-          c.chunk_tokens = ch;
-          add(c);
-        }
+        for (const KernelConfig& c : phase2_configs(p.shape, t, dev_)) add(c);
     std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     return out;
   }
@@ -574,6 +591,7 @@ class Tuner {
       pk.time_ms = best;
       pk.chosen = "tuned";
     }
+    pk.config = entry_config(p.shape, pk.config, dev_);
     return pk;
   }
 
@@ -584,14 +602,13 @@ class Tuner {
     measure(p, "search", std::nullopt, o_.reps, false);
     for (const Candidate& c : p.tiles)
       if (c.pruned.empty()) measure(p, "search", c.config, o_.reps, false);
-    const std::vector<KernelConfig> tops = top_tiles(p);
-    for (const KernelConfig& t : tops)
-      for (int ch : p.chunks) {
-        KernelConfig c = t;
-        c.chunk_tokens = ch;
-        measure(p, "search", c, o_.reps, false);
-      }
-    progress_->shrink(std::size_t(kFinalists - int(tops.size())) * p.chunks.size());
+    std::vector<KernelConfig> phase2;
+    for (const KernelConfig& t : top_tiles(p))
+      for (const KernelConfig& c : phase2_configs(p.shape, t, dev_)) phase2.push_back(c);
+    // The count planned before phase 1 assumed kFinalists tiles that all plan like the heuristic.
+    progress_->shrink(std::size_t(kFinalists) * p.phase2_per_tile());
+    progress_->grow(phase2.size());
+    for (const KernelConfig& c : phase2) measure(p, "search", c, o_.reps, false);
     measure(p, "confirm", std::nullopt, 2 * o_.reps, true);
     const std::vector<KernelConfig> fin = finalists(p);
     for (const KernelConfig& c : fin) measure(p, "confirm", c, 2 * o_.reps, true);
@@ -658,6 +675,9 @@ class Tuner {
                               {"num_splits", info.num_splits},
                               {"v_dims", info.v_dims},
                               {"source", info.source}};
+        // The plan's work items: an upper bound, which the launch lowers to the kernel's occupancy.
+        line["launch"]["work_items"] = info.work_items;
+        line["launch"]["work_waves"] = info.work_waves;
         CUstream stream = nullptr;
         const auto call = [&](int) { engine_.paged_attention(args_, opts, stream); };
         const auto between = [&](int i) {

@@ -40,6 +40,18 @@ int q_len_of(const C&, ...) {
   return 1;
 }
 
+// The plan of `config` (none: the heuristic's) for `s`, or nullopt when it cannot be planned.
+std::optional<pagedjit::LaunchInfo> plan_of(const ProblemShape& s, const std::optional<KernelConfig>& config,
+                                            const pagedjit::DeviceInfo& device) {
+  try {
+    pagedjit::PagedAttentionOptions o;
+    if (config) o.kernel_config = *config;
+    return pagedjit::plan_problem(s, o, device);
+  } catch (const pagedjit::Error&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace
 
 Range ladder_range(std::int64_t x) {
@@ -91,8 +103,8 @@ pagedjit::tuning::Bucket bucket_of(const ProblemShape& s) {
 
 std::string tuning_problem_error(const pjbench::BenchCase& c) {
   const KernelConfig& k = c.config;
-  if (k.tile_tokens || k.warps || k.stages || k.chunk_tokens || k.v_dims)
-    return "tile, warps, stages, chunk and dv are what the tuner chooses: leave them out";
+  if (k.tile_tokens || k.warps || k.stages || k.chunk_tokens || k.v_dims || k.work_waves)
+    return "tile, warps, stages, chunk, dv and waves are what the tuner chooses: leave them out";
   if (c.splits) return "splits is what the tuner chooses: leave it out";
   return "";
 }
@@ -136,15 +148,10 @@ std::vector<Candidate> tile_candidates(const ProblemShape& s, const pagedjit::De
 
 std::string plan_text(const ProblemShape& s, const std::optional<pagedjit::KernelConfig>& config,
                       const pagedjit::DeviceInfo& device) {
-  try {
-    pagedjit::PagedAttentionOptions o;
-    if (config) o.kernel_config = *config;
-    const pagedjit::LaunchInfo info = pagedjit::plan_problem(s, o, device);
-    if (info.work_items > 0) return fmt::format("device-schedule waves={}", info.work_waves);
-    return fmt::format("splits={} chunk={} cluster={}", info.num_splits, info.chunk_tokens, info.cluster);
-  } catch (const pagedjit::Error&) {
-    return "unplannable";
-  }
+  const std::optional<pagedjit::LaunchInfo> info = plan_of(s, config, device);
+  if (!info) return "unplannable";
+  if (info->work_items > 0) return fmt::format("device-schedule waves={}", info->work_waves);
+  return fmt::format("splits={} chunk={} cluster={}", info->num_splits, info->chunk_tokens, info->cluster);
 }
 
 std::vector<int> chunk_candidates(const ProblemShape& s) {
@@ -156,6 +163,45 @@ std::vector<int> chunk_candidates(const ProblemShape& s) {
   const std::int64_t whole = (std::int64_t(s.max_context_len) + 255) / 256 * 256;
   if (whole <= (std::int64_t(1) << 30)) out.push_back(int(whole));
   return out;
+}
+
+std::vector<int> waves_candidates() {
+  return {1, 2, 3, 4, 6, 8};
+}
+
+bool device_scheduled(const ProblemShape& s, const std::optional<KernelConfig>& config,
+                      const pagedjit::DeviceInfo& device) {
+  const std::optional<pagedjit::LaunchInfo> info = plan_of(s, config, device);
+  return info && info->work_items > 0;
+}
+
+std::vector<KernelConfig> phase2_configs(const ProblemShape& s, const KernelConfig& tile,
+                                         const pagedjit::DeviceInfo& device) {
+  std::vector<KernelConfig> out;
+  const std::optional<pagedjit::LaunchInfo> own = plan_of(s, tile, device);
+  if (own && own->work_items > 0) {
+    for (int waves : waves_candidates())
+      if (waves != own->work_waves) {
+        KernelConfig c = tile;
+        c.chunk_tokens = 0;
+        c.work_waves = waves;
+        out.push_back(c);
+      }
+    return out;
+  }
+  for (int chunk : chunk_candidates(s)) {
+    KernelConfig c = tile;
+    c.chunk_tokens = chunk;
+    c.work_waves = 0;
+    out.push_back(c);
+  }
+  return out;
+}
+
+KernelConfig entry_config(const ProblemShape& s, KernelConfig config, const pagedjit::DeviceInfo& device) {
+  const std::optional<pagedjit::LaunchInfo> info = plan_of(s, config, device);
+  config.work_waves = info && info->work_items > 0 ? info->work_waves : 0;
+  return config;
 }
 
 std::string slug(const std::string& name) {

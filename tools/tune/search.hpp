@@ -1,9 +1,10 @@
 // pagedjit-tune's search space (CPU only: the dry run and the tests use it
 // without a GPU). A tuning problem is a bench case (tools/common/cases.hpp);
 // its bucket is the exact fields of its shape plus ladder ranges of batch and
-// context around it; its candidates are tile shapes (phase 1), then partition
-// lengths for the fastest few (phase 2), then the finalists re-timed and
-// checked (phase 3).
+// context around it; its candidates are tile shapes (phase 1), then for the
+// fastest few the device schedule's work items per CTA slot (batches it
+// plans) or partition lengths (the rest) (phase 2), then the finalists
+// re-timed and checked (phase 3).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -29,7 +30,7 @@ pagedjit::ProblemShape shape_of(const pjbench::BenchCase& c);
 pagedjit::tuning::Bucket bucket_of(const pagedjit::ProblemShape& s);
 
 // Why the case cannot be a tuning problem ("" when it can): forced tile,
-// warps, stages, chunk, dv or splits belong to the tuner.
+// warps, stages, chunk, dv, waves or splits belong to the tuner.
 std::string tuning_problem_error(const pjbench::BenchCase& c);
 
 struct Candidate {
@@ -47,10 +48,31 @@ std::vector<Candidate> tile_candidates(const pagedjit::ProblemShape& s, const pa
 // 4096, 8192, 16384 tokens, those shorter than max_context_len and giving at
 // most 512 partitions.
 std::vector<int> chunk_candidates(const pagedjit::ProblemShape& s);
+// Phase 2 where the device schedule plans the batch: work items per CTA slot
+// (KernelConfig::work_waves) to try with a tile: 1, 2, 3, 4, 6, 8.
+std::vector<int> waves_candidates();
+// Whether `config` (none: the heuristic's own) plans `s` on `device` with the
+// device schedule (LaunchInfo::work_items > 0). False when it cannot be planned.
+bool device_scheduled(const pagedjit::ProblemShape& s, const std::optional<pagedjit::KernelConfig>& config,
+                      const pagedjit::DeviceInfo& device);
+// Phase 2 of one of the fastest tiles (chunk_tokens and work_waves 0): where
+// its plan takes the device schedule, the tile with each of
+// waves_candidates() but the one its own plan uses (phase 1 timed that plan);
+// else with each of chunk_candidates(s): a fixed partition length makes a
+// host schedule, and the device schedule ignores partition lengths.
+std::vector<pagedjit::KernelConfig> phase2_configs(const pagedjit::ProblemShape& s, const pagedjit::KernelConfig& tile,
+                                                   const pagedjit::DeviceInfo& device);
+// What a profile entry records for a configuration timed on `s`: where its
+// plan takes the device schedule, the work_waves that plan used (stated, so
+// that a change of the engine's default leaves the entry as timed); else
+// work_waves 0 (the knob does not apply).
+pagedjit::KernelConfig entry_config(const pagedjit::ProblemShape& s, pagedjit::KernelConfig config,
+                                    const pagedjit::DeviceInfo& device);
 constexpr int kFinalists = 3;  // tile configs kept for phase 2, and configs re-timed in phase 3
 
 // The partitions a configuration (none: the heuristic's own) gets for `s` on
-// `device`: "splits=N chunk=C cluster=K", or "unplannable". Part of a stored
+// `device`: "splits=N chunk=C cluster=K", "device-schedule waves=W", or
+// "unplannable". Part of a stored
 // timing's key: chunk 0 means "the heuristic's split", which changes with the
 // heuristic, and a timing of another plan must not be reused.
 std::string plan_text(const pagedjit::ProblemShape& s, const std::optional<pagedjit::KernelConfig>& config,

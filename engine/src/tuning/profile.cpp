@@ -306,13 +306,17 @@ std::string Bucket::describe() const {
 }
 
 std::string describe_config(const KernelConfig& c) {
-  return fmt::format("tile={} warps={} stages={} chunk={} dv={}", c.tile_tokens, c.warps, c.stages, c.chunk_tokens,
-                     c.v_dims);
+  // work_waves only when set: the tuner's stored result keys of configurations
+  // without it stay what they were.
+  std::string s = fmt::format("tile={} warps={} stages={} chunk={} dv={}", c.tile_tokens, c.warps, c.stages,
+                              c.chunk_tokens, c.v_dims);
+  if (c.work_waves) s += fmt::format(" waves={}", c.work_waves);
+  return s;
 }
 
 bool same_config(const KernelConfig& a, const KernelConfig& b) {
   return a.tile_tokens == b.tile_tokens && a.warps == b.warps && a.stages == b.stages &&
-         a.chunk_tokens == b.chunk_tokens && a.v_dims == b.v_dims;
+         a.chunk_tokens == b.chunk_tokens && a.v_dims == b.v_dims && a.work_waves == b.work_waves;
 }
 
 int config_smem_bytes(const KernelConfig& c, const ProblemShape& s) {
@@ -474,6 +478,8 @@ std::string serialize_profile(const Profile& p) {
                          {"stages", e.config.stages},
                          {"chunk_tokens", e.config.chunk_tokens},
                          {"v_dims", e.config.v_dims}};
+    // Only when set, so that profiles without the device schedule's knob read as before.
+    if (e.config.work_waves) je["config"]["work_waves"] = e.config.work_waves;
     je["time_ms"] = e.time_ms;
     je["frac_read"] = e.frac_read;
     if (e.heuristic_ms > 0) je["heuristic_ms"] = e.heuristic_ms;

@@ -55,7 +55,8 @@ struct Bucket {
 
 struct Entry {
   Bucket bucket;
-  KernelConfig config;      // complete: tile_tokens, warps, stages > 0; chunk_tokens, v_dims 0 = engine chooses
+  KernelConfig config;      // complete: tile_tokens, warps, stages > 0; chunk_tokens, v_dims, work_waves 0 = engine
+                            // chooses
   double time_ms = 0;       // the chosen configuration's median on the bucket's problem
   double frac_read = 0;     // that time as a fraction of the tuning run's read bandwidth
   double heuristic_ms = 0;  // optional (0: not recorded): the built-in heuristic's median
@@ -115,14 +116,14 @@ int nearest_entry(const Profile& p, const ProblemShape& shape);
 // tile_tokens / 16, a dim split: tensor cores, 16-dim multiples a warp),
 // warps 1..8 (threads <= 1024), stages
 // 2..8, chunk_tokens 0 or a multiple of tile_tokens up to 2^30, v_dims 0 or a
-// multiple of 16 up to min(256, head_dim), and the kernel's shared memory
+// multiple of 16 up to min(256, head_dim), work_waves 0..16, and the kernel's shared memory
 // (pj::decode_smem with the KV dtype's element size) within the device's
 // max_smem_per_block. Registers need no check: the kernel's
 // __launch_bounds__(32 * warps) makes one CTA always fit.
 std::string config_error(const KernelConfig& c, const ProblemShape& shape, const DeviceInfo& device);
 // Shared memory of `c` on `shape` (bytes), as the planner computes it.
 int config_smem_bytes(const KernelConfig& c, const ProblemShape& shape);
-// "tile=64 warps=4 stages=3 chunk=0 dv=0"
+// "tile=64 warps=4 stages=3 chunk=0 dv=0", and " waves=3" when work_waves is set
 std::string describe_config(const KernelConfig& c);
 bool same_config(const KernelConfig& a, const KernelConfig& b);
 
