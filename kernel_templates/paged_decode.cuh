@@ -104,6 +104,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   constexpr bool CLUSTER = MERGE == Merge::cluster;
   constexpr bool DEVICE_SCHEDULE = SCHEDULE == Schedule::device;
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
+  static_assert(HEAD_DIM <= kMaxHeadDim, "head dims up to kMaxHeadDim");
   static_assert(tile_shape_ok(TILE, WARPS), "each warp takes whole 16-token slices");
   static_assert(dim_split_ok(TILE, WARPS, DV, MMA), "a dim split needs MMA and whole 16-dim steps per warp");
   static_assert(STAGES >= 2, "the pipeline needs two stages");
@@ -190,7 +191,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // H200, 64-token tiles: 0.1695 ms against 0.1588 tuned with cp.async, other
   // runs: the registers cost CTAs) nor for a warp accumulating more than
   // 128 dims (they spill there; 256-dim heads stage with a dim split).
-  constexpr bool RS = RegisterStaged<KV, HEAD_DIM, DV, TILE, WARPS, MMA>::value;
+  constexpr bool RS = register_staged(MMA, FP8, HEAD_DIM, DV, KV::bytes, TILE, WARPS);
   constexpr int kFirst = STAGES + (RS ? 1 : 0);  // tiles whose page ids the prologue looks up
   constexpr int RING = STAGES + 1 + (RS ? 1 : 0);
   Loader loader;

@@ -16,8 +16,8 @@ struct TileConfig {
 
 // Preferred first: big tiles and deep pipelines keep the most bytes in flight.
 constexpr TileConfig kTileConfigs[] = {{64, 4, 3}, {64, 4, 2}, {32, 2, 3}, {32, 2, 2}, {16, 1, 3}, {16, 1, 2}};
-// Shapes whose tiles go through registers (RegisterStaged in the kernel
-// templates): 32-token tiles of two warps won on the H100 (0.956 of read on
+// Shapes whose tiles go through registers (pj::register_staged in the
+// kernel templates): 32-token tiles of two warps won on the H100 (0.956 of read on
 // l8b, 0.963 on mha, against 0.925 / 0.920 for the best cp.async tiles).
 constexpr TileConfig kRegisterTileConfigs[] = {{32, 2, 2}, {64, 4, 2}, {32, 2, 3}, {16, 1, 2}};
 // Above 128 dims a warp's tile rows and accumulator fit registers only with a
@@ -45,12 +45,11 @@ int smem_of(const ProblemShape& s, int dv, const TileConfig& c, bool simt) {
       .total;
 }
 
-// Mirrors pj::RegisterStaged: fp16/bf16 caches whose warps accumulate at
-// most 128 dims and whose tile splits into whole 16-byte columns per thread.
+// Whether the kernel of this tile stages it through registers (the kernel's
+// own rule).
 bool register_staged(const ProblemShape& s, int dv, const TileConfig& c, bool simt) {
-  const int chunks = s.head_dim * int(dtype_size(s.dtype)) / 16, threads = c.warps * 32;
-  return !simt && !is_fp8(s.kv_dtype) && dv / pj::dim_split(c.tile, c.warps) <= 128 && dv == s.head_dim &&
-         threads % chunks == 0 && (c.tile * chunks) % threads == 0;
+  return pj::register_staged(!simt, is_fp8(s.kv_dtype), s.head_dim, dv, int(dtype_size(kv_dtype_of(s))), c.tile,
+                             c.warps);
 }
 
 // Rough per-thread register use, for the occupancy estimate only.
