@@ -183,14 +183,14 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
 
   typedef TileLoader<KV, HEAD_DIM, DV, TILE, NT> Loader;
-  // REGISTER_STAGED: tiles after the first STAGES - 1 go global -> registers -> shared:
-  // loaded an iteration ahead, stored once the stage is free. Their page ids
-  // are then needed one iteration earlier: one more ring slot. H100, 32-token
-  // tiles of 2 warps: l8b 0.925 -> 0.956 of read, mha 0.920 -> 0.963 (L2 sees
-  // one request per sector instead of ~1.5). Not for fp8 (0.877 -> 0.863;
-  // H200, 64-token tiles: 0.1695 ms against 0.1588 tuned with cp.async, other
-  // runs: the registers cost CTAs) nor for a warp accumulating more than
-  // 128 dims (they spill there; 256-dim heads stage with a dim split).
+  // REGISTER_STAGED (pj::register_staged): tiles after the first STAGES - 1
+  // go global -> registers -> shared: loaded an iteration ahead, stored once
+  // the stage is free. Their page ids are then needed one iteration earlier:
+  // one more ring slot. L2 sees one request per sector instead of ~1.5, which
+  // buys read bandwidth (docs/performance.md, v0.8). Not for fp8 (the
+  // registers cost CTAs an SM: slower than cp.async) nor for a warp
+  // accumulating more than 128 dims (they spill there; 256-dim heads stage
+  // with a dim split).
   constexpr bool REGISTER_STAGED = register_staged(MMA, FP8, HEAD_DIM, DV, KV::bytes, TILE, WARPS);
   constexpr int kFirst = STAGES + (REGISTER_STAGED ? 1 : 0);  // tiles whose page ids the prologue looks up
   constexpr int ID_SLOTS = STAGES + 1 + (REGISTER_STAGED ? 1 : 0);
@@ -211,8 +211,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // the query rows are all in flight together (the query by cp.async, in the
   // first copy group), so a CTA waits for two dependent memory trips (table,
   // then pages) rather than four. (Issuing the lookups together with the
-  // length, guessing where the partition starts, measured 0.18 us slower on
-  // the tiny call, H100.)
+  // length, guessing where the partition starts, measured slower on the tiny
+  // call: docs/performance.md, v0.9.)
   Loader first[kFirst];
 #pragma unroll
   for (int t = 0; t < kFirst; ++t)

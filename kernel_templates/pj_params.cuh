@@ -12,8 +12,9 @@ typedef long long i64;  // (pj_types.cuh has it too; the host includes only this
 constexpr int kMaxHeadDim = 512;
 
 // Arguments of the decode kernel. Strides are in elements. The three cache
-// layouts of the SPEC reduce to (page, head, slot) strides, so the kernel
-// never needs to know which layout the caller uses.
+// layouts a caller may pass (CacheLayout: which axis holds blocks, heads and
+// slots) reduce to (page, head, slot) strides, so the kernel never needs to
+// know which layout the caller uses.
 struct DecodeParams {
   const void* q;  // [seq][query token][head][dim]
   i64 q_stride_seq, q_stride_tok, q_stride_head;

@@ -16,20 +16,18 @@ struct TileConfig {
 
 // Preferred first: big tiles and deep pipelines keep the most bytes in flight.
 constexpr TileConfig kTileConfigs[] = {{64, 4, 3}, {64, 4, 2}, {32, 2, 3}, {32, 2, 2}, {16, 1, 3}, {16, 1, 2}};
-// Shapes whose tiles go through registers (pj::register_staged in the
-// kernel templates): 32-token tiles of two warps won on the H100 (0.956 of read on
-// l8b, 0.963 on mha, against 0.925 / 0.920 for the best cp.async tiles).
+// Shapes whose tiles go through registers (pj::register_staged): 32-token
+// tiles of two warps read fastest (docs/performance.md, v0.8).
 constexpr TileConfig kRegisterTileConfigs[] = {{32, 2, 2}, {64, 4, 2}, {32, 2, 3}, {16, 1, 2}};
 // Above 128 dims a warp's tile rows and accumulator fit registers only with a
-// dim split (pj::dim_split): 32-token tiles of 4 warps ran d256_b32_c4k in
-// 0.3682 ms against 0.3726 for the best cp.async tile (32/2/2), 64/8/2 0.3697,
-// 16/2/2 0.4076 (H100, one partition).
+// dim split (pj::dim_split): 32-token tiles of 4 warps beat the best cp.async
+// tile and the other split tiles (docs/performance.md, v0.11).
 constexpr TileConfig kWideRegisterTileConfigs[] = {{32, 4, 2}, {64, 8, 2}, {16, 2, 2}};
 // fp8 caches: small tiles (more CTAs an SM; fp8 runs about twice the
 // instructions per byte and is latency-bound at 8 warps an SM), with one
 // stage more than the fp16/bf16 tiles. The tuner chose 32-token tiles of 1-2
-// warps for most fp8 problems; the former first choice, 64 tokens / 4 warps /
-// 5 stages, ran l8b_b64_c4k 0.2329 ms against 0.1998 for 32/2/3 (H100).
+// warps for most fp8 problems, well ahead of the former first choice, 64
+// tokens / 4 warps / 5 stages (docs/performance.md, v0.7 and v0.9).
 constexpr TileConfig kFp8TileConfigs[] = {{32, 2, 3}, {32, 2, 2}, {64, 4, 3}, {64, 4, 2}, {16, 1, 3}, {16, 1, 2}};
 
 // The cache's dtype: a non-fp8 one always equals the query's (validated), so
@@ -221,9 +219,9 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
       const std::int64_t splits = slots / units;
       info.num_splits = int(std::clamp<std::int64_t>(splits, 1, std::min<std::int64_t>(max_useful, 65535)));
     } else if (units < 2 * slots && s.max_context_len >= 2 * kFixedChunkTokens) {
-      // (Also where an even cut would be one partition: between half and 0.8
-      // of a wave. The ragged fp8 case, 512 CTAs on 660 slots, ran 0.2907 ms
-      // unsplit against 0.1781 with 1536-token partitions, H100.)
+      // (Also where an even cut would be one partition, between half and 0.8
+      // of a wave: a ragged batch there ran far slower unsplit;
+      // docs/performance.md, v0.9.)
       use_chunk(kFixedChunkTokens);  // one to two waves: balance possibly ragged lengths
     }
   }
@@ -248,11 +246,10 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   // Small split calls: a sequence's partitions as one cluster, merged through
   // each other's shared memory instead of fp32 partials, a fence and a
   // counter in global memory (the last to finish reading them back); no
-  // workspace. H100, 1 sequence of 1k tokens in 8 partitions: 9.44 -> 8.76 us.
-  // Only for grids of at most half the SMs: a cluster launches when all its
-  // CTAs fit in one GPC at once and holds its slots until the slowest one is
-  // done, which cost a 4-sequence, 32k-token batch (256 CTAs in clusters of
-  // 8) 0.188 -> 0.262 ms and a ragged 64-sequence one 0.324 -> 0.520 ms.
+  // workspace, and faster small calls. Only for grids of at most half the
+  // SMs: a cluster launches when all its CTAs fit in one GPC at once and
+  // holds its slots until the slowest one is done, which made large and
+  // ragged batches in clusters of 8 much slower (docs/performance.md, v0.9).
   const std::int64_t ctas = std::int64_t(info.grid[0]) * info.grid[1] * info.grid[2];
   if (clusters && d.cc_major >= 9 && info.num_splits >= 2 && info.num_splits <= kMaxClusterSplits &&
       ctas <= d.sm_count / 2)
