@@ -10,7 +10,7 @@
 namespace pj {
 
 template <class IN, class OUT>
-__global__ void __launch_bounds__(128) merge_states(const __grid_constant__ MergeParams p) {
+__global__ void __launch_bounds__(kMergeThreads) merge_states(const __grid_constant__ MergeParams p) {
   const int groups = p.head_dim / 4;
   const i64 idx = i64(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= p.rows * groups) return;

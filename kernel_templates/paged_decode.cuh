@@ -97,13 +97,14 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   typedef typename KV::storage KS;
   constexpr bool FP8 = is_fp8<KV>::value;
   constexpr int NT = WARPS * 32;
-  constexpr int DSPLIT = dim_split(TILE, WARPS);  // warp groups that split the output dims (pj_params.cuh)
-  constexpr int TW = WARPS / DSPLIT;              // warps that share out a tile's tokens
-  constexpr int WT = TILE / TW;                   // tokens per warp per tile
-  constexpr int DW = DV / DSPLIT;                 // output dims per warp
+  constexpr int DSPLIT = dim_split(TILE, WARPS);   // warp groups that split the output dims (pj_params.cuh)
+  constexpr int TOKEN_WARPS = WARPS / DSPLIT;      // warps that share out a tile's tokens
+  constexpr int WARP_TOKENS = TILE / TOKEN_WARPS;  // tokens per warp per tile
+  constexpr int WARP_DIMS = DV / DSPLIT;           // output dims per warp
   constexpr bool CLUSTER = MERGE == Merge::cluster;
   constexpr bool DEVICE_SCHEDULE = SCHEDULE == Schedule::device;
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
+  static_assert(HEAD_DIM <= kMaxHeadDim, "head dims up to kMaxHeadDim");
   static_assert(tile_shape_ok(TILE, WARPS), "each warp takes whole 16-token slices");
   static_assert(dim_split_ok(TILE, WARPS, DV, MMA), "a dim split needs MMA and whole 16-dim steps per warp");
   static_assert(STAGES >= 2, "the pipeline needs two stages");
@@ -111,10 +112,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   static_assert(!MMA || T::mma, "tensor-core path needs fp16 or bf16");
   static_assert(!DEVICE_SCHEDULE || MERGE == Merge::global, "device-scheduled partitions merge through global memory");
   constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
-  typedef
-      typename conditional<FP8, Fp8MmaMath<KV, HEAD_DIM, DW>,
-                           typename conditional<MMA, MmaMath<T, HEAD_DIM, DW>, SimtMath<T, HEAD_DIM, DW>>::type>::type
-          Math;
+  typedef typename conditional<
+      FP8, Fp8MmaMath<KV, HEAD_DIM, WARP_DIMS>,
+      typename conditional<MMA, MmaMath<T, HEAD_DIM, WARP_DIMS>, SimtMath<T, HEAD_DIM, WARP_DIMS>>::type>::type Math;
 
   extern __shared__ __align__(16) char smem[];
   char* q_smem = smem;
@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   char* pipe = smem + L.q_bytes + L.ptile_bytes + L.ids_bytes;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int twarp = warp % TW, dpart = warp / TW;  // token slice and dim part of this warp
+  const int twarp = warp % TOKEN_WARPS, dpart = warp / TOKEN_WARPS;  // token slice and dim part of this warp
   // Output-dim chunks of one row chunk are adjacent: they read the same keys,
   // so the second read mostly hits L2.
   const int dv_chunk = blockIdx.x % p.dv_chunks;
@@ -131,7 +131,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int kvh = blockIdx.x / (p.dv_chunks * p.row_chunks);
   const int dv0 = dv_chunk * DV;
   const int dv_len = min(DV, HEAD_DIM - dv0);
-  const int dw_len = DSPLIT == 1 ? dv_len : max(0, min(DW, dv_len - dpart * DW));  // this warp's real dims
+  // This warp's real dims.
+  const int dw_len = DSPLIT == 1 ? dv_len : max(0, min(WARP_DIMS, dv_len - dpart * WARP_DIMS));
   // Rows of this KV head: (query head, query token) pairs, head-major; this
   // CTA takes rows [r0, r0 + nrows).
   const int kv_rows = p.group * p.q_len;
@@ -182,25 +183,25 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
 
   typedef TileLoader<KV, HEAD_DIM, DV, TILE, NT> Loader;
-  // RS: tiles after the first STAGES - 1 go global -> registers -> shared:
-  // loaded an iteration ahead, stored once the stage is free. Their page ids
-  // are then needed one iteration earlier: one more ring slot. H100, 32-token
-  // tiles of 2 warps: l8b 0.925 -> 0.956 of read, mha 0.920 -> 0.963 (L2 sees
-  // one request per sector instead of ~1.5). Not for fp8 (0.877 -> 0.863;
-  // H200, 64-token tiles: 0.1695 ms against 0.1588 tuned with cp.async, other
-  // runs: the registers cost CTAs) nor for a warp accumulating more than
-  // 128 dims (they spill there; 256-dim heads stage with a dim split).
-  constexpr bool RS = RegisterStaged<KV, HEAD_DIM, DV, TILE, WARPS, MMA>::value;
-  constexpr int kFirst = STAGES + (RS ? 1 : 0);  // tiles whose page ids the prologue looks up
-  constexpr int RING = STAGES + 1 + (RS ? 1 : 0);
+  // REGISTER_STAGED (pj::register_staged): tiles after the first STAGES - 1
+  // go global -> registers -> shared: loaded an iteration ahead, stored once
+  // the stage is free. Their page ids are then needed one iteration earlier:
+  // one more ring slot. L2 sees one request per sector instead of ~1.5, which
+  // buys read bandwidth (docs/performance.md, v0.8). Not for fp8 (the
+  // registers cost CTAs an SM: slower than cp.async) nor for a warp
+  // accumulating more than 128 dims (they spill there; 256-dim heads stage
+  // with a dim split).
+  constexpr bool REGISTER_STAGED = register_staged(MMA, FP8, HEAD_DIM, DV, KV::bytes, TILE, WARPS);
+  constexpr int kFirst = STAGES + (REGISTER_STAGED ? 1 : 0);  // tiles whose page ids the prologue looks up
+  constexpr int ID_SLOTS = STAGES + 1 + (REGISTER_STAGED ? 1 : 0);
   Loader loader;
   typename Loader::Regs regs;
   auto stage_k = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes; };
   auto stage_v = [&](int t) { return pipe + (t % STAGES) * L.stage_bytes + TILE * L.row_pitch; };
 
-  // Page ids of tile t live in slot t % RING: written a pipeline depth
+  // Page ids of tile t live in slot t % ID_SLOTS: written a pipeline depth
   // before the copies that read them, kept until the tile's compute is done.
-  auto ids = [&](int t) { return ids_ring + (t % RING) * TILE; };
+  auto ids = [&](int t) { return ids_ring + (t % ID_SLOTS) * TILE; };
   auto issue = [&](int t) {
     Loader::issue(p, k_head, v_head, dv_len, begin + t * TILE, ids(t), smem_addr(stage_k(t)), smem_addr(stage_v(t)),
                   L.row_pitch, L.v_pitch);
@@ -210,8 +211,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // the query rows are all in flight together (the query by cp.async, in the
   // first copy group), so a CTA waits for two dependent memory trips (table,
   // then pages) rather than four. (Issuing the lookups together with the
-  // length, guessing where the partition starts, measured 0.18 us slower on
-  // the tiny call, H100.)
+  // length, guessing where the partition starts, measured slower on the tiny
+  // call: docs/performance.md, v0.9.)
   Loader first[kFirst];
 #pragma unroll
   for (int t = 0; t < kFirst; ++t)
@@ -235,30 +236,30 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
     }
   } else {
-    constexpr int CPR = HEAD_DIM * T::bytes / 16;
+    constexpr int CHUNKS_PER_ROW = HEAD_DIM * T::bytes / 16;
     const u32 q_base = smem_addr(q_smem);
-    for (int c = tid; c < kTileRows * CPR; c += NT) {
-      const int r = c / CPR, col = c % CPR;  // padding rows are zero-filled
+    for (int c = tid; c < kTileRows * CHUNKS_PER_ROW; c += NT) {
+      const int r = c / CHUNKS_PER_ROW, col = c % CHUNKS_PER_ROW;  // padding rows are zero-filled
       cp_async16(q_base + u32(r * L.q_pitch + col * 16), q_row(r) + col * (16 / T::bytes), r < nrows ? 16 : 0);
     }
   }
-  // Bit t % RING: this thread stored a masked id for tile t.
+  // Bit t % ID_SLOTS: this thread stored a masked id for tile t.
   unsigned masked_bits = 0;
 #pragma unroll
   for (int t = 0; t < kFirst; ++t)
-    if (t < ntiles) masked_bits |= unsigned(first[t].store_ids(ids(t))) << (t % RING);
+    if (t < ntiles) masked_bits |= unsigned(first[t].store_ids(ids(t))) << (t % ID_SLOTS);
   __syncthreads();  // page ids visible
 #pragma unroll
   for (int t = 0; t < STAGES - 1; ++t) {
     if (t < ntiles) issue(t);
     cp_async_commit();
   }
-  if constexpr (RS) {
+  if constexpr (REGISTER_STAGED) {
     if (STAGES - 1 < ntiles) Loader::load_regs(p, k_head, v_head, begin + (STAGES - 1) * TILE, ids(STAGES - 1), regs);
   }
 
   Math math;
-  WarpState<DW> st;
+  WarpState<WARP_DIMS> st;
   st.init();
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -268,7 +269,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   }
 
   for (int t = 0; t < ntiles; ++t) {
-    if constexpr (RS) {
+    if constexpr (REGISTER_STAGED) {
       if (t == 0) cp_async_wait<0>();  // the prologue's tiles and the query
     } else {
       cp_async_wait<STAGES - 2>();
@@ -278,10 +279,10 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     const int pos0 = begin + t * TILE;
     // A multi-token query's tokens see different spans: tiles at either edge need per-row masks.
     const bool edge = p.q_len > 1 && (pos0 + TILE > last_common || (p.window > 0 && pos0 < start + p.q_len - 1));
-    const bool masked = __syncthreads_or((masked_bits >> (t % RING)) & 1u) || edge;
+    const bool masked = __syncthreads_or((masked_bits >> (t % ID_SLOTS)) & 1u) || edge;
     if (t == 0) math.prepare(q_smem, L.q_pitch);  // the query arrived with tile 0
     const int tn = t + STAGES - 1;
-    if constexpr (RS) {
+    if constexpr (REGISTER_STAGED) {
       // Tile tn arrived in registers during the last iteration; its stage
       // (that of tile t - 1) is free since the barrier above.
       if (tn < ntiles) Loader::store_regs(regs, smem_addr(stage_k(tn)), smem_addr(stage_v(tn)), L.row_pitch);
@@ -295,16 +296,16 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     if (more) loader.load_ids(p, bt_row, begin + t_ids * TILE, end);
 
 #pragma unroll
-    for (int ks = 0; ks < WT / 16; ++ks) {
-      const int tok0 = twarp * WT + ks * 16;
+    for (int ks = 0; ks < WARP_TOKENS / 16; ++ks) {
+      const int tok0 = twarp * WARP_TOKENS + ks * 16;
       float sc[2][4];
       math.scores(q_smem, L.q_pitch, stage_k(t), L.row_pitch, tok0, nrows, sc);
       st.online_softmax(sc, p, qk_scale, ids(t), pos0, tok0, masked);
-      math.accumulate(st, sc, stage_v(t) + dpart * DW * KV::bytes, L.v_pitch, tok0, p_tiles + warp * kTileRows * 16,
-                      dw_len);
+      math.accumulate(st, sc, stage_v(t) + dpart * WARP_DIMS * KV::bytes, L.v_pitch, tok0,
+                      p_tiles + warp * kTileRows * 16, dw_len);
     }
     if (more) {
-      const unsigned bit = 1u << (t_ids % RING);
+      const unsigned bit = 1u << (t_ids % ID_SLOTS);
       masked_bits = loader.store_ids(ids(t_ids)) ? masked_bits | bit : masked_bits & ~bit;
     }
   }
@@ -327,7 +328,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
         l_buf[warp * kTileRows + g + 8 * r] = l;
       }
     }
-    Math::store_o(st, o_buf + warp * kTileRows * DW);
+    Math::store_o(st, o_buf + warp * kTileRows * WARP_DIMS);
   }
   __syncthreads();
 
@@ -343,20 +344,20 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   };
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
-    const int dl = (idx % (dv_len / 4)) * 4;  // within the chunk
-    const int d = dv0 + dl;                   // within the head
-    const int w0 = dl / DW * TW;              // the warps that hold these dims: w0 .. w0 + TW - 1
+    const int dl = (idx % (dv_len / 4)) * 4;      // within the chunk
+    const int d = dv0 + dl;                       // within the head
+    const int w0 = dl / WARP_DIMS * TOKEN_WARPS;  // the warps that hold these dims: w0 .. w0 + TOKEN_WARPS - 1
     float mx = neg_inf();
 #pragma unroll
-    for (int w = w0; w < w0 + TW; ++w) mx = fmaxf(mx, m_buf[w * kTileRows + row]);
+    for (int w = w0; w < w0 + TOKEN_WARPS; ++w) mx = fmaxf(mx, m_buf[w * kTileRows + row]);
     float l = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (mx != neg_inf()) {
 #pragma unroll
-      for (int w = w0; w < w0 + TW; ++w) {
+      for (int w = w0; w < w0 + TOKEN_WARPS; ++w) {
         const float f = fast_exp2(m_buf[w * kTileRows + row] - mx);
         l += l_buf[w * kTileRows + row] * f;
-        const float4 o = *reinterpret_cast<const float4*>(o_buf + (w * kTileRows + row) * DW + dl % DW);
+        const float4 o = *reinterpret_cast<const float4*>(o_buf + (w * kTileRows + row) * WARP_DIMS + dl % WARP_DIMS);
         acc.x += o.x * f, acc.y += o.y * f, acc.z += o.z * f, acc.w += o.w * f;
       }
     }

@@ -8,9 +8,13 @@ namespace pj {
 
 typedef long long i64;  // (pj_types.cuh has it too; the host includes only this header)
 
+// Largest head dim a call may have (a multiple of 16; docs/contract.md).
+constexpr int kMaxHeadDim = 512;
+
 // Arguments of the decode kernel. Strides are in elements. The three cache
-// layouts of the SPEC reduce to (page, head, slot) strides, so the kernel
-// never needs to know which layout the caller uses.
+// layouts a caller may pass (CacheLayout: which axis holds blocks, heads and
+// slots) reduce to (page, head, slot) strides, so the kernel never needs to
+// know which layout the caller uses.
 struct DecodeParams {
   const void* q;  // [seq][query token][head][dim]
   i64 q_stride_seq, q_stride_tok, q_stride_head;
@@ -89,6 +93,10 @@ constexpr int kScheduleSizeClasses = 8;
 // (KernelConfig::work_waves).
 constexpr int kMaxWorkWaves = 16;
 
+// Threads per CTA of merge_states (merge_states.cuh), each merging four dims
+// of a row.
+constexpr int kMergeThreads = 128;
+
 // Arguments of merge_states (merge_states.cuh).
 struct MergeParams {
   const void* out_a;
@@ -122,6 +130,25 @@ constexpr bool tile_shape_ok(int tile_tokens, int warps) {
 // A dim split needs the tensor-core path and whole 16-dim steps per warp.
 constexpr bool dim_split_ok(int tile_tokens, int warps, int v_dims, bool mma) {
   return dim_split(tile_tokens, warps) == 1 || (mma && v_dims % (16 * dim_split(tile_tokens, warps)) == 0);
+}
+
+// Register staging (paged_decode): plain 16-byte loads of a tile's K and V
+// rows, held in registers across one tile's compute, then stored to shared
+// memory. Possible only where every thread has the same whole rows' 16-byte
+// columns of K and V: equal key and value dims (elem_bytes: the cache's
+// element size) whose chunks divide the CTA's threads evenly over the tile.
+constexpr bool register_stage_fits(int head_dim, int dv, int elem_bytes, int tile_tokens, int threads) {
+  return dv == head_dim && threads % (head_dim / (16 / elem_bytes)) == 0 &&
+         (tile_tokens * (head_dim / (16 / elem_bytes))) % threads == 0;
+}
+// Whether paged_decode stages its tiles through registers (the planner sizes
+// its tiles and occupancy by the same rule): tensor cores, fp16/bf16 caches,
+// the staging fits, and no warp accumulates more than 128 dims (its
+// accumulator plus the staged rows spill there, so 256-dim heads stage only
+// with a dim split).
+constexpr bool register_staged(bool mma, bool fp8, int head_dim, int dv, int elem_bytes, int tile_tokens, int warps) {
+  return mma && !fp8 && dv / dim_split(tile_tokens, warps) <= 128 &&
+         register_stage_fits(head_dim, dv, elem_bytes, tile_tokens, warps * 32);
 }
 
 // Dynamic shared memory of the decode kernel, in bytes. Used by the kernel to

@@ -14,7 +14,7 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 // 16-byte copy that bypasses L1. src_bytes == 0 reads nothing and writes
 // zeros: that is how masked tokens (and invalid pages) never touch memory.
 // The L2::128B hint (L2 fetches the whole 128-byte line on a miss) measured
-// +2% on the bf16 cases of an H200 (ABA runs); L2::256B lost 1.5%.
+// faster on the bf16 cases, L2::256B slower (docs/performance.md, v0.8).
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, int src_bytes) {
   // src_bytes is 0 or 16.
   asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));

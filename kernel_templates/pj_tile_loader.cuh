@@ -98,8 +98,8 @@ struct TileLoader {
   // Register staging: plain 16-byte loads (one L2 request per sector; the
   // cp.async path above makes about 1.5 per sector) held in registers across
   // one tile's compute, then stored to shared memory. Only where every
-  // thread has the same whole rows' columns of K and V (kRegStage).
-  static constexpr bool kRegStage = DV == HEAD_DIM && NT % kChunksK == 0 && (TILE * kChunksK) % NT == 0;
+  // thread has the same whole rows' columns of K and V (pj::register_stage_fits).
+  static constexpr bool kRegStage = register_stage_fits(HEAD_DIM, DV, T::bytes, TILE, NT);
   static constexpr int kRegRows = kRegStage ? TILE * kChunksK / NT : 1;
   struct Regs {
     uint4 k[kRegRows], v[kRegRows];
@@ -148,16 +148,6 @@ struct TileLoader {
     copy_rows<kChunksV, false>(v_head, p.v_stride_page, p.v_stride_slot, nullptr, 0, 0, p.page_shift, tile_begin, ids,
                                v_smem, 0, v_pitch, dv_len / kElemsPerChunk);
   }
-};
-
-// Whether paged_decode stages its tiles through registers (see there); the
-// host's planner mirrors this rule (attention/planner.cpp: register_staged).
-// A warp's accumulator of more than 128 dims plus the staged rows spills, so
-// 256-dim heads stage only with a dim split (pj::dim_split).
-template <class KV, int HEAD_DIM, int DV, int TILE, int WARPS, bool MMA>
-struct RegisterStaged {
-  static constexpr bool value = MMA && !is_fp8<KV>::value && DV / dim_split(TILE, WARPS) <= 128 &&
-                                TileLoader<KV, HEAD_DIM, DV, TILE, WARPS * 32>::kRegStage;
 };
 
 }  // namespace pj

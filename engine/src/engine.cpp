@@ -269,7 +269,7 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
   spec.out_dtype = args.out.dtype;
   spec.arch = jit::clamp_arch(m.info.arch());
   ContextScope scope(m.drv, m.ctx);
-  CUfunction f = m.kernel(spec, 0, 128).function;
+  CUfunction f = m.kernel(spec, 0, pj::kMergeThreads).function;
   pj::MergeParams p{};
   p.out_a = args.out_a.data;
   p.out_b = args.out_b.data;
@@ -282,10 +282,10 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
   p.rows = shape.rows;
   p.head_dim = shape.head_dim;
   const std::int64_t threads = shape.rows * (shape.head_dim / 4);
-  const std::int64_t blocks = (threads + 127) / 128;
+  const std::int64_t blocks = (threads + pj::kMergeThreads - 1) / pj::kMergeThreads;
   if (blocks > 0x7fffffff) throw NotSupported("out_a", "more rows than one launch covers");
   void* params[] = {&p};
-  check(m.drv.cuLaunchKernel(f, unsigned(blocks), 1, 1, 128, 1, 1, 0, stream, params, nullptr),
+  check(m.drv.cuLaunchKernel(f, unsigned(blocks), 1, 1, pj::kMergeThreads, 1, 1, 0, stream, params, nullptr),
         "cuLaunchKernel(merge_states)");
 }
 

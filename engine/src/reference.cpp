@@ -180,9 +180,8 @@ ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& a, const Pa
   const int group = s.group();
   const int D = s.head_dim;
   const double scale = o.attn_scale ? double(*o.attn_scale) : 1.0 / std::sqrt(double(D));
-  int ab = 0, ah = 1, as = 2;
-  if (s.layout == CacheLayout::heads_blocks) ab = 1, ah = 0, as = 2;
-  if (s.layout == CacheLayout::blocks_tokens) ab = 0, ah = 2, as = 1;
+  const CacheAxes axes = cache_axes(s.layout);
+  const int block_axis = axes.block_axis, head_axis = axes.head_axis, slot_axis = axes.slot_axis;
   const TensorView &q = a.query, &kc = a.key_cache, &vc = a.value_cache;
   const auto* lens = static_cast<const std::int32_t*>(a.context_lens.data);
   const auto* table = static_cast<const std::int32_t*>(a.block_tables.data);
@@ -223,13 +222,14 @@ ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& a, const Pa
           const int page = table[seq * a.block_tables.strides[0] + t / s.page_size];
           if (page < 0 || page >= s.num_blocks) continue;  // masked, never dereferenced
           const std::int64_t slot = t % s.page_size;
-          const std::int64_t kb = page * kc.strides[ab] + kvh * kc.strides[ah] + slot * kc.strides[as];
+          const std::int64_t kb =
+              page * kc.strides[block_axis] + kvh * kc.strides[head_axis] + slot * kc.strides[slot_axis];
           double dot = 0;
           for (int d = 0; d < D; ++d) dot += qrow[std::size_t(d)] * double(load_element(kc.data, kb + d, kc.dtype));
           double x = scale * ks * dot;
           if (o.attn_logits_soft_cap) x = *o.attn_logits_soft_cap * std::tanh(x / *o.attn_logits_soft_cap);
           logits.push_back(x);
-          vrow.push_back(page * vc.strides[ab] + kvh * vc.strides[ah] + slot * vc.strides[as]);
+          vrow.push_back(page * vc.strides[block_axis] + kvh * vc.strides[head_axis] + slot * vc.strides[slot_axis]);
         }
         if (logits.empty()) continue;  // zero row, lse -inf
         const double mx = *std::max_element(logits.begin(), logits.end());

@@ -109,8 +109,10 @@ struct LaunchInfo {
                               // = sequences + this); 0: the host schedule (grid y = sequence, z = partition)
   int work_waves = 0;         // device schedule: work items per CTA slot (KernelConfig::work_waves)
   int tile_tokens = 0, warps = 0, stages = 0;
-  int heads_per_cta = 0, head_chunks = 0;  // query rows (heads x query tokens) per CTA; CTAs per KV head
-  int v_dims = 0, dv_chunks = 1;           // output dims per CTA; CTAs per head chunk
+  // Query rows (query heads x query tokens of a KV head, not heads alone) per
+  // CTA, and the CTAs of one KV head that share them out.
+  int heads_per_cta = 0, head_chunks = 0;
+  int v_dims = 0, dv_chunks = 1;  // output dims per CTA; CTAs per head chunk
   int grid[3] = {0, 0, 0};
   int cluster = 1;  // > 1: the partitions of a sequence form a cluster of this many CTAs (grid z)
   int threads = 0;

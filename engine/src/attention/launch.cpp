@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "attention/validate.hpp"
+
 namespace pagedjit::attention {
 namespace {
 
@@ -23,17 +25,15 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.q_stride_tok = multi ? a.query.strides[1] : 0;
   p.q_stride_head = a.query.strides[multi ? 2 : 1];
   // The layouts differ only in which axis holds blocks, heads and slots.
-  int ab = 0, ah = 1, as = 2;
-  if (s.layout == CacheLayout::heads_blocks) ab = 1, ah = 0, as = 2;
-  if (s.layout == CacheLayout::blocks_tokens) ab = 0, ah = 2, as = 1;
+  const CacheAxes axes = cache_axes(s.layout);
   p.k = a.key_cache.data;
   p.v = a.value_cache.data;
-  p.k_stride_page = unsigned(a.key_cache.strides[ab]);  // < 2^31: validated
-  p.k_stride_head = a.key_cache.strides[ah];
-  p.k_stride_slot = unsigned(a.key_cache.strides[as]);
-  p.v_stride_page = unsigned(a.value_cache.strides[ab]);
-  p.v_stride_head = a.value_cache.strides[ah];
-  p.v_stride_slot = unsigned(a.value_cache.strides[as]);
+  p.k_stride_page = unsigned(a.key_cache.strides[axes.block_axis]);  // < 2^31: validated
+  p.k_stride_head = a.key_cache.strides[axes.head_axis];
+  p.k_stride_slot = unsigned(a.key_cache.strides[axes.slot_axis]);
+  p.v_stride_page = unsigned(a.value_cache.strides[axes.block_axis]);
+  p.v_stride_head = a.value_cache.strides[axes.head_axis];
+  p.v_stride_slot = unsigned(a.value_cache.strides[axes.slot_axis]);
   p.context_lens = static_cast<const int*>(a.context_lens.data);
   p.block_tables = static_cast<const int*>(a.block_tables.data);
   p.bt_stride = a.block_tables.strides[0];
@@ -61,7 +61,7 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.num_heads = s.num_heads;
   p.group = s.group();
   p.q_len = s.q_len;
-  p.rows_per_cta = plan.info.heads_per_cta;
+  p.rows_per_cta = plan.info.heads_per_cta;  // (query rows)
   p.row_chunks = plan.info.head_chunks;
   p.dv_chunks = plan.info.dv_chunks;
   p.page_shift = log2_exact(s.page_size);

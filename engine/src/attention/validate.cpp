@@ -15,7 +15,6 @@
 namespace pagedjit {
 namespace {
 
-constexpr int kMaxHeadDim = 512;
 // No view may span more bytes than this: more than any GPU's memory, and far
 // enough below 2^63 that no offset the kernel computes can overflow.
 constexpr std::int64_t kMaxViewBytes = std::int64_t(1) << 40;
@@ -143,8 +142,8 @@ ProblemShape query_shape(const TensorView& q) {
   if (q.shape[0] > 65535) throw InvalidArgument("query", "num_seqs <= 65535", std::to_string(q.shape[0]));
   if (q.shape[qh] < 1 || q.shape[qh] > 65535)
     throw InvalidArgument("query", "num_heads in 1..65535", std::to_string(q.shape[qh]));
-  if (q.shape[qh + 1] < 16 || q.shape[qh + 1] % 16 != 0 || q.shape[qh + 1] > kMaxHeadDim)
-    throw InvalidArgument("query", fmt::format("head_dim a multiple of 16 in [16, {}]", kMaxHeadDim),
+  if (q.shape[qh + 1] < 16 || q.shape[qh + 1] % 16 != 0 || q.shape[qh + 1] > pj::kMaxHeadDim)
+    throw InvalidArgument("query", fmt::format("head_dim a multiple of 16 in [16, {}]", pj::kMaxHeadDim),
                           std::to_string(q.shape[qh + 1]));
   ProblemShape s;
   s.num_seqs = int(q.shape[0]);
@@ -180,14 +179,11 @@ void cache_shape(const PagedAttentionArgs& a, ProblemShape& s) {
   for (int i = 0; i < 4; ++i)
     if (v.shape[i] != k.shape[i])
       throw InvalidArgument("value_cache", "the shape of key_cache " + k.describe(), v.describe());
-  int ax_blocks = 0, ax_heads = 1, ax_slots = 2;
-  const char* dims = "[num_blocks, num_kv_heads, page_size, head_dim]";
-  if (a.layout == CacheLayout::heads_blocks)
-    ax_blocks = 1, ax_heads = 0, dims = "[num_kv_heads, num_blocks, page_size, head_dim]";
-  if (a.layout == CacheLayout::blocks_tokens)
-    ax_slots = 1, ax_heads = 2, dims = "[num_blocks, page_size, num_kv_heads, head_dim]";
+  const CacheAxes axes = cache_axes(a.layout);
+  const char* dims = axes.dims;
   // Sizes are checked as 64-bit values, before they are narrowed to int.
-  const std::int64_t blocks = k.shape[ax_blocks], kv_heads = k.shape[ax_heads], page = k.shape[ax_slots];
+  const std::int64_t blocks = k.shape[axes.block_axis], kv_heads = k.shape[axes.head_axis],
+                     page = k.shape[axes.slot_axis];
   if (blocks > 0x7fffffff) throw InvalidArgument("key_cache", "num_blocks < 2^31", k.describe());
   expect_dim(k, "key_cache", 3, s.head_dim, "head_dim of the query");
   if (kv_heads < 1 || kv_heads > s.num_heads)
@@ -201,7 +197,7 @@ void cache_shape(const PagedAttentionArgs& a, ProblemShape& s) {
                           std::to_string(page));
   if (blocks < 1) throw InvalidArgument("key_cache", "num_blocks >= 1", k.describe());
   for (auto [t, n] : {std::pair{&k, "key_cache"}, {&v, "value_cache"}})
-    if (t->strides[ax_blocks] >= (std::int64_t(1) << 31) || t->strides[ax_slots] >= (std::int64_t(1) << 31))
+    if (t->strides[axes.block_axis] >= (std::int64_t(1) << 31) || t->strides[axes.slot_axis] >= (std::int64_t(1) << 31))
       throw NotSupported(n, fmt::format("page and slot strides below 2^31 elements ({})", t->describe()));
   s.num_blocks = int(blocks);
   s.num_kv_heads = int(kv_heads);

@@ -86,8 +86,9 @@ void KernelSpec::check() const {
       throw InvalidArgument("KernelSpec.q_dtype", "fp32, fp16 or bf16 partial results", dtype_name(q_dtype));
     return;
   }
-  if (head_dim <= 0 || head_dim % 16 != 0 || head_dim > 512)
-    throw InvalidArgument("KernelSpec.head_dim", "a multiple of 16 in [16, 512]", std::to_string(head_dim));
+  if (head_dim <= 0 || head_dim % 16 != 0 || head_dim > pj::kMaxHeadDim)
+    throw InvalidArgument("KernelSpec.head_dim", fmt::format("a multiple of 16 in [16, {}]", pj::kMaxHeadDim),
+                          std::to_string(head_dim));
   tag(out_dtype);
   tag(kv_dtype);
   tag(q_dtype);

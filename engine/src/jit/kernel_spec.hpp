@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pagedjit/tensor.hpp"
+#include "pj_params.cuh"
 
 namespace pagedjit::jit {
 
@@ -14,15 +15,15 @@ enum class Compute { mma, simt };
 
 const char* compute_name(Compute c);
 
-// How a decode kernel's partitions combine; mirrors pj::Merge (pj_params.cuh),
-// named in the template arguments.
-enum class Merge { none, global, cluster };
+// How a decode kernel's partitions combine (pj_params.cuh), named in the
+// template arguments.
+using Merge = pj::Merge;
 
 const char* merge_name(Merge m);
 
-// Who cuts sequences into partitions; mirrors pj::Schedule (pj_params.cuh).
-// device: the kernel plans balanced work items from the device-side lengths.
-enum class Schedule { host, device };
+// Who cuts sequences into partitions (pj_params.cuh). device: the kernel
+// plans balanced work items from the device-side lengths.
+using Schedule = pj::Schedule;
 
 const char* schedule_name(Schedule s);
 

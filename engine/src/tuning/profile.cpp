@@ -158,8 +158,9 @@ Bucket read_bucket(const Reader& r, const At& a) {
     r.fail(a.ptr + "/kv_dtype", fmt::format("\"{}\" (the query's dtype), \"e4m3\" or \"e5m2\"", dtype_name(b.dtype)),
            fmt::format("\"{}\"", dtype_name(b.kv_dtype)));
   const At hd = r.member(a, "head_dim");
-  b.head_dim = int(r.integer(hd, 16, 512, "a multiple of 16"));
-  if (b.head_dim % 16) r.fail(hd.ptr, "a multiple of 16 in [16, 512]", std::to_string(b.head_dim));
+  b.head_dim = int(r.integer(hd, 16, pj::kMaxHeadDim, "a multiple of 16"));
+  if (b.head_dim % 16)
+    r.fail(hd.ptr, fmt::format("a multiple of 16 in [16, {}]", pj::kMaxHeadDim), std::to_string(b.head_dim));
   const At ps = r.member(a, "page_size");
   b.page_size = int(r.integer(ps, 1, 256, "a power of two"));
   if (!is_power_of_two(b.page_size)) r.fail(ps.ptr, "a power of two in [1, 256]", std::to_string(b.page_size));
@@ -336,7 +337,7 @@ std::string config_error(const KernelConfig& c, const ProblemShape& s, const Dev
   if (c.chunk_tokens < 0 || c.chunk_tokens > kMaxChunkTokens || c.chunk_tokens % c.tile_tokens)
     return fmt::format("chunk_tokens {} is not 0 or a multiple of tile_tokens {} up to 2^30", c.chunk_tokens,
                        c.tile_tokens);
-  if (s.head_dim < 16 || s.head_dim > 512 || s.head_dim % 16) return fmt::format("head_dim {}", s.head_dim);
+  if (s.head_dim < 16 || s.head_dim > pj::kMaxHeadDim || s.head_dim % 16) return fmt::format("head_dim {}", s.head_dim);
   const int max_dv = std::min(256, s.head_dim);
   if (c.v_dims < 0 || c.v_dims > max_dv || c.v_dims % 16)
     return fmt::format("v_dims {} is not 0 or a multiple of 16 up to {}", c.v_dims, max_dv);
