@@ -148,14 +148,16 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   allow_dependent_grids();
   // Host schedule: grid y is the sequence, z the partition. Device schedule:
   // grid y is a work item, planned here from the lengths (pj_schedule.cuh).
-  WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0};
+  WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0};
   if constexpr (DEVICE_SCHEDULE) {
     item = plan_work_item<NT, TILE>(p, blockIdx.y, pipe);
     if (item.seq < 0) return;
+  } else {
+    item.length = p.context_lens[item.seq];
   }
   const int seq = item.seq;
   const int split = item.part;
-  const SeqSpan sspan = seq_span(p, p.context_lens[seq]);
+  const SeqSpan sspan = seq_span(p, item.length);
   const int len = sspan.len, start = sspan.start;
   const int last_common = len - p.q_len + 1;  // positions below it are seen by every token (window aside)
   // Partitions of this sequence: the work item's, a fixed length, or its span

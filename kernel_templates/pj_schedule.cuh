@@ -5,10 +5,10 @@
 //
 // The plan, the same in every CTA (so no CTA waits for another):
 //  1. total = the tokens every sequence must read (window and q_len applied);
-//  2. an item holds at most `cap` tokens, cap = max(kMinPartitionTokens,
-//     total / work_items) rounded up to whole tiles: a batch makes about
-//     work_items items a KV-head column, whatever its lengths;
-//  3. a sequence of `span` tokens is cut into parts = ceil(span / cap) even
+//  2. cap = max(kMinPartitionTokens, total / work_items) rounded up to whole
+//     tiles: a batch makes about work_items items a KV-head column, whatever
+//     its lengths;
+//  3. a sequence of `span` tokens is cut into ceil(span / (9/8 cap)) even
 //     partitions (one for an empty sequence, which writes zeros);
 //  4. items are numbered by size class, largest first (a cheap
 //     longest-processing-time order: the CTAs that start last are short, so
@@ -39,11 +39,12 @@ __device__ __forceinline__ SeqSpan seq_span(const DecodeParams& p, int context_l
 }
 
 struct WorkItem {
-  int seq;    // -1: this CTA has no item
-  int part;   // partition of the sequence
-  int parts;  // the sequence's partitions
-  int per;    // tokens per partition (a multiple of the tile)
-  int slot;   // the sequence's first partial slot
+  int seq;     // -1: this CTA has no item
+  int part;    // partition of the sequence
+  int parts;   // the sequence's partitions
+  int per;     // tokens per partition (a multiple of the tile)
+  int slot;    // the sequence's first partial slot
+  int length;  // the sequence's context length as read (the CTA need not read it again)
 };
 
 // Exclusive prefix sum over the block's threads in thread order; `total`
@@ -86,14 +87,16 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
   const int per_thread = (p.num_seqs + NT - 1) / NT;
   if (per_thread > K) __trap();  // the host plans no such batch: never drop sequences silently
   const int s0 = tid * per_thread;
-  int span[K];
+  int span[K], length[K];
   u64 mine = 0;
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     const int s = s0 + j;
     span[j] = -1;  // not a sequence
+    length[j] = 0;
     if (j < per_thread && s < p.num_seqs) {
-      const SeqSpan sp = seq_span(p, p.context_lens[s]);
+      length[j] = p.context_lens[s];
+      const SeqSpan sp = seq_span(p, length[j]);
       span[j] = sp.len - sp.start;
       mine += u64(span[j]);
     }
@@ -105,15 +108,19 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
   const u64 want = (total + u64(p.work_items) - 1) / u64(max(p.work_items, 1));
   const u64 floor_cap = u64(max(kMinPartitionTokens, TILE));
   const u64 capped = want < floor_cap ? floor_cap : (want > (1ull << 30) ? (1ull << 30) : want);
+  // A sequence up to an eighth over the cap stays whole: cutting a uniform
+  // batch whose sequences just miss it would double its CTAs and merges for
+  // no balance gained.
   const int cap = int((capped + TILE - 1) / TILE * TILE);
+  const int stretch = cap + cap / 8;
   int parts[K], per[K], cls[K];
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     parts[j] = 0, per[j] = TILE, cls[j] = -1;
     if (span[j] < 0) continue;
-    parts[j] = span[j] > 0 ? (span[j] + cap - 1) / cap : 1;
+    parts[j] = span[j] > 0 ? (span[j] + stretch - 1) / stretch : 1;
     per[j] = ((span[j] + parts[j] - 1) / parts[j] + TILE - 1) / TILE * TILE;
-    cls[j] = min(C, int(i64(per[j]) * C / cap));
+    cls[j] = min(C, int(i64(per[j]) * C / stretch));
     atomicAdd(&class_items[cls[j]], parts[j]);
   }
   __syncthreads();
@@ -126,7 +133,7 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
     }
     rank -= class_items[c];
   }
-  WorkItem none{-1, 0, 0, 0, 0};
+  WorkItem none{-1, 0, 0, 0, 0, 0};
   if (cls_item < 0) return none;  // uniform across the block: past the batch's items
 
   // One scan gives both the item's rank within its class (high word) and the
@@ -140,7 +147,7 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
   for (int j = 0; j < K; ++j) {
     const int in_class = int(before >> 32), slot = int(before & 0xffffffffu);
     if (cls[j] == cls_item && rank >= in_class && rank < in_class + parts[j])
-      *found = WorkItem{s0 + j, rank - in_class, parts[j], per[j], slot};
+      *found = WorkItem{s0 + j, rank - in_class, parts[j], per[j], slot, length[j]};
     before += (u64(cls[j] == cls_item ? parts[j] : 0) << 32) | u64(parts[j]);
   }
   __syncthreads();

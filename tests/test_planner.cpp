@@ -250,15 +250,16 @@ TEST_SUITE("cpu") {
     CHECK(p.counters_bytes >= 64 * p.info.grid[0] * 4);
     // The items of a column: waves x the SM count x the CTAs an SM holds at
     // most by shared memory, over the columns (KV heads x head chunks).
-    CHECK(p.info.work_items ==
-          attention::work_items_for(p.info.work_waves, h100.sm_count,
-                                    std::min(2048 / p.info.threads, h100.max_smem_per_sm / (p.info.smem_bytes + 1024)),
-                                    p.info.grid[0]));
+    const int ctas = std::min(2048 / p.info.threads, h100.max_smem_per_sm / (p.info.smem_bytes + 1024));
+    CHECK(p.info.work_items == attention::work_items_for(p.info.work_waves, h100.sm_count, ctas, p.info.grid[0]));
+    CHECK(attention::work_items_for(1, 132, 4, 8) == 66);
+    CHECK(attention::work_items_for(3, 132, 5, 8) == 248);  // 247.5 rounded up
     // The profile's or the user's knob.
     PagedAttentionOptions o;
     o.kernel_config = KernelConfig{};
     o.kernel_config->work_waves = 6;
-    CHECK(plan_problem(test_shape(64, 32, 8, 8192), o, h100).work_items == 3 * p.info.work_items);
+    CHECK(plan_problem(test_shape(64, 32, 8, 8192), o, h100).work_items ==
+          attention::work_items_for(6, h100.sm_count, ctas, p.info.grid[0]));
   }
 
   TEST_CASE("planner: the host schedule where the partitions are fixed, or one sequence, or too many") {

@@ -422,7 +422,7 @@ TEST_SUITE("cpu") {
     ProblemShape big = shape(64, 32, 8, 8192), small = shape(1, 32, 8, 8192);
     big.kv_dtype = small.kv_dtype = DType::e4m3;
     const std::string big_plan = pjtune::plan_text(big, tile, h100), small_plan = pjtune::plan_text(small, tile, h100);
-    CHECK(big_plan.find("device-schedule waves=2") != std::string::npos);
+    CHECK(big_plan.find("device-schedule waves=1") != std::string::npos);
     CHECK(small_plan.find("cluster=1") != std::string::npos);
     CHECK(big_plan != small_plan);
     KernelConfig whole = tile;
@@ -754,14 +754,14 @@ TEST_SUITE("cpu") {
       o.kernel_config = c;
       CHECK(attention::make_plan(batch, o, h100).info.work_waves == c.work_waves);
     }
-    CHECK(got == std::vector<int>{1, 3, 4, 6, 8});
-    CHECK(attention::kDefaultWorkWaves == 2);
-    CHECK(pjtune::plan_text(batch, tile, h100) == "device-schedule waves=2");
+    CHECK(got == std::vector<int>{2, 3, 4, 6, 8});
+    CHECK(attention::kDefaultWorkWaves == 1);
+    CHECK(pjtune::plan_text(batch, tile, h100) == "device-schedule waves=1");
     // Distinct result keys: each configuration's own line in the results file.
     plans.push_back(describe_config(tile) + "|" + pjtune::plan_text(batch, tile, h100));
     std::sort(plans.begin(), plans.end());
     CHECK(std::unique(plans.begin(), plans.end()) == plans.end());
-    CHECK(describe_config(waves[0]) == "tile=64 warps=4 stages=3 chunk=0 dv=0 waves=1");
+    CHECK(describe_config(waves[0]) == "tile=64 warps=4 stages=3 chunk=0 dv=0 waves=2");
     CHECK(describe_config(tile) == "tile=64 warps=4 stages=3 chunk=0 dv=0");  // keys stored before waves unchanged
 
     // One sequence: partition lengths, as before.
@@ -776,7 +776,7 @@ TEST_SUITE("cpu") {
     }
 
     // The entry states the waves its plan used; one sequence records none.
-    CHECK(pjtune::entry_config(batch, tile, h100).work_waves == 2);
+    CHECK(pjtune::entry_config(batch, tile, h100).work_waves == attention::kDefaultWorkWaves);
     CHECK(pjtune::entry_config(batch, KernelConfig{64, 4, 3, 0, 0, 8}, h100).work_waves == 8);
     CHECK(pjtune::entry_config(one, tile, h100).work_waves == 0);
     CHECK(pjtune::entry_config(one, KernelConfig{64, 4, 3, 1024, 0, 8}, h100).work_waves == 0);
@@ -1027,7 +1027,7 @@ TEST_SUITE("cpu") {
     CHECK(r.out.find("128/2/2 dv128") != std::string::npos);                       // half the output dims for d256
     CHECK(r.out.find("512 1024 1536 2048 4096 8192 16384") != std::string::npos);  // 128k context
     // The batches take the device schedule: their phase 2 varies its waves.
-    CHECK(count(r.out, "3 fastest x 5 work_waves (device schedule): 1 3 4 6 8") == 2);
+    CHECK(count(r.out, "3 fastest x 5 work_waves (device schedule): 2 3 4 6 8") == 2);
     CHECK(count(r.out, "partition lengths") == 1);
     CHECK(r.out.find("total: 3 problems in 3 buckets") != std::string::npos);
     const RunResult h200r = run_tool("--dry-run --gpu h200 --only mha_b32_c2k");

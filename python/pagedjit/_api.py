@@ -103,12 +103,26 @@ def workspace_bytes(query, key_cache, value_cache, context_lens, block_tables, *
     opts = _options(**options)
     q = views["query"].desc
     shape = [q.shape[i] for i in range(q.rank)]
+    # The size depends on shapes alone, but the engine refuses an output or lse
+    # that shares memory with an input: placeholders start past every view.
+    free = _past_all(views)
     if out is None:
         dtype = q.dtype if out_dtype is None else _dtype_code(out_dtype)
-        views["output"] = View(_capi.tensor(q.data, dtype, shape), views["query"].device)
+        views["output"] = View(_capi.tensor(free, dtype, shape), views["query"].device)
+        free = _past_all(views)
     if opts.return_lse and lse is None:
-        views["lse"] = View(_capi.tensor(q.data, _capi.F32, shape[:-1]), None)
+        views["lse"] = View(_capi.tensor(free, _capi.F32, shape[:-1]), None)
     return _core.workspace_bytes_of(views, layout, opts)
+
+
+def _past_all(views):
+    """A 256-byte-aligned address past the last byte any of `views` spans."""
+    end = 0
+    for v in views.values():
+        d = v.desc
+        span = 1 + sum((d.shape[i] - 1) * d.strides[i] for i in range(d.rank) if d.shape[i] > 0)
+        end = max(end, d.data + span * _capi.ITEMSIZE[d.dtype])
+    return (end + 511) // 256 * 256
 
 
 def _dtype_code(dtype):

@@ -36,7 +36,7 @@ constexpr int kMaxClusterSplits = 8;
 
 // Device schedule: work items per CTA slot when neither the options nor a
 // profile say (KernelConfig::work_waves).
-constexpr int kDefaultWorkWaves = 2;
+constexpr int kDefaultWorkWaves = 1;
 
 // Device schedule: the work items a KV-head column aims at for `waves` items
 // per CTA slot of `sm_count` SMs holding `ctas_per_sm` CTAs each.
