@@ -289,6 +289,22 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
         "cuLaunchKernel(merge_states)");
 }
 
+LaunchInfo Engine::ragged_paged_attention(const RaggedAttentionArgs&, const PagedAttentionOptions&, CUstream) {
+  throw NotSupported("ragged_paged_attention", "not built yet");
+}
+
+std::int64_t Engine::workspace_bytes(const RaggedAttentionArgs&, const PagedAttentionOptions&) const {
+  throw NotSupported("ragged_paged_attention", "not built yet");
+}
+
+LaunchInfo Engine::plan(const RaggedAttentionArgs&, const PagedAttentionOptions&) const {
+  throw NotSupported("ragged_paged_attention", "not built yet");
+}
+
+void Engine::append_kv(const AppendKvArgs&, CUstream) {
+  throw NotSupported("append_kv", "not built yet");
+}
+
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
                       bool cluster_merge, bool device_schedule) {
   const attention::Plan plan = attention::PlanCache(device, tuning::ProfileRegistry::global().for_device(device, false),

@@ -9,6 +9,7 @@
 
 #include "pagedjit/device.hpp"
 #include "pagedjit/paged_attention.hpp"
+#include "pagedjit/ragged_attention.hpp"
 
 namespace pagedjit {
 
@@ -67,6 +68,20 @@ class Engine {
 
   // The plan paged_attention would use, without compiling or launching.
   LaunchInfo plan(const PagedAttentionArgs& args, const PagedAttentionOptions& options = {}) const;
+
+  // Attention for a step of packed queries of any lengths (decodes, draft
+  // verifications, prefill chunks), causal within each sequence. Every
+  // option of paged_attention applies. Asynchronous; reads no device data on
+  // the host, so one captured graph serves any mix of the same shapes.
+  LaunchInfo ragged_paged_attention(const RaggedAttentionArgs& args, const PagedAttentionOptions& options = {},
+                                    CUstream stream = nullptr);
+  std::int64_t workspace_bytes(const RaggedAttentionArgs& args, const PagedAttentionOptions& options = {}) const;
+  LaunchInfo plan(const RaggedAttentionArgs& args, const PagedAttentionOptions& options = {}) const;
+
+  // Writes each sequence's new keys and values into their pages (positions
+  // context_len - q_len .. context_len - 1), converting to the cache's dtype.
+  // One launch, no synchronization; graph-capturable.
+  void append_kv(const AppendKvArgs& args, CUstream stream = nullptr);
 
  private:
   struct Impl;

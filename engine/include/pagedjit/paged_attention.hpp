@@ -26,6 +26,9 @@ struct PagedAttentionArgs {
   // fp8 caches only: fp32 device scales, [1] (per tensor) or [num_kv_heads];
   // the cache holds value / scale. Absent: 1.
   TensorView k_scale, v_scale;
+  // Optional [num_heads] fp32: a logit per query head that joins each softmax
+  // denominator only (out = sum e^l v / (e^sink + sum e^l)); lse then counts it too.
+  TensorView sinks;
   // Optional scratch for split partials (Engine::workspace_bytes tells the
   // size). Zero-fill it before its first use, and again before using it for a
   // call of another shape: its first bytes count finished partitions, which
@@ -93,7 +96,11 @@ struct ProblemShape {
   DType out_dtype = DType::bf16;
   CacheLayout layout = CacheLayout::blocks_heads;
   std::int64_t max_context_len = 0;  // the hint, or max_blocks * page_size
-  int q_len = 1;                     // query tokens per sequence (1..8)
+  int q_len = 1;                     // query tokens per sequence (1..8); ragged: the longest (max_query_len)
+  // ragged_paged_attention: query rows packed over the sequences (query_start),
+  // total_tokens of them.
+  bool ragged = false;
+  std::int64_t total_tokens = 0;
   int group() const { return num_heads / num_kv_heads; }
 };
 

@@ -5,6 +5,7 @@
 #include "pagedjit/engine.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/paged_attention.hpp"
+#include "pagedjit/ragged_attention.hpp"
 #include "pagedjit/reference.hpp"
 #include "pagedjit/tensor.hpp"
 #include "pagedjit/version.hpp"

@@ -29,14 +29,15 @@ constexpr auto field_count(int) -> decltype(T{A{}..., AnyField{}}, std::size_t{}
 #pragma GCC diagnostic pop
 
 // A field added to either struct must be read here: it may change the plan.
-static_assert(field_count<ProblemShape>(0) == 13, "ProblemShape changed: update shape_values");
+static_assert(field_count<ProblemShape>(0) == 15, "ProblemShape changed: update shape_values");
 static_assert(field_count<PagedAttentionOptions>(0) == 12, "PagedAttentionOptions changed: update plan_key");
 static_assert(field_count<KernelConfig>(0) == 6, "KernelConfig changed: update config_values");
 
 // Every value of the key, for the comparison and the hash alike.
 auto shape_values(const ProblemShape& s) {
   return std::make_tuple(s.num_seqs, s.num_heads, s.num_kv_heads, s.head_dim, s.page_size, s.max_blocks, s.num_blocks,
-                         s.dtype, s.kv_dtype, s.out_dtype, s.layout, s.max_context_len, s.q_len);
+                         s.dtype, s.kv_dtype, s.out_dtype, s.layout, s.max_context_len, s.q_len, s.ragged,
+                         s.total_tokens);
 }
 
 auto config_values(const std::optional<KernelConfig>& c) {
