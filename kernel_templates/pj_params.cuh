@@ -49,6 +49,15 @@ struct DecodeParams {
   float* part_lse;     // [seq][row][split][dv_chunk] log2-domain sum-exp of each partial
   unsigned* counters;  // [seq][gridDim.x] finished partitions; zero between calls
 
+  // Ragged calls (query_start non-null): sequence s owns the packed query
+  // rows query_start[s] .. query_start[s + 1] (q_stride_seq, o_stride_seq and
+  // lse_stride_seq are 0; q_len is the host's bound on them), and only the
+  // first *seq_count sequences (null: num_seqs) are computed.
+  const int* query_start;
+  const int* seq_count;
+  // [num_heads] logits joining each softmax denominator only; null: none.
+  const float* sinks;
+
   int num_seqs;          // sequences in the batch (the device schedule's work items cover them all)
   int work_items;        // device schedule: target partitions per KV-head column (its items are balanced)
   int num_heads, group;  // query heads; query heads per KV head
