@@ -21,11 +21,21 @@
 
 namespace pj {
 
-// Four output elements of one row (query head `head`, query token `tok`),
-// and (with_lse) its natural-log sum-exp from the log2-domain value.
+// Four output elements of one row (query head `head`, query token `tok`:
+// the packed row of a ragged call), and (with_lse) its natural-log sum-exp
+// from the log2-domain value. A sink joins the denominator here, once the
+// row's partitions are merged: it scales the output by l / (l + e^sink).
 template <class OUT>
 __device__ __forceinline__ void write_output(const DecodeParams& p, int seq, int head, int tok, int d, float4 v,
                                              bool with_lse, float lse2) {
+  if (p.sinks) {
+    const float sink2 = p.sinks[head] * kLog2e;
+    const float top = fmaxf(lse2, sink2);
+    const float total = top + log2f(exp2f(lse2 - top) + exp2f(sink2 - top));
+    const float f = exp2f(lse2 - total);  // 0 for a row with no key
+    v.x *= f, v.y *= f, v.z *= f, v.w *= f;
+    lse2 = total;
+  }
   typename OUT::storage* o = static_cast<typename OUT::storage*>(p.out) + i64(seq) * p.o_stride_seq +
                              i64(tok) * p.o_stride_tok + i64(head) * p.o_stride_head + d;
   o[0] = from_float(OUT(), v.x);
@@ -133,14 +143,14 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int dv_len = min(DV, HEAD_DIM - dv0);
   // This warp's real dims.
   const int dw_len = DSPLIT == 1 ? dv_len : max(0, min(WARP_DIMS, dv_len - dpart * WARP_DIMS));
-  // Rows of this KV head: (query head, query token) pairs, head-major; this
-  // CTA takes rows [r0, r0 + nrows).
+  // Rows of this KV head: (query token, query head) pairs, token-major, so a
+  // sequence with fewer tokens than the call's bound q_len has its rows
+  // first; this CTA takes rows [r0, r0 + nrows).
   const int kv_rows = p.group * p.q_len;
   const int r0 = row_chunk * p.rows_per_cta;
-  const int nrows = min(p.rows_per_cta, kv_rows - r0);
   const int grow0 = kvh * kv_rows + r0;  // first row's index among the sequence's rows
-  auto head_of = [&](int grow) { return grow / p.q_len; };
-  auto tok_of = [&](int grow) { return grow % p.q_len; };
+  auto head_of = [&](int row) { return kvh * p.group + (r0 + row) % p.group; };
+  auto tok_of = [&](int row) { return (r0 + row) / p.group; };
 
   // Every input may come from the previous kernel on the stream; this CTA is
   // resident by now, so a programmatic launch has already hidden its start.
@@ -148,18 +158,26 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   allow_dependent_grids();
   // Host schedule: grid y is the sequence, z the partition. Device schedule:
   // grid y is a work item, planned here from the lengths (pj_schedule.cuh).
-  WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0};
+  WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0, 0};
   if constexpr (DEVICE_SCHEDULE) {
     item = plan_work_item<NT, TILE>(p, blockIdx.y, pipe);
     if (item.seq < 0) return;
   } else {
+    if (p.seq_count && item.seq >= active_seqs(p)) return;
     item.length = p.context_lens[item.seq];
+    item.q_len = query_rows(p, item.seq).len;
   }
   const int seq = item.seq;
   const int split = item.part;
-  const SeqSpan sspan = seq_span(p, item.length);
+  const int q_len = item.q_len;
+  const int q_first = p.query_start ? query_rows(p, seq).first : 0;  // packed row of token 0 (ragged)
+  // Every partition of this (sequence, row chunk) leaves alike, before any
+  // barrier or count, when its rows are past the sequence's tokens.
+  const int nrows = min(p.rows_per_cta, p.group * q_len - r0);
+  if (nrows <= 0) return;
+  const SeqSpan sspan = seq_span(p, item.length, q_len);
   const int len = sspan.len, start = sspan.start;
-  const int last_common = len - p.q_len + 1;  // positions below it are seen by every token (window aside)
+  const int last_common = len - q_len + 1;  // positions below it are seen by every token (window aside)
   // Partitions of this sequence: the work item's, a fixed length, or its span
   // cut evenly. Only the first `active` are non-empty; with at most one, it
   // writes the output directly. Otherwise each writes an fp32 partial and the
@@ -219,10 +237,10 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
 #pragma unroll
   for (int t = 0; t < kFirst; ++t)
     if (t < ntiles) first[t].load_ids(p, bt_row, begin + t * TILE, end);
-  const S* q_seq = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq;
+  const S* q_seq = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq + i64(q_first) * p.q_stride_tok;
   auto q_row = [&](int r) {  // padding rows repeat the last real one
-    const int grow = grow0 + min(r, nrows - 1);
-    return q_seq + i64(tok_of(grow)) * p.q_stride_tok + i64(head_of(grow)) * p.q_stride_head;
+    const int row = min(r, nrows - 1);
+    return q_seq + i64(tok_of(row)) * p.q_stride_tok + i64(head_of(row)) * p.q_stride_head;
   };
   if constexpr (FP8) {
     // Widened to fp16 (clamped to its range) and stored in Fp8MmaMath's order;
@@ -265,8 +283,8 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   st.init();
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int tok = tok_of(grow0 + min(lane / 4 + 8 * r, nrows - 1));
-    st.hi[r] = len - p.q_len + tok;
+    const int tok = tok_of(min(lane / 4 + 8 * r, nrows - 1));
+    st.hi[r] = len - q_len + tok;
     st.lo[r] = p.window > 0 ? st.hi[r] + 1 - p.window : 0;
   }
 
@@ -280,7 +298,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     // whether any token of tile t is masked (usually only the last tile).
     const int pos0 = begin + t * TILE;
     // A multi-token query's tokens see different spans: tiles at either edge need per-row masks.
-    const bool edge = p.q_len > 1 && (pos0 + TILE > last_common || (p.window > 0 && pos0 < start + p.q_len - 1));
+    const bool edge = q_len > 1 && (pos0 + TILE > last_common || (p.window > 0 && pos0 < start + q_len - 1));
     const bool masked = __syncthreads_or((masked_bits >> (t % ID_SLOTS)) & 1u) || edge;
     if (t == 0) math.prepare(q_smem, L.q_pitch);  // the query arrived with tile 0
     const int tn = t + STAGES - 1;
@@ -374,7 +392,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
       if (dl == 0) p.part_lse[part * p.dv_chunks + dv_chunk] = lse2;
     } else {
-      write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0, lse2);
+      write_output<OUT>(p, seq, head_of(row), q_first + tok_of(row), d, acc, dv_chunk == 0 && dl == 0, lse2);
     }
   }
   if constexpr (CLUSTER) {
@@ -389,8 +407,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       const float4 acc = merge_partials(
           active, [&](int sp) { return ld_cluster_f32(cluster_addr(lse_local + u32(row * 4), u32(sp))); },
           [&](int sp) { return ld_cluster_f32x4(cluster_addr(o_local + u32((row * DV + dl) * 4), u32(sp))); }, lse2);
-      write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), dv0 + dl, acc, dv_chunk == 0 && dl == 0,
-                        lse2);
+      write_output<OUT>(p, seq, head_of(row), q_first + tok_of(row), dv0 + dl, acc, dv_chunk == 0 && dl == 0, lse2);
     }
     cluster_sync();  // no CTA leaves while another reads its shared memory
     return;
@@ -420,7 +437,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
         active, [&](int sp) { return __ldcg(p.part_lse + partial(row, sp) * p.dv_chunks + dv_chunk); },
         [&](int sp) { return __ldcg(reinterpret_cast<const float4*>(p.part_o + partial(row, sp) * HEAD_DIM + d)); },
         lse2);
-    write_output<OUT>(p, seq, head_of(grow0 + row), tok_of(grow0 + row), d, acc, dv_chunk == 0 && dl == 0, lse2);
+    write_output<OUT>(p, seq, head_of(row), q_first + tok_of(row), d, acc, dv_chunk == 0 && dl == 0, lse2);
   }
 }
 

@@ -57,6 +57,7 @@ struct DecodeParams {
   const int* seq_count;
   // [num_heads] logits joining each softmax denominator only; null: none.
   const float* sinks;
+  int total_tokens;  // ragged calls: packed query rows (query_start values are clamped to it)
 
   int num_seqs;          // sequences in the batch (the device schedule's work items cover them all)
   int work_items;        // device schedule: target partitions per KV-head column (its items are balanced)

@@ -22,18 +22,40 @@ namespace pj {
 
 typedef unsigned long long u64;
 
+// Sequences the call computes: the first *seq_count (clamped), else all.
+__device__ __forceinline__ int active_seqs(const DecodeParams& p) {
+  return p.seq_count ? max(0, min(*p.seq_count, p.num_seqs)) : p.num_seqs;
+}
+
+// A sequence's query tokens: `len` of them, the first at packed row `first`
+// (ragged calls), or q_len tokens addressed through the sequence stride.
+struct QueryRows {
+  int first, len;
+};
+
+// Ragged offsets come from the device and may be anything: clamped to the
+// packed rows and to the host's bound, so no row outside the tensors is
+// touched (rows past the bound are not computed; the validation mode
+// reports such a sequence).
+__device__ __forceinline__ QueryRows query_rows(const DecodeParams& p, int seq) {
+  if (!p.query_start) return QueryRows{0, p.q_len};
+  const int first = max(0, min(p.query_start[seq], p.total_tokens));
+  const int end = max(first, min(p.query_start[seq + 1], p.total_tokens));
+  return QueryRows{first, min(end - first, p.q_len)};
+}
+
 // The positions a sequence's query tokens see: [start, len).
 struct SeqSpan {
   int len, start;
 };
 
 // Tokens past the table's capacity are ignored (the validation mode reports
-// them). Query token i sees positions [lo_i, hi_i], hi_i = len - q_len + i,
-// lo_i = hi_i + 1 - window with a window; a CTA reads their union.
-__device__ __forceinline__ SeqSpan seq_span(const DecodeParams& p, int context_len) {
+// them). Query token i of q_len sees positions [lo_i, hi_i], hi_i = len -
+// q_len + i, lo_i = hi_i + 1 - window with a window; a CTA reads their union.
+__device__ __forceinline__ SeqSpan seq_span(const DecodeParams& p, int context_len, int q_len) {
   SeqSpan s;
   s.len = max(0, min(context_len, p.max_blocks << p.page_shift));
-  const int last_common = s.len - p.q_len + 1;
+  const int last_common = s.len - q_len + 1;
   s.start = p.window > 0 ? max(0, last_common - p.window) : 0;
   return s;
 }
@@ -45,6 +67,7 @@ struct WorkItem {
   int per;     // tokens per partition (a multiple of the tile)
   int slot;    // the sequence's first partial slot
   int length;  // the sequence's context length as read (the CTA need not read it again)
+  int q_len;   // its query tokens
 };
 
 // Exclusive prefix sum over the block's threads in thread order; `total`
@@ -87,17 +110,19 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
   const int per_thread = (p.num_seqs + NT - 1) / NT;
   if (per_thread > K) __trap();  // the host plans no such batch: never drop sequences silently
   const int s0 = tid * per_thread;
-  int span[K], length[K];
+  const int seqs = active_seqs(p);
+  int span[K], length[K], q_len[K];
   u64 mine = 0;
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     const int s = s0 + j;
-    span[j] = -1;  // not a sequence
-    length[j] = 0;
-    if (j < per_thread && s < p.num_seqs) {
+    span[j] = -1;  // not a sequence (or one the call skips)
+    length[j] = 0, q_len[j] = 0;
+    if (j < per_thread && s < seqs) {
       length[j] = p.context_lens[s];
-      const SeqSpan sp = seq_span(p, length[j]);
-      span[j] = sp.len - sp.start;
+      q_len[j] = query_rows(p, s).len;
+      const SeqSpan sp = seq_span(p, length[j], q_len[j]);
+      span[j] = q_len[j] > 0 ? sp.len - sp.start : 0;  // no query token: one item, which leaves at once
       mine += u64(span[j]);
     }
   }
@@ -133,7 +158,7 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
     }
     rank -= class_items[c];
   }
-  WorkItem none{-1, 0, 0, 0, 0, 0};
+  WorkItem none{-1, 0, 0, 0, 0, 0, 0};
   if (cls_item < 0) return none;  // uniform across the block: past the batch's items
 
   // One scan gives both the item's rank within its class (high word) and the
@@ -147,7 +172,7 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
   for (int j = 0; j < K; ++j) {
     const int in_class = int(before >> 32), slot = int(before & 0xffffffffu);
     if (cls[j] == cls_item && rank >= in_class && rank < in_class + parts[j])
-      *found = WorkItem{s0 + j, rank - in_class, parts[j], per[j], slot, length[j]};
+      *found = WorkItem{s0 + j, rank - in_class, parts[j], per[j], slot, length[j], q_len[j]};
     before += (u64(cls[j] == cls_item ? parts[j] : 0) << 32) | u64(parts[j]);
   }
   __syncthreads();

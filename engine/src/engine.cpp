@@ -165,6 +165,10 @@ struct Engine::Impl {
   }
 
   void check_device_data(const PagedAttentionArgs& args, const ProblemShape& s, CUstream stream);
+  void check_ragged_data(const RaggedAttentionArgs& args, const ProblemShape& s, CUstream stream);
+  LaunchInfo run(const PagedAttentionArgs& args, const PagedAttentionOptions& call_options, const ProblemShape& shape,
+                 const RaggedAttentionArgs* ragged, CUstream stream);
+  void launch_decode(CUfunction f, const LaunchInfo& launch, pj::DecodeParams& dp, CUstream stream);
 };
 
 void Engine::Impl::check_device_data(const PagedAttentionArgs& a, const ProblemShape& s, CUstream stream) {
@@ -194,6 +198,91 @@ void Engine::Impl::check_device_data(const PagedAttentionArgs& a, const ProblemS
   }
 }
 
+// Query rows of the ragged call: query_start ascending inside the packed
+// rows, each q_len within its context and the host's max_query_len bound.
+void Engine::Impl::check_ragged_data(const RaggedAttentionArgs& a, const ProblemShape& s, CUstream stream) {
+  check(drv.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  std::vector<int> starts(size_t(s.num_seqs) + 1), lens(size_t(s.num_seqs));
+  check(drv.cuMemcpyDtoH(starts.data(), reinterpret_cast<CUdeviceptr>(a.query_start.data), starts.size() * 4),
+        "cuMemcpyDtoH(query_start)");
+  check(drv.cuMemcpyDtoH(lens.data(), reinterpret_cast<CUdeviceptr>(a.context_lens.data), lens.size() * 4),
+        "cuMemcpyDtoH(context_lens)");
+  if (starts[0] < 0) throw DeviceDataError(0, fmt::format("query_start[0] = {} is negative", starts[0]));
+  for (int i = 0; i < s.num_seqs; ++i) {
+    const std::int64_t b = starts[size_t(i)], e = starts[size_t(i) + 1], q = e - b;
+    if (e < b || e > s.total_tokens)
+      throw DeviceDataError(i, fmt::format("query_start[{}..{}] = {}..{} is not an ascending range inside the {} "
+                                           "packed rows",
+                                           i, i + 1, b, e, s.total_tokens));
+    if (q > s.q_len)
+      throw DeviceDataError(i, fmt::format("sequence {} has {} query tokens, more than max_query_len {}; the rest "
+                                           "would not be computed",
+                                           i, q, s.q_len));
+    if (q > lens[size_t(i)])
+      throw DeviceDataError(i, fmt::format("sequence {} has {} query tokens but context_len {} (which counts them)", i,
+                                           q, lens[size_t(i)]));
+  }
+}
+
+// One launch of the decode kernel with the plan's grid, programmatic
+// serialization where enabled, and the plan's cluster.
+void Engine::Impl::launch_decode(CUfunction f, const LaunchInfo& launch, pj::DecodeParams& dp, CUstream stream) {
+  void* decode_args[] = {&dp};
+  const auto& g = launch.grid;
+  CUlaunchConfig cfg{};
+  cfg.gridDimX = unsigned(g[0]), cfg.gridDimY = unsigned(g[1]), cfg.gridDimZ = unsigned(g[2]);
+  cfg.blockDimX = unsigned(launch.threads), cfg.blockDimY = 1, cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = unsigned(launch.smem_bytes);
+  cfg.hStream = stream;
+  CUlaunchAttribute attrs[2] = {};
+  unsigned n = 0;
+  if (programmatic) {
+    attrs[n].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attrs[n++].value.programmaticStreamSerializationAllowed = 1;
+  }
+  if (launch.cluster > 1) {
+    attrs[n].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attrs[n].value.clusterDim.x = 1, attrs[n].value.clusterDim.y = 1;
+    attrs[n++].value.clusterDim.z = unsigned(launch.cluster);
+  }
+  cfg.attrs = attrs, cfg.numAttrs = n;
+  check(drv.cuLaunchKernelEx(&cfg, f, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
+}
+
+LaunchInfo Engine::Impl::run(const PagedAttentionArgs& args, const PagedAttentionOptions& call_options,
+                             const ProblemShape& shape, const RaggedAttentionArgs* ragged, CUstream stream) {
+  const std::shared_ptr<const attention::Plan> planned = plans->plan(shape, call_options);
+  const attention::Plan& plan = *planned;
+  if (shape.num_seqs == 0 || (shape.ragged && shape.total_tokens == 0)) return plan.info;
+
+  ContextScope scope(drv, ctx);
+  if (options.validate_device_data) {
+    check_device_data(args, shape, stream);
+    if (ragged) check_ragged_data(*ragged, shape, stream);
+  }
+
+  const Launchable decode = kernel(plan.decode, plan.info.smem_bytes, plan.info.threads);
+  LaunchInfo launch = plan.info;
+  if (launch.work_items > 0) {
+    // Device schedule: as many work items as the compiled kernel's real
+    // occupancy takes (the plan's bound counted shared memory alone).
+    launch.work_items = std::min(
+        launch.work_items,
+        attention::work_items_for(launch.work_waves, info.sm_count, std::max(1, decode.ctas_per_sm), launch.grid[0]));
+    launch.grid[1] = shape.num_seqs + launch.work_items;
+  }
+  std::lock_guard<std::mutex> lock(mu);  // the workspace map; launches are cheap
+  const WorkspaceLease ws = launch.workspace_bytes ? workspace(args, stream, plan) : WorkspaceLease{};
+
+  pj::DecodeParams dp =
+      attention::decode_params(args, call_options, shape, plan, ws.scratch.counters, ws.scratch.partials);
+  if (ragged) attention::apply_ragged(dp, *ragged, call_options, shape);
+  dp.work_items = launch.work_items;
+  launch_decode(decode.function, launch, dp, stream);
+  if (ws.done) check(drv.cuEventRecord(ws.done, stream), "cuEventRecord");
+  return launch;
+}
+
 Engine::Engine(int ordinal, EngineOptions options) : impl_(std::make_unique<Impl>(ordinal, options)) {}
 Engine::~Engine() = default;
 
@@ -211,52 +300,7 @@ LaunchInfo Engine::plan(const PagedAttentionArgs& args, const PagedAttentionOpti
 
 LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAttentionOptions& options,
                                    CUstream stream) {
-  const ProblemShape shape = validate_call(args, options);
-  const std::shared_ptr<const attention::Plan> planned = impl_->plans->plan(shape, options);
-  const attention::Plan& plan = *planned;
-  if (shape.num_seqs == 0) return plan.info;
-
-  Impl& m = *impl_;
-  ContextScope scope(m.drv, m.ctx);
-  if (m.options.validate_device_data) m.check_device_data(args, shape, stream);
-
-  const Launchable decode = m.kernel(plan.decode, plan.info.smem_bytes, plan.info.threads);
-  LaunchInfo info = plan.info;
-  if (info.work_items > 0) {
-    // Device schedule: as many work items as the compiled kernel's real
-    // occupancy takes (the plan's bound counted shared memory alone).
-    info.work_items = std::min(
-        info.work_items,
-        attention::work_items_for(info.work_waves, m.info.sm_count, std::max(1, decode.ctas_per_sm), info.grid[0]));
-    info.grid[1] = shape.num_seqs + info.work_items;
-  }
-  std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
-  const WorkspaceLease ws = info.workspace_bytes ? m.workspace(args, stream, plan) : WorkspaceLease{};
-
-  pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws.scratch.counters, ws.scratch.partials);
-  dp.work_items = info.work_items;
-  void* decode_args[] = {&dp};
-  const auto& g = info.grid;
-  CUlaunchConfig cfg{};
-  cfg.gridDimX = unsigned(g[0]), cfg.gridDimY = unsigned(g[1]), cfg.gridDimZ = unsigned(g[2]);
-  cfg.blockDimX = unsigned(plan.info.threads), cfg.blockDimY = 1, cfg.blockDimZ = 1;
-  cfg.sharedMemBytes = unsigned(plan.info.smem_bytes);
-  cfg.hStream = stream;
-  CUlaunchAttribute attrs[2] = {};
-  unsigned n = 0;
-  if (m.programmatic) {
-    attrs[n].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    attrs[n++].value.programmaticStreamSerializationAllowed = 1;
-  }
-  if (plan.info.cluster > 1) {
-    attrs[n].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    attrs[n].value.clusterDim.x = 1, attrs[n].value.clusterDim.y = 1;
-    attrs[n++].value.clusterDim.z = unsigned(plan.info.cluster);
-  }
-  cfg.attrs = attrs, cfg.numAttrs = n;
-  check(m.drv.cuLaunchKernelEx(&cfg, decode.function, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
-  if (ws.done) check(m.drv.cuEventRecord(ws.done, stream), "cuEventRecord");
-  return info;
+  return impl_->run(args, options, validate_call(args, options), nullptr, stream);
 }
 
 void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream) {
@@ -289,16 +333,18 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
         "cuLaunchKernel(merge_states)");
 }
 
-LaunchInfo Engine::ragged_paged_attention(const RaggedAttentionArgs&, const PagedAttentionOptions&, CUstream) {
-  throw NotSupported("ragged_paged_attention", "not built yet");
+LaunchInfo Engine::ragged_paged_attention(const RaggedAttentionArgs& args, const PagedAttentionOptions& options,
+                                          CUstream stream) {
+  const ProblemShape shape = validate_ragged(args, options);
+  return impl_->run(paged_view(args), options, shape, &args, stream);
 }
 
-std::int64_t Engine::workspace_bytes(const RaggedAttentionArgs&, const PagedAttentionOptions&) const {
-  throw NotSupported("ragged_paged_attention", "not built yet");
+std::int64_t Engine::workspace_bytes(const RaggedAttentionArgs& args, const PagedAttentionOptions& options) const {
+  return plan(args, options).workspace_bytes;
 }
 
-LaunchInfo Engine::plan(const RaggedAttentionArgs&, const PagedAttentionOptions&) const {
-  throw NotSupported("ragged_paged_attention", "not built yet");
+LaunchInfo Engine::plan(const RaggedAttentionArgs& args, const PagedAttentionOptions& options) const {
+  return impl_->plans->plan(validate_ragged(args, options), options)->info;
 }
 
 void Engine::append_kv(const AppendKvArgs&, CUstream) {

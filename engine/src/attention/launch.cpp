@@ -70,7 +70,20 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.window = o.sliding_window ? int(*o.sliding_window) : 0;
   p.scale = o.attn_scale ? *o.attn_scale : float(1.0 / std::sqrt(double(s.head_dim)));
   p.soft_cap = o.attn_logits_soft_cap ? *o.attn_logits_soft_cap : 0.f;
+  p.sinks = static_cast<const float*>(a.sinks.data);
   return p;
+}
+
+void apply_ragged(pj::DecodeParams& p, const RaggedAttentionArgs& r, const PagedAttentionOptions& o,
+                  const ProblemShape& s) {
+  // Rows are packed: a sequence's token i is row query_start[s] + i.
+  p.q_stride_seq = 0, p.q_stride_tok = r.query.strides[0];
+  p.o_stride_seq = 0, p.o_stride_tok = r.output.strides[0];
+  p.lse_stride_seq = 0;
+  p.lse_stride_tok = o.return_lse ? r.lse.strides[0] : 0;
+  p.query_start = static_cast<const int*>(r.query_start.data);
+  p.seq_count = static_cast<const int*>(r.seq_count.data);
+  p.total_tokens = int(s.total_tokens);
 }
 
 }  // namespace pagedjit::attention

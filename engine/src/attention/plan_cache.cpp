@@ -36,8 +36,9 @@ static_assert(field_count<KernelConfig>(0) == 6, "KernelConfig changed: update c
 // Every value of the key, for the comparison and the hash alike.
 auto shape_values(const ProblemShape& s) {
   return std::make_tuple(s.num_seqs, s.num_heads, s.num_kv_heads, s.head_dim, s.page_size, s.max_blocks, s.num_blocks,
-                         s.dtype, s.kv_dtype, s.out_dtype, s.layout, s.max_context_len, s.q_len, s.ragged,
-                         s.total_tokens);
+                         s.dtype, s.kv_dtype, s.out_dtype, s.layout, s.max_context_len, s.q_len, s.ragged);
+  // (total_tokens is not read by the planner, only by the launch: a serving
+  // loop whose step sizes vary reuses one plan.)
 }
 
 auto config_values(const std::optional<KernelConfig>& c) {

@@ -194,11 +194,24 @@ void plan_rows(const ProblemShape& s, int dv, LaunchInfo& info) {
   info.dv_chunks = int(dv_chunks);
 }
 
+// A ragged call whose queries may be longer than one CTA's rows.
+bool long_queries(const ProblemShape& s) {
+  return s.ragged && std::int64_t(s.group()) * s.q_len > pj::kTileRows;
+}
+
 // Partitions per sequence: as forced (a partition length, batch invariance,
 // num_splits), else enough CTAs to fill every SM, none smaller than
 // kMinChunkTokens.
 void plan_partitions(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d, const Request& r,
                      const TileConfig& cfg, LaunchInfo& info) {
+  if (long_queries(s)) {
+    // Many row chunks already fill the GPU, and partials of every row of
+    // every partition would be a large workspace: one partition.
+    info.num_splits = 1;
+    info.chunk_tokens = 0;
+    info.source = r.use_tuned ? "profile" : "heuristic";
+    return;
+  }
   const std::int64_t units = std::int64_t(s.num_seqs) * s.num_kv_heads * info.head_chunks * info.dv_chunks;
   const std::int64_t slots =
       std::int64_t(d.sm_count) *
@@ -332,7 +345,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   const bool automatic = o.num_splits == 0 && !o.batch_invariant && !(!use_tuned && r.forced.chunk_tokens > 0);
   const int user_waves = o.kernel_config ? o.kernel_config->work_waves : 0;
   const int waves = user_waves ? user_waves : r.forced.work_waves ? r.forced.work_waves : kDefaultWorkWaves;
-  if (device_schedule && automatic && plan_device_schedule(s, d, waves, plan)) return plan;
+  if (device_schedule && automatic && !long_queries(s) && plan_device_schedule(s, d, waves, plan)) return plan;
   if (info.num_splits > 1 && info.cluster == 1) plan_global_merge(s, plan);
   return plan;
 }

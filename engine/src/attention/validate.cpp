@@ -310,14 +310,22 @@ void workspace(const PagedAttentionArgs& a) {
                           std::to_string(a.workspace_bytes));
 }
 
+// Attention sinks: one fp32 logit per query head.
+void sinks(const TensorView& t, const ProblemShape& s) {
+  if (!t.data && t.rank == 0) return;  // absent
+  if (t.dtype != DType::f32 || t.rank != 1 || t.shape[0] != s.num_heads || (t.shape[0] > 1 && t.strides[0] != 1))
+    throw InvalidArgument("sinks", fmt::format("fp32 contiguous [{}] (num_heads)", s.num_heads), t.describe());
+}
+
 struct Arg {
   const TensorView* view;
   const char* name;
   bool written;
 };
 
-// Pointers, alignment, and the memory each view covers.
-void memory(const PagedAttentionArgs& a, const PagedAttentionOptions& o) {
+// Pointers, alignment, and the memory each view covers; `more`: views only
+// some calls have.
+void memory(const PagedAttentionArgs& a, const PagedAttentionOptions& o, const std::vector<Arg>& more = {}) {
   const TensorView &q = a.query, &k = a.key_cache, &v = a.value_cache, &out = a.output;
   std::vector<Arg> args = {{&q, "query", false},
                            {&k, "key_cache", false},
@@ -326,8 +334,9 @@ void memory(const PagedAttentionArgs& a, const PagedAttentionOptions& o) {
                            {&a.block_tables, "block_tables", false},
                            {&out, "output", true}};
   if (o.return_lse) args.push_back({&a.lse, "lse", true});
-  for (auto [t, n] : {std::pair{&a.k_scale, "k_scale"}, {&a.v_scale, "v_scale"}})
+  for (auto [t, n] : {std::pair{&a.k_scale, "k_scale"}, {&a.v_scale, "v_scale"}, {&a.sinks, "sinks"}})
     if (t->rank == 1) args.push_back({t, n, false});
+  args.insert(args.end(), more.begin(), more.end());
   for (const Arg& x : args) expect_data(*x.view, x.name);
 
   expect_vector_rows(q, "query");
@@ -354,7 +363,76 @@ void memory(const PagedAttentionArgs& a, const PagedAttentionOptions& o) {
   expect_disjoint(ranges);
 }
 
+// The ragged call's own tensors: query_start and seq_count, int32 on the device.
+void ragged_indices(const RaggedAttentionArgs& r, const ProblemShape& s) {
+  const TensorView& qs = r.query_start;
+  expect_rank(qs, "query_start", 1, "[num_seqs + 1]");
+  if (qs.dtype != DType::i32) throw InvalidArgument("query_start", "dtype int32", dtype_name(qs.dtype));
+  if (qs.shape[0] != std::int64_t(s.num_seqs) + 1 || qs.strides[0] != 1)
+    throw InvalidArgument(
+        "query_start",
+        fmt::format("contiguous [{}] (num_seqs + 1, num_seqs from context_lens)", std::int64_t(s.num_seqs) + 1),
+        qs.describe());
+  const TensorView& sc = r.seq_count;
+  if (!sc.data && sc.rank == 0) return;
+  if (sc.rank != 1 || sc.shape[0] != 1 || sc.dtype != DType::i32)
+    throw InvalidArgument("seq_count", "int32 [1]", sc.describe());
+}
+
 }  // namespace
+
+PagedAttentionArgs paged_view(const RaggedAttentionArgs& r) {
+  PagedAttentionArgs a;
+  a.query = r.query;
+  a.key_cache = r.key_cache;
+  a.value_cache = r.value_cache;
+  a.context_lens = r.context_lens;
+  a.block_tables = r.block_tables;
+  a.output = r.output;
+  a.layout = r.layout;
+  a.lse = r.lse;
+  a.k_scale = r.k_scale;
+  a.v_scale = r.v_scale;
+  a.sinks = r.sinks;
+  a.workspace = r.workspace;
+  a.workspace_bytes = r.workspace_bytes;
+  return a;
+}
+
+ProblemShape validate_ragged(const RaggedAttentionArgs& r, const PagedAttentionOptions& o) {
+  refuse_meaningless_options(o);
+  const PagedAttentionArgs a = paged_view(r);
+  if (r.query.rank != 3)
+    throw InvalidArgument("query", "rank 3 [total_tokens, num_heads, head_dim]", r.query.describe());
+  if (r.query.shape[0] > 0x7fffffff) throw InvalidArgument("query", "total_tokens < 2^31", r.query.describe());
+  // query_shape reads the leading dim as sequences: here it is the packed tokens.
+  ProblemShape s = query_shape(r.query);
+  output_shape(a, o, s);
+  s.ragged = true;
+  s.total_tokens = s.num_seqs;
+  if (r.context_lens.rank != 1) throw InvalidArgument("context_lens", "rank 1 [num_seqs]", r.context_lens.describe());
+  if (r.context_lens.shape[0] > 65535)
+    throw InvalidArgument("context_lens", "num_seqs <= 65535", std::to_string(r.context_lens.shape[0]));
+  s.num_seqs = int(r.context_lens.shape[0]);
+  if (r.max_query_len < 0 || r.max_query_len > s.total_tokens)
+    throw InvalidArgument("max_query_len", fmt::format("0 (total_tokens) or 1..{} (total_tokens)", s.total_tokens),
+                          std::to_string(r.max_query_len));
+  s.q_len = int(std::max<std::int64_t>(1, r.max_query_len ? r.max_query_len : s.total_tokens));
+  s.layout = r.layout;
+  cache_shape(a, s);
+  index_shape(a, s);
+  ragged_indices(r, s);
+  scales(a, s);
+  sinks(r.sinks, s);
+  options(o, s);
+  workspace(a);
+  const std::int64_t capacity = std::int64_t(s.max_blocks) * s.page_size;
+  s.max_context_len = o.max_context_len ? std::min<std::int64_t>(*o.max_context_len, capacity) : capacity;
+  std::vector<Arg> more = {{&r.query_start, "query_start", false}};
+  if (r.seq_count.rank == 1) more.push_back({&r.seq_count, "seq_count", false});
+  if (s.num_seqs > 0 && s.total_tokens > 0) memory(a, o, more);
+  return s;
+}
 
 ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOptions& o) {
   refuse_meaningless_options(o);
@@ -364,6 +442,7 @@ ProblemShape validate_call(const PagedAttentionArgs& a, const PagedAttentionOpti
   index_shape(a, s);
   output_shape(a, o, s);
   scales(a, s);
+  sinks(a.sinks, s);
   options(o, s);
   workspace(a);
   const std::int64_t capacity = std::int64_t(s.max_blocks) * s.page_size;

@@ -1,6 +1,7 @@
 // The rules a call must satisfy before anything is launched (validate.cpp).
 #pragma once
 #include "pagedjit/paged_attention.hpp"
+#include "pagedjit/ragged_attention.hpp"
 
 namespace pagedjit {
 
@@ -20,5 +21,11 @@ constexpr CacheAxes cache_axes(CacheLayout layout) {
 // Validates a call's arguments (shapes, dtypes, strides, alignment, options)
 // and returns its pointer-free description. Throws InvalidArgument or NotSupported.
 ProblemShape validate_call(const PagedAttentionArgs& args, const PagedAttentionOptions& options);
+// The same for a ragged call; the shape has `ragged` set, q_len = the longest
+// query (the max_query_len hint, else total_tokens) and total_tokens.
+ProblemShape validate_ragged(const RaggedAttentionArgs& args, const PagedAttentionOptions& options);
+// The ragged call seen as a decode call: the paged arguments it shares (its
+// query and output stay [total_tokens, num_heads, head_dim]).
+PagedAttentionArgs paged_view(const RaggedAttentionArgs& args);
 
 }  // namespace pagedjit
