@@ -28,9 +28,9 @@ namespace pj {
 template <class OUT>
 __device__ __forceinline__ void write_output(const DecodeParams& p, int seq, int head, int tok, int d, float4 v,
                                              bool with_lse, float lse2) {
-  if (p.sinks) {
-    const float sink2 = p.sinks[head] * kLog2e;
-    const float top = fmaxf(lse2, sink2);
+  const float sink2 = p.sinks ? p.sinks[head] * kLog2e : neg_inf();
+  const float top = fmaxf(lse2, sink2);
+  if (p.sinks && top != neg_inf()) {  // (a sink of -inf is no sink)
     const float total = top + log2f(exp2f(lse2 - top) + exp2f(sink2 - top));
     const float f = exp2f(lse2 - total);  // 0 for a row with no key
     v.x *= f, v.y *= f, v.z *= f, v.w *= f;

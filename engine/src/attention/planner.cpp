@@ -179,7 +179,7 @@ int checked_smem(const ProblemShape& s, const DeviceInfo& d, const Request& r, c
 // Query rows (query heads x query tokens of a KV head) per CTA and output-dim
 // chunks per row chunk. Refuses grids larger than a launch holds.
 void plan_rows(const ProblemShape& s, int dv, LaunchInfo& info) {
-  const int rows = s.group() * s.q_len;  // query rows per KV head
+  const std::int64_t rows = std::int64_t(s.group()) * s.q_len;  // query rows per KV head
   // Grid limits, in 64-bit: absurd shapes must be refused, not overflow.
   const std::int64_t row_chunks = (std::int64_t(rows) + pj::kTileRows - 1) / pj::kTileRows;
   const std::int64_t dv_chunks = (s.head_dim + dv - 1) / dv;

@@ -130,7 +130,8 @@ void refuse_meaningless_options(const PagedAttentionOptions& o) {
   if (!o.inline_seq_dim) throw NotSupported("options.inline_seq_dim", "only inline_seq_dim = true is implemented");
 }
 
-ProblemShape query_shape(const TensorView& q) {
+// `ragged`: the leading dim is packed query rows, not sequences.
+ProblemShape query_shape(const TensorView& q, bool ragged = false) {
   if (q.rank != 3 && q.rank != 4)
     throw InvalidArgument("query", "rank 3 [num_seqs, num_heads, head_dim] or 4 [num_seqs, q_len, num_heads, head_dim]",
                           q.describe());
@@ -139,7 +140,7 @@ ProblemShape query_shape(const TensorView& q) {
   const int qh = q.rank - 2;  // axis of the heads
   if (q.rank == 4 && (q.shape[1] < 1 || q.shape[1] > 8))
     throw InvalidArgument("query", "q_len (shape[1]) in 1..8", std::to_string(q.shape[1]));
-  if (q.shape[0] > 65535) throw InvalidArgument("query", "num_seqs <= 65535", std::to_string(q.shape[0]));
+  if (!ragged && q.shape[0] > 65535) throw InvalidArgument("query", "num_seqs <= 65535", std::to_string(q.shape[0]));
   if (q.shape[qh] < 1 || q.shape[qh] > 65535)
     throw InvalidArgument("query", "num_heads in 1..65535", std::to_string(q.shape[qh]));
   if (q.shape[qh + 1] < 16 || q.shape[qh + 1] % 16 != 0 || q.shape[qh + 1] > pj::kMaxHeadDim)
@@ -406,7 +407,7 @@ ProblemShape validate_ragged(const RaggedAttentionArgs& r, const PagedAttentionO
     throw InvalidArgument("query", "rank 3 [total_tokens, num_heads, head_dim]", r.query.describe());
   if (r.query.shape[0] > 0x7fffffff) throw InvalidArgument("query", "total_tokens < 2^31", r.query.describe());
   // query_shape reads the leading dim as sequences: here it is the packed tokens.
-  ProblemShape s = query_shape(r.query);
+  ProblemShape s = query_shape(r.query, true);
   output_shape(a, o, s);
   s.ragged = true;
   s.total_tokens = s.num_seqs;
@@ -418,6 +419,11 @@ ProblemShape validate_ragged(const RaggedAttentionArgs& r, const PagedAttentionO
     throw InvalidArgument("max_query_len", fmt::format("0 (total_tokens) or 1..{} (total_tokens)", s.total_tokens),
                           std::to_string(r.max_query_len));
   s.q_len = int(std::max<std::int64_t>(1, r.max_query_len ? r.max_query_len : s.total_tokens));
+  // Query rows of a KV head (group x tokens) are counted in 32 bits on the device.
+  if (std::int64_t(s.q_len) * s.num_heads > (std::int64_t(1) << 30))
+    throw NotSupported("max_query_len", fmt::format("max_query_len x num_heads <= 2^30 (here {} x {}); pass a "
+                                                    "tighter max_query_len or split the step",
+                                                    s.q_len, s.num_heads));
   s.layout = r.layout;
   cache_shape(a, s);
   index_shape(a, s);
