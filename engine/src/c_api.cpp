@@ -28,7 +28,9 @@ static_assert(int(ErrorCode::invalid_argument) + 1 == PAGEDJIT_ERROR_INVALID_ARG
               "pagedjit_status mirrors pagedjit::ErrorCode, in the same order");
 
 // The struct layouts foreign mirrors copy (python/pagedjit/_capi.py): change them knowingly.
-static_assert(sizeof(pagedjit_tensor) == 80 && sizeof(pagedjit_args) == 744 && sizeof(pagedjit_options) == 104,
+static_assert(sizeof(pagedjit_tensor) == 80 && sizeof(pagedjit_args) == 824 && sizeof(pagedjit_options) == 104,
+              "the C API's struct layouts changed");
+static_assert(sizeof(pagedjit_ragged_args) == 992 && offsetof(pagedjit_ragged_args, max_query_len) == 968,
               "the C API's struct layouts changed");
 static_assert(offsetof(pagedjit_options, megacore_mode) == 72 && offsetof(pagedjit_args, workspace) == 568,
               "the C API's struct layouts changed");
@@ -126,7 +128,33 @@ PagedAttentionArgs to_args(const pagedjit_args* a) {
   r.lse = to_view(a->lse, "lse");
   r.k_scale = to_view(a->k_scale, "k_scale");
   r.v_scale = to_view(a->v_scale, "v_scale");
+  r.sinks = to_view(a->sinks, "sinks");
   r.layout = static_cast<CacheLayout>(a->layout);
+  r.workspace = a->workspace;
+  r.workspace_bytes = a->workspace_bytes;
+  return r;
+}
+
+RaggedAttentionArgs to_ragged_args(const pagedjit_ragged_args* a) {
+  require(a, "args");
+  if (a->layout < PAGEDJIT_BLOCKS_HEADS || a->layout > PAGEDJIT_BLOCKS_TOKENS)
+    throw InvalidArgument("args.layout", "a pagedjit_layout (0..2)", std::to_string(a->layout));
+  if (a->reserved0 != 0) throw InvalidArgument("args.reserved0", "0", std::to_string(a->reserved0));
+  RaggedAttentionArgs r;
+  r.query = to_view(a->query, "query");
+  r.query_start = to_view(a->query_start, "query_start");
+  r.key_cache = to_view(a->key_cache, "key_cache");
+  r.value_cache = to_view(a->value_cache, "value_cache");
+  r.context_lens = to_view(a->context_lens, "context_lens");
+  r.block_tables = to_view(a->block_tables, "block_tables");
+  r.output = to_view(a->output, "output");
+  r.lse = to_view(a->lse, "lse");
+  r.k_scale = to_view(a->k_scale, "k_scale");
+  r.v_scale = to_view(a->v_scale, "v_scale");
+  r.sinks = to_view(a->sinks, "sinks");
+  r.seq_count = to_view(a->seq_count, "seq_count");
+  r.layout = static_cast<CacheLayout>(a->layout);
+  r.max_query_len = a->max_query_len;
   r.workspace = a->workspace;
   r.workspace_bytes = a->workspace_bytes;
   return r;
@@ -260,6 +288,29 @@ pagedjit_status pagedjit_workspace_bytes(const pagedjit_engine* engine, const pa
 
 pagedjit_status pagedjit_validate(const pagedjit_args* args, const pagedjit_options* options) {
   return guarded([&] { validate_call(to_args(args), to_options(options)); });
+}
+
+pagedjit_status pagedjit_ragged_paged_attention(pagedjit_engine* engine, const pagedjit_ragged_args* args,
+                                                const pagedjit_options* options, void* cuda_stream) {
+  return guarded([&] {
+    require(engine, "engine");
+    engine->engine.ragged_paged_attention(to_ragged_args(args), to_options(options),
+                                          static_cast<CUstream>(cuda_stream));
+  });
+}
+
+pagedjit_status pagedjit_ragged_workspace_bytes(const pagedjit_engine* engine, const pagedjit_ragged_args* args,
+                                                const pagedjit_options* options, int64_t* bytes) {
+  if (bytes) *bytes = 0;
+  return guarded([&] {
+    require(engine, "engine");
+    require(bytes, "bytes");
+    *bytes = engine->engine.workspace_bytes(to_ragged_args(args), to_options(options));
+  });
+}
+
+pagedjit_status pagedjit_validate_ragged(const pagedjit_ragged_args* args, const pagedjit_options* options) {
+  return guarded([&] { validate_ragged(to_ragged_args(args), to_options(options)); });
 }
 
 pagedjit_status pagedjit_merge_attention_states(pagedjit_engine* engine, const pagedjit_merge_args* args,

@@ -33,7 +33,7 @@ class Args(ctypes.Structure):
     _fields_ = [(name, Tensor) for name in
                 ("query", "key_cache", "value_cache", "context_lens", "block_tables", "output", "lse")] + \
                [("layout", c_int32), ("reserved0", c_int32), ("workspace", c_void_p), ("workspace_bytes", c_int64),
-                ("k_scale", Tensor), ("v_scale", Tensor)]
+                ("k_scale", Tensor), ("v_scale", Tensor), ("sinks", Tensor)]
 
 
 class Options(ctypes.Structure):
@@ -53,12 +53,20 @@ class MergeArgs(ctypes.Structure):
     _fields_ = [(name, Tensor) for name in ("out_a", "lse_a", "out_b", "lse_b", "out", "lse")]
 
 
+class RaggedArgs(ctypes.Structure):
+    _fields_ = [(name, Tensor) for name in
+                ("query", "query_start", "key_cache", "value_cache", "context_lens", "block_tables", "output", "lse",
+                 "k_scale", "v_scale", "sinks", "seq_count")] + \
+               [("layout", c_int32), ("reserved0", c_int32), ("max_query_len", c_int64), ("workspace", c_void_p),
+                ("workspace_bytes", c_int64)]
+
+
 STRUCTS = {"pagedjit_tensor": Tensor, "pagedjit_args": Args, "pagedjit_options": Options,
-           "pagedjit_merge_args": MergeArgs}
+           "pagedjit_merge_args": MergeArgs, "pagedjit_ragged_args": RaggedArgs}
 
 # Pinned by static_asserts in engine/src/c_api.cpp as well.
-assert (ctypes.sizeof(Tensor), ctypes.sizeof(Args), ctypes.sizeof(Options), ctypes.sizeof(MergeArgs)) == \
-    (80, 744, 104, 480), "the ctypes mirrors of the C structs are off"
+assert (ctypes.sizeof(Tensor), ctypes.sizeof(Args), ctypes.sizeof(Options), ctypes.sizeof(MergeArgs),
+        ctypes.sizeof(RaggedArgs)) == (80, 824, 104, 480, 992), "the ctypes mirrors of the C structs are off"
 
 # ------------------------------------------------------------ finding and loading the library
 
@@ -76,6 +84,9 @@ _SIGNATURES = {
     "pagedjit_validate": (c_int, [POINTER(Args), POINTER(Options)]),
     "pagedjit_merge_attention_states": (c_int, [c_void_p, POINTER(MergeArgs), c_void_p]),
     "pagedjit_validate_merge": (c_int, [POINTER(MergeArgs)]),
+    "pagedjit_ragged_paged_attention": (c_int, [c_void_p, POINTER(RaggedArgs), POINTER(Options), c_void_p]),
+    "pagedjit_ragged_workspace_bytes": (c_int, [c_void_p, POINTER(RaggedArgs), POINTER(Options), POINTER(c_int64)]),
+    "pagedjit_validate_ragged": (c_int, [POINTER(RaggedArgs), POINTER(Options)]),
 }
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -107,6 +107,9 @@ typedef struct pagedjit_args {
   /* fp8 caches only: fp32 [1] or [num_kv_heads] dequantization scales (rank 0: 1). */
   pagedjit_tensor k_scale;
   pagedjit_tensor v_scale;
+  /* Optional fp32 [num_heads]: attention sinks, a logit per query head that
+   * joins each softmax denominator only (rank 0: none). */
+  pagedjit_tensor sinks;
 } pagedjit_args;
 
 /* Options. Call pagedjit_options_init first: it sets the defaults. A field
@@ -163,6 +166,45 @@ PAGEDJIT_API pagedjit_status pagedjit_workspace_bytes(const pagedjit_engine* eng
 /* Checks a call's shapes, dtypes, strides, alignment and options without a
  * device (pointers are not dereferenced). */
 PAGEDJIT_API pagedjit_status pagedjit_validate(const pagedjit_args* args, const pagedjit_options* options);
+
+/* ------------------------------------------------------------ ragged steps */
+
+/* One call for a serving step mixing decodes, draft verifications and prefill
+ * chunks (pagedjit::RaggedAttentionArgs; docs/contract.md). Zero-initialize,
+ * then fill. */
+typedef struct pagedjit_ragged_args {
+  pagedjit_tensor query;        /* [total_tokens, num_heads, head_dim], every sequence's new tokens packed */
+  pagedjit_tensor query_start;  /* [num_seqs + 1] int32: sequence s owns rows query_start[s] .. query_start[s+1] */
+  pagedjit_tensor key_cache;    /* 4-D, see `layout` */
+  pagedjit_tensor value_cache;  /* same shape and dtype as key_cache */
+  pagedjit_tensor context_lens; /* [num_seqs] int32: cached tokens including this step's */
+  pagedjit_tensor block_tables; /* [num_seqs, max_blocks] int32 */
+  pagedjit_tensor output;       /* the query's shape */
+  pagedjit_tensor lse;          /* [total_tokens, num_heads] fp32, written when options.return_lse */
+  pagedjit_tensor k_scale;      /* fp8 caches: as in pagedjit_args */
+  pagedjit_tensor v_scale;
+  pagedjit_tensor sinks;     /* optional fp32 [num_heads] */
+  pagedjit_tensor seq_count; /* optional int32 [1]: sequences this step has (later ones skipped) */
+  int32_t layout;            /* pagedjit_layout */
+  int32_t reserved0;         /* 0 */
+  int64_t max_query_len;     /* host bound on every q_len; 0: total_tokens */
+  void* workspace;           /* optional scratch, as in pagedjit_args */
+  int64_t workspace_bytes;
+} pagedjit_ragged_args;
+
+/* Runs ragged paged attention on `cuda_stream`. Asynchronous; reads no device
+ * data on the host (graph-capturable). `options` NULL: the defaults. */
+PAGEDJIT_API pagedjit_status pagedjit_ragged_paged_attention(pagedjit_engine* engine, const pagedjit_ragged_args* args,
+                                                             const pagedjit_options* options, void* cuda_stream);
+
+/* Scratch bytes a ragged call needs in args->workspace (0: none). */
+PAGEDJIT_API pagedjit_status pagedjit_ragged_workspace_bytes(const pagedjit_engine* engine,
+                                                             const pagedjit_ragged_args* args,
+                                                             const pagedjit_options* options, int64_t* bytes);
+
+/* Checks a ragged call without a device (pointers are not dereferenced). */
+PAGEDJIT_API pagedjit_status pagedjit_validate_ragged(const pagedjit_ragged_args* args,
+                                                      const pagedjit_options* options);
 
 /* ------------------------------------------------------------ merging two partial results */
 
