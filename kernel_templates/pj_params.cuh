@@ -121,6 +121,44 @@ struct MergeParams {
   int head_dim;  // a multiple of 4
 };
 
+// Most threads per CTA of append_kv (append_kv.cuh): blockDim.x threads move
+// one row's 16-byte columns of one KV head, blockDim.y rows share the CTA.
+constexpr int kAppendThreads = 256;
+
+// Arguments of append_kv (append_kv.cuh). Strides are in elements; the cache
+// strides are reduced from the layout as in DecodeParams.
+struct AppendParams {
+  const void* k_src;  // [token][kv head][dim], packed rows of every sequence
+  const void* v_src;
+  i64 k_src_stride_tok, k_src_stride_head, v_src_stride_tok, v_src_stride_head;
+
+  void* k;
+  void* v;
+  i64 k_stride_head, v_stride_head;
+  unsigned k_stride_page, k_stride_slot;  // < 2^31 (validated)
+  unsigned v_stride_page, v_stride_slot;
+
+  // Sequence s owns rows query_start[s] .. query_start[s + 1] (clamped to
+  // [0, total_tokens]) and writes them to positions context_lens[s] - q_len
+  // onwards; only the first *seq_count sequences (null: num_seqs) do.
+  const int* query_start;
+  const int* context_lens;
+  const int* block_tables;
+  const int* seq_count;
+  i64 bt_stride;
+  int max_blocks;  // table entries per row that may be used
+  int num_blocks;  // pages outside [0, num_blocks) are never written
+
+  // fp8 caches: the cache receives value / scale[head * stride]; null = 1.
+  const float* k_scale;
+  const float* v_scale;
+  int k_scale_stride, v_scale_stride;
+
+  int total_tokens;  // rows of k_src / v_src: none past them is read
+  int num_seqs;
+  int page_shift;  // log2(page_size)
+};
+
 // Rows of the MMA tile: the query heads of one CTA are padded to 16.
 constexpr int kTileRows = 16;
 

@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "attention/append.hpp"
 #include "attention/merge.hpp"
 #include "attention/validate.hpp"
 #include "pagedjit/driver.hpp"
@@ -35,6 +36,8 @@ static_assert(sizeof(pagedjit_ragged_args) == 992 && offsetof(pagedjit_ragged_ar
 static_assert(offsetof(pagedjit_options, megacore_mode) == 72 && offsetof(pagedjit_args, workspace) == 568,
               "the C API's struct layouts changed");
 static_assert(sizeof(pagedjit_merge_args) == 480, "the C API's struct layouts changed");
+static_assert(sizeof(pagedjit_append_args) == 808 && offsetof(pagedjit_append_args, k_scale) == 568,
+              "the C API's struct layouts changed");
 
 thread_local std::string last_error;
 
@@ -199,6 +202,26 @@ MergeStatesArgs to_merge_args(const pagedjit_merge_args* a) {
   return r;
 }
 
+AppendKvArgs to_append_args(const pagedjit_append_args* a) {
+  require(a, "args");
+  if (a->layout < PAGEDJIT_BLOCKS_HEADS || a->layout > PAGEDJIT_BLOCKS_TOKENS)
+    throw InvalidArgument("args.layout", "a pagedjit_layout (0..2)", std::to_string(a->layout));
+  if (a->reserved0 != 0) throw InvalidArgument("args.reserved0", "0", std::to_string(a->reserved0));
+  AppendKvArgs r;
+  r.keys = to_view(a->keys, "keys");
+  r.values = to_view(a->values, "values");
+  r.query_start = to_view(a->query_start, "query_start");
+  r.context_lens = to_view(a->context_lens, "context_lens");
+  r.block_tables = to_view(a->block_tables, "block_tables");
+  r.key_cache = to_view(a->key_cache, "key_cache");
+  r.value_cache = to_view(a->value_cache, "value_cache");
+  r.layout = static_cast<CacheLayout>(a->layout);
+  r.k_scale = to_view(a->k_scale, "k_scale");
+  r.v_scale = to_view(a->v_scale, "v_scale");
+  r.seq_count = to_view(a->seq_count, "seq_count");
+  return r;
+}
+
 }  // namespace
 
 extern "C" {
@@ -323,6 +346,17 @@ pagedjit_status pagedjit_merge_attention_states(pagedjit_engine* engine, const p
 
 pagedjit_status pagedjit_validate_merge(const pagedjit_merge_args* args) {
   return guarded([&] { attention::validate_merge(to_merge_args(args)); });
+}
+
+pagedjit_status pagedjit_append_kv(pagedjit_engine* engine, const pagedjit_append_args* args, void* cuda_stream) {
+  return guarded([&] {
+    require(engine, "engine");
+    engine->engine.append_kv(to_append_args(args), static_cast<CUstream>(cuda_stream));
+  });
+}
+
+pagedjit_status pagedjit_validate_append(const pagedjit_append_args* args) {
+  return guarded([&] { attention::validate_append(to_append_args(args)); });
 }
 
 }  // extern "C"

@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "attention/append.hpp"
 #include "attention/launch.hpp"
 #include "attention/merge.hpp"
 #include "attention/plan_cache.hpp"
@@ -347,8 +348,26 @@ LaunchInfo Engine::plan(const RaggedAttentionArgs& args, const PagedAttentionOpt
   return impl_->plans->plan(validate_ragged(args, options), options)->info;
 }
 
-void Engine::append_kv(const AppendKvArgs&, CUstream) {
-  throw NotSupported("append_kv", "not built yet");
+void Engine::append_kv(const AppendKvArgs& args, CUstream stream) {
+  const attention::AppendShape shape = attention::validate_append(args);
+  if (shape.total_tokens == 0 || shape.num_seqs == 0) return;
+  Impl& m = *impl_;
+  if (is_fp8(shape.kv_dtype) && m.info.cc_major * 10 + m.info.cc_minor < 89)
+    throw NotSupported("key_cache",
+                       fmt::format("{} caches need an sm_89+ GPU (fp8 conversions); {} is sm_{}{}",
+                                   dtype_name(shape.kv_dtype), m.info.name, m.info.cc_major, m.info.cc_minor));
+  jit::KernelSpec spec;
+  spec.kind = jit::KernelKind::append;
+  spec.q_dtype = shape.src_dtype;
+  spec.kv_dtype = shape.kv_dtype;
+  spec.arch = jit::clamp_arch(m.info.arch());
+  ContextScope scope(m.drv, m.ctx);
+  if (m.options.validate_device_data) attention::check_append_data(m.drv, args, shape, stream);
+  attention::AppendLaunch l = attention::append_launch(args, shape);
+  CUfunction f = m.kernel(spec, 0, int(l.block[0] * l.block[1])).function;
+  void* params[] = {&l.params};
+  check(m.drv.cuLaunchKernel(f, l.grid[0], l.grid[1], 1, l.block[0], l.block[1], 1, 0, stream, params, nullptr),
+        "cuLaunchKernel(append_kv)");
 }
 
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,

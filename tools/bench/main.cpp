@@ -17,6 +17,7 @@
 #include "../common/helper_kernels.hpp"
 #include "../common/json.hpp"
 #include "../common/primary_context.hpp"
+#include "append_bench.hpp"
 #include "case_runner.hpp"
 #include "gpu_info.hpp"
 #include "pagedjit/pagedjit.hpp"
@@ -68,6 +69,9 @@ timing:
                       best of its grids; /rd@sz = its ms / the case's ms. One
                       buffer, sized for the largest case ("-" if it does not fit)
   --no-small          skip the small-call section
+  --no-append         skip the append_kv measurement (4096 new tokens x 8 KV
+                      heads x d128 bf16 into a page-16 cache, GB/s and the
+                      fraction of the copy bandwidth; JSON append)
   --device N          GPU ordinal (default 0)
 
 launch configurations (configs/README.md):
@@ -123,7 +127,7 @@ struct Options {
   std::string only, json, svg, peers, svg_from_json;
   std::vector<std::string> case_specs;
   RunSettings settings;
-  bool small = true, list = false;
+  bool small = true, append = true, list = false;
   bool no_profile = false, compare_heuristic = false, no_pdl = false, no_cluster = false, host_schedule = false;
   int device = 0;
 };
@@ -158,6 +162,8 @@ Options parse_options(int argc, char** argv) {
       o.settings.read_floor = false;
     } else if (a == "--no-small") {
       o.small = false;
+    } else if (a == "--no-append") {
+      o.append = false;
     } else if (a == "--device") {
       o.device = int(cli.integer(0, kMaxCount));
     } else if (a == "--no-profile") {
@@ -429,6 +435,17 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
   }
   read_floor.reset();  // its buffer is free again for the small calls
   if (heuristic) run["compare_heuristic"] = compare_summary(run["cases"]);
+  if (o.append) {
+    fmt::print("append_kv ...\n");
+    std::fflush(stdout);
+    try {
+      run["append"] = run_append(engine, bw, o.settings, stream);
+    } catch (const pagedjit::Error& e) {
+      fmt::print("  ERROR {}\n", e.what());
+      run["append"] = Json{{"error", e.what()}};
+      status = 1;
+    }
+  }
   if (o.small) {
     fmt::print("small calls ...\n");
     std::fflush(stdout);

@@ -230,6 +230,35 @@ PAGEDJIT_API pagedjit_status pagedjit_merge_attention_states(pagedjit_engine* en
 /* Checks a merge's shapes, dtypes and strides without a device. */
 PAGEDJIT_API pagedjit_status pagedjit_validate_merge(const pagedjit_merge_args* args);
 
+/* ------------------------------------------------------------ writing new tokens into the cache */
+
+/* A step's new keys and values (pagedjit::AppendKvArgs; docs/contract.md).
+ * Zero-initialize, then fill. */
+typedef struct pagedjit_append_args {
+  pagedjit_tensor keys;         /* [total_tokens, num_kv_heads, head_dim], fp32/fp16/bf16: packed rows */
+  pagedjit_tensor values;       /* keys' shape and dtype */
+  pagedjit_tensor query_start;  /* [num_seqs + 1] int32: sequence s owns rows query_start[s] .. [s + 1] */
+  pagedjit_tensor context_lens; /* [num_seqs] int32, including the new tokens */
+  pagedjit_tensor block_tables; /* [num_seqs, max_blocks] int32 */
+  pagedjit_tensor key_cache;    /* 4-D, see `layout`: the keys' dtype, or e4m3 / e5m2 */
+  pagedjit_tensor value_cache;  /* key_cache's shape and dtype */
+  int32_t layout;               /* pagedjit_layout */
+  int32_t reserved0;            /* 0 */
+  /* fp8 caches only: fp32 [1] or [num_kv_heads]; the cache gets value / scale (rank 0: 1). */
+  pagedjit_tensor k_scale;
+  pagedjit_tensor v_scale;
+  pagedjit_tensor seq_count; /* optional [1] int32: only the first *seq_count sequences are written */
+} pagedjit_append_args;
+
+/* Writes each sequence's new keys and values to positions context_len - q_len
+ * .. context_len - 1 of its pages on `cuda_stream`. Asynchronous;
+ * graph-capturable (one launch, no synchronization, no host read). */
+PAGEDJIT_API pagedjit_status pagedjit_append_kv(pagedjit_engine* engine, const pagedjit_append_args* args,
+                                                void* cuda_stream);
+
+/* Checks an append's shapes, dtypes, strides and alignment without a device. */
+PAGEDJIT_API pagedjit_status pagedjit_validate_append(const pagedjit_append_args* args);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "pagedjit/paged_attention.hpp"
+#include "pagedjit/ragged_attention.hpp"
 
 namespace pagedjit {
 
@@ -19,6 +20,11 @@ struct ReferenceOutputs {
 // selects sequences (all when empty).
 ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& host_args, const PagedAttentionOptions& options,
                                            std::vector<int> seqs = {});
+
+// append_kv on host memory: `host_args`'s views (caches included) point to
+// host arrays laid out as on the device; the caches are written in place.
+// The same rows are written as by the kernel, with the same bits.
+void reference_append_kv(const AppendKvArgs& host_args);
 
 // Rounds a float to the nearest value of `dtype` (fp16/bf16 round to nearest even).
 float round_to_dtype(float x, DType dtype);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attention/validate.hpp"
+#include "attention/view_checks.hpp"
 #include "jit/kernel_spec.hpp"
 #include "pagedjit/errors.hpp"
 #include "pj_params.cuh"
@@ -15,11 +16,12 @@
 namespace pagedjit {
 namespace {
 
-// No view may span more bytes than this: more than any GPU's memory, and far
-// enough below 2^63 that no offset the kernel computes can overflow.
-constexpr std::int64_t kMaxViewBytes = std::int64_t(1) << 40;
 // The decode kernel writes four consecutive output elements per thread.
 constexpr int kOutputVector = 4;
+
+}  // namespace
+
+namespace checks {
 
 bool is_float(DType d) {
   return d == DType::f32 || d == DType::f16 || d == DType::bf16;
@@ -104,12 +106,6 @@ void expect_no_self_overlap(const TensorView& t, const char* name) {
   }
 }
 
-struct Range {
-  const char* name;
-  std::uintptr_t begin, end;
-  bool written;
-};
-
 // What the kernel writes may share no byte with anything else it touches:
 // other CTAs read the inputs (and their own outputs) while one writes.
 void expect_disjoint(const std::vector<Range>& ranges) {
@@ -122,6 +118,12 @@ void expect_disjoint(const std::vector<Range>& ranges) {
                                           r.name, r.begin, r.end));
   }
 }
+
+}  // namespace checks
+
+namespace {
+
+using namespace checks;
 
 void refuse_meaningless_options(const PagedAttentionOptions& o) {
   // Options with no meaning here are refused first: they change nothing else.

@@ -86,6 +86,15 @@ void KernelSpec::check() const {
       throw InvalidArgument("KernelSpec.q_dtype", "fp32, fp16 or bf16 partial results", dtype_name(q_dtype));
     return;
   }
+  if (kind == KernelKind::append) {
+    tag(q_dtype);
+    tag(kv_dtype);
+    if (is_fp8(q_dtype))
+      throw InvalidArgument("KernelSpec.q_dtype", "fp32, fp16 or bf16 new keys and values", dtype_name(q_dtype));
+    if (!is_fp8(kv_dtype) && kv_dtype != q_dtype)
+      throw InvalidArgument("KernelSpec.kv_dtype", "the new keys' dtype, e4m3 or e5m2", dtype_name(kv_dtype));
+    return;
+  }
   if (head_dim <= 0 || head_dim % 16 != 0 || head_dim > pj::kMaxHeadDim)
     throw InvalidArgument("KernelSpec.head_dim", fmt::format("a multiple of 16 in [16, {}]", pj::kMaxHeadDim),
                           std::to_string(head_dim));
@@ -123,6 +132,7 @@ void KernelSpec::check() const {
 
 std::string KernelSpec::name_expression() const {
   if (kind == KernelKind::merge) return fmt::format("pj::merge_states<{}, {}>", tag(q_dtype), tag(out_dtype));
+  if (kind == KernelKind::append) return fmt::format("pj::append_kv<{}, {}>", tag(q_dtype), tag(kv_dtype));
   return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}, pj::Merge::{}, pj::Schedule::{}>",
                      tag(q_dtype), tag(kv_dtype), tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
                      compute == Compute::mma ? "true" : "false", merge_name(merge), schedule_name(schedule));
@@ -140,6 +150,8 @@ std::string KernelSpec::key(const std::string& source_hash, const std::string& n
 std::string KernelSpec::readable() const {
   if (kind == KernelKind::merge)
     return fmt::format("merge {}->{} {}", dtype_name(q_dtype), dtype_name(out_dtype), arch);
+  if (kind == KernelKind::append)
+    return fmt::format("append {}->{} {}", dtype_name(q_dtype), dtype_name(kv_dtype), arch);
   const std::string kv = kv_dtype == q_dtype ? "" : fmt::format("/kv {}", dtype_name(kv_dtype));
   return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} merge-{}{} {}", dtype_name(q_dtype), kv,
                      dtype_name(out_dtype), head_dim, v_dims, tile_tokens, warps, stages, compute_name(compute),

@@ -40,14 +40,14 @@ std::string dim_split_rule(int tile_tokens, int warps);
 // whole keys; its accumulator holds only its chunk).
 int default_v_dims(int head_dim);
 
-// Which kernel template: the decode kernel, or the merge of two partial
-// results (only the dtypes and arch matter for it).
-enum class KernelKind { decode, merge };
+// Which kernel template: the decode kernel, the merge of two partial
+// results, or append_kv (only the dtypes and arch matter for the last two).
+enum class KernelKind { decode, merge, append };
 
 struct KernelSpec {
   KernelKind kind = KernelKind::decode;
-  DType q_dtype = DType::bf16;   // query (merge: the partial results' dtype)
-  DType kv_dtype = DType::bf16;  // KV cache: q_dtype, or e4m3 / e5m2 with an fp16/bf16 query
+  DType q_dtype = DType::bf16;   // query (merge: the partial results' dtype; append: the new keys')
+  DType kv_dtype = DType::bf16;  // KV cache: q_dtype, or e4m3 / e5m2 with an fp16/bf16 query (append: any)
   DType out_dtype = DType::bf16;
   int head_dim = 0;
   int v_dims = 0;       // output dims per CTA (head_dim, or a chunk of it above 256)
