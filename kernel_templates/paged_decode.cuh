@@ -80,15 +80,6 @@ __device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, floa
   return acc;
 }
 
-template <class A, class B>
-struct same_type {
-  static constexpr bool value = false;
-};
-template <class A>
-struct same_type<A, A> {
-  static constexpr bool value = true;
-};
-
 // T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
           Schedule SCHEDULE>

@@ -2,3 +2,4 @@
 // name (nvrtcAddNameExpression), never by pasting text into this file.
 #include "merge_states.cuh"
 #include "paged_decode.cuh"
+#include "paged_prefill.cuh"

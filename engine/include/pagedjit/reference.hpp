@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "pagedjit/paged_attention.hpp"
+#include "pagedjit/ragged_attention.hpp"
 
 namespace pagedjit {
 
@@ -19,6 +20,15 @@ struct ReferenceOutputs {
 // selects sequences (all when empty).
 ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& host_args, const PagedAttentionOptions& options,
                                            std::vector<int> seqs = {});
+
+// The ragged call (ragged_attention.hpp) with host views, query_start,
+// context_lens, block_tables and seq_count included. `output` is
+// [total_tokens, num_heads, head_dim] like the query and `lse`
+// [total_tokens, num_heads]; `seqs` lists the sequences computed (the first
+// *seq_count). Rows no computed sequence owns stay 0 with lse -inf.
+// query_start is read as the kernels read it: each entry clamped into
+// [0, total_tokens], a decreasing pair empty.
+ReferenceOutputs reference_ragged_attention(const RaggedAttentionArgs& host_args, const PagedAttentionOptions& options);
 
 // Rounds a float to the nearest value of `dtype` (fp16/bf16 round to nearest even).
 float round_to_dtype(float x, DType dtype);

@@ -40,9 +40,12 @@ std::string dim_split_rule(int tile_tokens, int warps);
 // whole keys; its accumulator holds only its chunk).
 int default_v_dims(int head_dim);
 
-// Which kernel template: the decode kernel, or the merge of two partial
-// results (only the dtypes and arch matter for it).
-enum class KernelKind { decode, merge };
+// Which kernel template: the decode kernel, the merge of two partial
+// results (only the dtypes and arch matter for it), or the prefill kernel
+// (paged_prefill.cuh: query blocks of 16 * warps rows against key tiles of
+// tile_tokens keys, `stages` deep; v_dims is head_dim, compute mma, merge
+// none, schedule host).
+enum class KernelKind { decode, merge, prefill };
 
 struct KernelSpec {
   KernelKind kind = KernelKind::decode;
@@ -51,8 +54,8 @@ struct KernelSpec {
   DType out_dtype = DType::bf16;
   int head_dim = 0;
   int v_dims = 0;       // output dims per CTA (head_dim, or a chunk of it above 256)
-  int tile_tokens = 0;  // tokens per pipeline stage
-  int warps = 0;
+  int tile_tokens = 0;  // tokens per pipeline stage (prefill: keys per tile)
+  int warps = 0;        // (prefill: each owns 16 query rows of a block)
   int stages = 0;
   Compute compute = Compute::mma;
   Merge merge = Merge::none;           // none: one partition; cluster needs sm_90+
