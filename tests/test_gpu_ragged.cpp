@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -194,12 +195,13 @@ std::vector<Case> edge_cases() {
     cases.push_back(c);
   }
   {
-    Case c = base;  // hostile device values: offsets outside [0, total_tokens], a decreasing pair, a
-                    // negative length, a context shorter than its query, a bad table entry
-    c.cfg.q_lens = {3, 0, 7, 5};
-    c.cfg.query_start = {-5, 3, 3, 0, 40};
-    c.cfg.total_tokens = 10;
-    c.cfg.context_lens = {20, 9, -4, 2};
+    Case c = base;  // hostile device values: offsets below 0 and past total_tokens, a decreasing pair,
+                    // a negative length, a context shorter than its query, a bad table entry (the
+                    // sequences must not overlap: two CTAs would race for the rows)
+    c.cfg.q_lens = {3, 5, 0, 0};
+    c.cfg.query_start = {-5, 3, 70, 3, 3};
+    c.cfg.total_tokens = 8;
+    c.cfg.context_lens = {20, 2, -4, 9};
     c.cfg.holes = 1;
     cases.push_back(c);
   }

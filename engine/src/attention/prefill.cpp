@@ -15,12 +15,14 @@ struct BlockShape {
 };
 
 // The accumulator of a warp's 16 rows lives in registers (head_dim / 2
-// floats a lane), so wider heads take narrower key tiles. Small heads take
-// 128-row blocks (each K/V tile serves more rows); from 128 dims, 64-row
-// blocks of 4 warps let two CTAs share an SM. fp8 tiles are half the bytes:
+// floats a lane), so wider heads take narrower key tiles. Blocks of 4 warps
+// (64 rows): ptxas needs about 140 registers a thread at 64 dims and 220-250
+// from 128 dims, so 8-warp blocks would hold one CTA an SM (or spill when
+// bounded to two), while 4-warp blocks keep two or three CTAs an SM, one
+// computing while another waits at a barrier. fp8 tiles are half the bytes:
 // one stage more.
 BlockShape default_shape(int head_dim, bool fp8) {
-  if (head_dim <= 64) return {64, 8, 3};
+  if (head_dim <= 64) return {64, 4, 3};
   if (head_dim <= 128) return {64, 4, fp8 ? 3 : 2};
   return {32, 4, 2};
 }
