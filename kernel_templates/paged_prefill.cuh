@@ -131,10 +131,88 @@ __device__ __forceinline__ int warp_min(int x) {
   return x;
 }
 
+// Row r of a query block: token (row0 + r) / group of the sequence, query
+// head kv_head * group + (row0 + r) % group.
+struct BlockRows {
+  int row0, group, kv_head;
+  __device__ __forceinline__ int token(int r) const { return (row0 + r) / group; }
+  __device__ __forceinline__ int head(int r) const { return kv_head * group + (row0 + r) % group; }
+};
+
+// The query block into shared memory, one padded row per query row; rows
+// past the block's are zero. fp16/bf16 caches: by cp.async (the caller
+// commits the group). fp8 caches: widened to fp16 (clamped to its range) in
+// Fp8MmaMath's dim order, by plain stores (the caller's barrier publishes them).
+template <class T, bool FP8, int HEAD_DIM, int BLOCK_ROWS, int NT>
+__device__ __forceinline__ void load_query_block(const DecodeParams& p, const QueryBlock& qb, const BlockRows& rows,
+                                                 char* q_smem, int q_pitch) {
+  typedef typename T::storage S;
+  const S* q_seq = static_cast<const S*>(p.q) + i64(qb.seq) * p.q_stride_seq;
+  auto q_row = [&](int r) {  // padding rows read the last real one (and are zero-filled)
+    const int rr = min(r, qb.rows - 1);
+    return q_seq + i64(qb.q_start + rows.token(rr)) * p.q_stride_tok + i64(rows.head(rr)) * p.q_stride_head;
+  };
+  const int tid = threadIdx.x;
+  if constexpr (FP8) {
+    for (int c = tid; c < BLOCK_ROWS * (HEAD_DIM / 4); c += NT) {
+      const int r = c / (HEAD_DIM / 4), d = (c % (HEAD_DIM / 4)) * 4;
+      const S* src = q_row(r) + d;
+      float x[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) x[j] = r < qb.rows ? fminf(fmaxf(to_float(T(), src[j]), -65504.f), 65504.f) : 0.f;
+      char* row = q_smem + r * q_pitch;
+      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d)) = pack2(f16(), x[0], x[1]);
+      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
+    }
+  } else {
+    constexpr int CHUNKS_PER_ROW = HEAD_DIM * 2 / 16;
+    const u32 q_base = smem_addr(q_smem);
+    for (int c = tid; c < BLOCK_ROWS * CHUNKS_PER_ROW; c += NT) {
+      const int r = c / CHUNKS_PER_ROW, col = c % CHUNKS_PER_ROW;
+      cp_async16(q_base + u32(r * q_pitch + col * 16), q_row(r) + col * 8, r < qb.rows ? 16 : 0);
+    }
+  }
+}
+
+// The epilogue, straight from registers: each lane writes its rows g and
+// g + 8 of the warp's 16 (`first_row`: the warp's first in the block),
+// out = o / (l + e^(sink - m)) with the sink (a logit per query head) joining
+// the denominator only, and the natural-log sum-exp. A row that saw no key
+// writes zeros, and lse -inf (or the sink).
+template <class OUT, bool FP8, int D>
+__device__ __forceinline__ void write_rows(const DecodeParams& p, const QueryBlock& qb, const BlockRows& rows,
+                                           int first_row, const WarpState<D>& st, float out_scale) {
+  typedef typename OUT::storage OS;
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = st.l[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int row = first_row + lane / 4 + 8 * r;
+    if (row >= qb.rows) continue;
+    const int head = rows.head(row);
+    const i64 tok = qb.q_start + rows.token(row);
+    const float m = st.m[r];
+    const float sink2 = p.sinks ? p.sinks[head] * kLog2e : neg_inf();
+    const float top = fmaxf(m, sink2);  // both -inf: no key and no sink
+    const float f = m == neg_inf() ? 0.f : fast_exp2(m - top);
+    const float denom = top == neg_inf() ? 0.f : l * f + (p.sinks ? fast_exp2(sink2 - top) : 0.f);
+    const float inv = denom > 0.f ? f * out_scale / denom : 0.f;
+    OS* o = static_cast<OS*>(p.out) + i64(qb.seq) * p.o_stride_seq + tok * p.o_stride_tok + i64(head) * p.o_stride_head;
+    for_each_output_pair<FP8>(st, r, [&](int d, float a, float b) {
+      o[d] = from_float(OUT(), a * inv);
+      o[d + 1] = from_float(OUT(), b * inv);
+    });
+    if (p.lse && lane % 4 == 0)
+      p.lse[i64(qb.seq) * p.lse_stride_seq + tok * p.lse_stride_tok + head] =
+          denom > 0.f ? (top + log2f(denom)) * kLn2 : neg_inf();
+  }
+}
+
 // T: the query's type (fp16/bf16); KV: the cache's (T, or e4m3/e5m2).
 template <class T, class KV, class OUT, int HEAD_DIM, int BLOCK_ROWS, int BLOCK_KEYS, int WARPS, int STAGES>
 __global__ void __launch_bounds__(WARPS * 32) paged_prefill(const __grid_constant__ DecodeParams p) {
-  typedef typename T::storage S;
   typedef typename KV::storage KS;
   constexpr bool FP8 = is_fp8<KV>::value;
   constexpr int NT = WARPS * 32;
@@ -166,12 +244,11 @@ __global__ void __launch_bounds__(WARPS * 32) paged_prefill(const __grid_constan
   // Tokens past the table's capacity are ignored, as in the decode kernel.
   const int len = int(min(i64(max(qb.context_len, 0)), i64(p.max_blocks) << p.page_shift));
   const int first_pos = len - qb.q_len;  // position of query token 0 (< 0: early tokens see nothing)
-  auto tok_of = [&](int r) { return (qb.row0 + r) / p.group; };
-  auto head_of = [&](int r) { return kvh * p.group + (qb.row0 + r) % p.group; };
+  const BlockRows rows{qb.row0, p.group, kvh};
   auto window_lo = [&](int hi) { return p.window > 0 ? int(max(i64(0), i64(hi) + 1 - p.window)) : 0; };
   // The block's keys: from its first row's window start to its last row's
   // position. Keys in [common_lo, common_hi] are seen by every row.
-  const int pos_first = first_pos + tok_of(0), pos_last = first_pos + tok_of(qb.rows - 1);
+  const int pos_first = first_pos + rows.token(0), pos_last = first_pos + rows.token(qb.rows - 1);
   const int key_begin = window_lo(pos_first), key_end = max(0, pos_last + 1);
   const int common_lo = window_lo(pos_last), common_hi = pos_first;
   const int tile0 = key_begin / BLOCK_KEYS * BLOCK_KEYS;  // tiles aligned to the key grid: fewer page crossings
@@ -197,31 +274,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_prefill(const __grid_constan
 #pragma unroll
   for (int t = 0; t < STAGES; ++t)
     if (t < ntiles) first[t].load_ids(p, bt_row, tile0 + t * BLOCK_KEYS, key_end);
-  const S* q_seq = static_cast<const S*>(p.q) + i64(qb.seq) * p.q_stride_seq;
-  auto q_row = [&](int r) {  // padding rows read the last real one (and are zero-filled)
-    const int rr = min(r, qb.rows - 1);
-    return q_seq + i64(qb.q_start + tok_of(rr)) * p.q_stride_tok + i64(head_of(rr)) * p.q_stride_head;
-  };
-  if constexpr (FP8) {
-    // fp16 (clamped to its range) in Fp8MmaMath's dim order.
-    for (int c = tid; c < BLOCK_ROWS * (HEAD_DIM / 4); c += NT) {
-      const int r = c / (HEAD_DIM / 4), d = (c % (HEAD_DIM / 4)) * 4;
-      const S* src = q_row(r) + d;
-      float x[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) x[j] = r < qb.rows ? fminf(fmaxf(to_float(T(), src[j]), -65504.f), 65504.f) : 0.f;
-      char* row = q_smem + r * L.q_pitch;
-      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d)) = pack2(f16(), x[0], x[1]);
-      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
-    }
-  } else {
-    constexpr int CHUNKS_PER_ROW = HEAD_DIM * 2 / 16;
-    const u32 q_base = smem_addr(q_smem);
-    for (int c = tid; c < BLOCK_ROWS * CHUNKS_PER_ROW; c += NT) {
-      const int r = c / CHUNKS_PER_ROW, col = c % CHUNKS_PER_ROW;
-      cp_async16(q_base + u32(r * L.q_pitch + col * 16), q_row(r) + col * 8, r < qb.rows ? 16 : 0);
-    }
-  }
+  load_query_block<T, FP8, HEAD_DIM, BLOCK_ROWS, NT>(p, qb, rows, q_smem, L.q_pitch);
   unsigned masked_bits = 0;  // bit t % ID_SLOTS: this thread stored a masked id for tile t
 #pragma unroll
   for (int t = 0; t < STAGES; ++t)
@@ -240,7 +293,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_prefill(const __grid_constan
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = warp * kPrefillWarpRows + lane / 4 + 8 * r;
-    st.hi[r] = row < qb.rows ? first_pos + tok_of(row) : -1;
+    st.hi[r] = row < qb.rows ? first_pos + rows.token(row) : -1;
     st.lo[r] = window_lo(st.hi[r]);
     if (row < qb.rows) row_lo = min(row_lo, st.lo[r]);
   }
@@ -281,33 +334,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_prefill(const __grid_constan
   }
   cp_async_wait<0>();  // nothing in flight when the CTA exits
 
-  // Epilogue, straight from registers: out = o / (l + e^(sink - m)), with
-  // the sink (a logit per query head) joining the denominator only.
-  typedef typename OUT::storage OS;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = st.l[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int row = warp * kPrefillWarpRows + lane / 4 + 8 * r;
-    if (row >= qb.rows) continue;
-    const int head = head_of(row);
-    const i64 tok = qb.q_start + tok_of(row);
-    const float m = st.m[r];
-    const float sink2 = p.sinks ? p.sinks[head] * kLog2e : neg_inf();
-    const float top = fmaxf(m, sink2);  // both -inf: no key and no sink
-    const float f = m == neg_inf() ? 0.f : fast_exp2(m - top);
-    const float denom = top == neg_inf() ? 0.f : l * f + (p.sinks ? fast_exp2(sink2 - top) : 0.f);
-    const float inv = denom > 0.f ? f * out_scale / denom : 0.f;
-    OS* o = static_cast<OS*>(p.out) + i64(qb.seq) * p.o_stride_seq + tok * p.o_stride_tok + i64(head) * p.o_stride_head;
-    for_each_output_pair<FP8>(st, r, [&](int d, float a, float b) {
-      o[d] = from_float(OUT(), a * inv);
-      o[d + 1] = from_float(OUT(), b * inv);
-    });
-    if (p.lse && lane % 4 == 0)
-      p.lse[i64(qb.seq) * p.lse_stride_seq + tok * p.lse_stride_tok + head] =
-          denom > 0.f ? (top + log2f(denom)) * kLn2 : neg_inf();
-  }
+  write_rows<OUT, FP8, HEAD_DIM>(p, qb, rows, warp * kPrefillWarpRows, st, out_scale);
 }
 
 }  // namespace pj
