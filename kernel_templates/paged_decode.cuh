@@ -90,15 +90,6 @@ __device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, floa
   return acc;
 }
 
-template <class A, class B>
-struct same_type {
-  static constexpr bool value = false;
-};
-template <class A>
-struct same_type<A, A> {
-  static constexpr bool value = true;
-};
-
 // T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
           Schedule SCHEDULE>
@@ -165,7 +156,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   } else {
     if (p.seq_count && item.seq >= active_seqs(p)) return;
     item.length = p.context_lens[item.seq];
-    item.q_len = query_rows(p, item.seq).len;
+    item.q_len = min(query_rows(p, item.seq).len, p.q_len);
   }
   const int seq = item.seq;
   const int split = item.part;

@@ -3,3 +3,4 @@
 #include "append_kv.cuh"
 #include "merge_states.cuh"
 #include "paged_decode.cuh"
+#include "paged_prefill.cuh"

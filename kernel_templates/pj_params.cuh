@@ -235,4 +235,41 @@ constexpr DecodeSmem decode_smem(int head_dim, int dv, int q_elem, int kv_elem, 
   return s;
 }
 
+// Shared memory of the prefill kernel (paged_prefill.cuh), in bytes: the
+// query block stays resident, K and V tiles stream through `stages` buffers.
+// Rows are padded by 16 bytes so that the 8 rows one ldmatrix reads fall in
+// distinct banks. q_elem: 2 (fp16/bf16, or fp16 for fp8 caches); kv_elem:
+// the cache's element size.
+struct PrefillSmem {
+  int q_pitch;      // bytes per query row
+  int kv_pitch;     // bytes per K or V row
+  int q_bytes;      // the query block
+  int stage_bytes;  // one pipeline stage: a K tile, then a V tile
+  int ids_bytes;    // ring of stages + 1 page-id slots, one int per key (-1: masked)
+  int total;
+};
+
+constexpr PrefillSmem prefill_smem(int head_dim, int q_elem, int kv_elem, int block_rows, int block_keys, int stages) {
+  PrefillSmem s{};
+  s.q_pitch = head_dim * q_elem + 16;
+  s.kv_pitch = head_dim * kv_elem + 16;
+  s.q_bytes = block_rows * s.q_pitch;
+  s.stage_bytes = 2 * block_keys * s.kv_pitch;
+  s.ids_bytes = (stages + 1) * block_keys * 4;
+  s.total = s.q_bytes + s.ids_bytes + stages * s.stage_bytes;
+  return s;
+}
+
+// Prefill: every warp owns 16 query rows of a block.
+constexpr int kPrefillWarpRows = 16;
+// Largest head dim of the prefill kernel (its accumulator lives in registers).
+constexpr int kPrefillMaxHeadDim = 256;
+
+// Query blocks a ragged prefill launch needs at most (grid y): each sequence
+// of q tokens takes ceil(q * group / block_rows) blocks, and the sum over
+// sequences of that is below total_tokens * group / block_rows + num_seqs.
+constexpr long long prefill_block_bound(long long total_tokens, int group, int block_rows, int num_seqs) {
+  return (total_tokens * group + block_rows - 1) / block_rows + num_seqs;
+}
+
 }  // namespace pj

@@ -33,15 +33,16 @@ struct QueryRows {
   int first, len;
 };
 
-// Ragged offsets come from the device and may be anything: clamped to the
-// packed rows and to the host's bound, so no row outside the tensors is
-// touched (rows past the bound are not computed; the validation mode
-// reports such a sequence).
+// Ragged offsets come from the device and may be anything: each is clamped
+// into [0, total_tokens] and a decreasing pair is empty, so no value makes a
+// row outside the tensors. (The decode kernel's grid covers q_len tokens, the
+// host's bound: it computes no more of a longer sequence, which the
+// validation mode reports.)
 __device__ __forceinline__ QueryRows query_rows(const DecodeParams& p, int seq) {
   if (!p.query_start) return QueryRows{0, p.q_len};
   const int first = max(0, min(p.query_start[seq], p.total_tokens));
   const int end = max(first, min(p.query_start[seq + 1], p.total_tokens));
-  return QueryRows{first, min(end - first, p.q_len)};
+  return QueryRows{first, end - first};
 }
 
 // The positions a sequence's query tokens see: [start, len).
@@ -120,7 +121,7 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
     length[j] = 0, q_len[j] = 0;
     if (j < per_thread && s < seqs) {
       length[j] = p.context_lens[s];
-      q_len[j] = query_rows(p, s).len;
+      q_len[j] = min(query_rows(p, s).len, p.q_len);
       const SeqSpan sp = seq_span(p, length[j], q_len[j]);
       span[j] = q_len[j] > 0 ? sp.len - sp.start : 0;  // no query token: one item, which leaves at once
       mine += u64(span[j]);
@@ -179,6 +180,59 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
   const WorkItem w = *found;
   __syncthreads();  // the caller may overwrite the scratch now
   return w;
+}
+
+// Ragged prefill: the query block a CTA computes. Rows of a sequence are
+// (token, query head of the group) pairs of one KV head, token-major: row r
+// is token r / group, head kv_head * group + r % group.
+struct QueryBlock {
+  int seq;          // -1: this CTA has no block
+  int q_start;      // the sequence's first packed query row (0 without query_start)
+  int q_len;        // the sequence's query tokens
+  int row0, rows;   // this block's rows: [row0, row0 + rows) of the sequence's q_len * group
+  int context_len;  // the sequence's context_lens entry as read (clamped later)
+};
+
+// Query block `block` (blockIdx.y) of the launch: blocks are numbered by
+// sequence, ceil(q_len * group / rows_per_block) of them each, found by one
+// block-wide scan over the per-sequence counts (each thread sums a
+// contiguous run of sequences, so thread order is sequence order). Within a
+// sequence the blocks run last rows first: under the causal mask they see
+// the most keys, so the longest CTAs start earliest. `scratch`: at least
+// 8 * NT / 32 + 32 bytes of shared memory nobody else uses until this returns.
+template <int NT>
+__device__ QueryBlock ragged_block(const DecodeParams& p, int rows_per_block, int block, char* scratch) {
+  u64* warp_sums = reinterpret_cast<u64*>(scratch);
+  QueryBlock* found = reinterpret_cast<QueryBlock*>(scratch + 8 * (NT / 32));
+  const int count = active_seqs(p);
+  const int per_thread = (count + NT - 1) / NT;
+  const int s0 = int(threadIdx.x) * per_thread;
+  const int s1 = min(count, s0 + per_thread);
+  auto blocks_of = [&](int len) { return u64((i64(len) * p.group + rows_per_block - 1) / rows_per_block); };
+  u64 mine = 0;
+  for (int s = s0; s < s1; ++s) mine += blocks_of(query_rows(p, s).len);
+  if (threadIdx.x == 0) found->seq = -1;
+  u64 total;
+  u64 before = block_exclusive_scan<NT>(mine, warp_sums, total);  // its barriers publish found->seq
+  if (u64(block) >= before && u64(block) < before + mine) {
+    for (int s = s0; s < s1; ++s) {
+      const QueryRows q = query_rows(p, s);
+      const u64 n = blocks_of(q.len);
+      if (u64(block) < before + n) {
+        const int local = int(n - 1 - (u64(block) - before));  // last rows first
+        const i64 all_rows = i64(q.len) * p.group;
+        const int row0 = local * rows_per_block;
+        const int rows = int(min(i64(rows_per_block), all_rows - row0));
+        *found = QueryBlock{s, q.first, q.len, row0, rows, p.context_lens[s]};
+        break;
+      }
+      before += n;
+    }
+  }
+  __syncthreads();
+  const QueryBlock b = *found;
+  __syncthreads();  // the caller may overwrite the scratch now
+  return b;
 }
 
 }  // namespace pj

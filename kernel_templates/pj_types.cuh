@@ -19,6 +19,15 @@ struct conditional<false, A, C> {
   typedef C type;
 };
 
+template <class A, class B>
+struct same_type {
+  static constexpr bool value = false;
+};
+template <class A>
+struct same_type<A, A> {
+  static constexpr bool value = true;
+};
+
 // dtype tags: `storage` is what sits in memory.
 struct f32 {
   typedef float storage;

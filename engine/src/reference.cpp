@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <utility>
 
 #include "attention/validate.hpp"
 #include "pagedjit/errors.hpp"
@@ -174,25 +176,109 @@ float load_element(const void* base, std::int64_t i, DType dtype) {
   return 0.f;
 }
 
+namespace {
+
+// What one row's attention reads: the caches through the block table, the
+// scales and the options. Rows differ only in their query, sequence, head
+// and visible positions.
+struct CacheReader {
+  const TensorView *kc, *vc;
+  CacheAxes axes;
+  const std::int32_t* table;
+  std::int64_t table_stride;
+  int page_size, num_blocks, group;
+  double scale;
+  std::optional<double> soft_cap;
+  const TensorView *k_scale, *v_scale;
+
+  // fp8 caches hold value / scale: dequantize with the (host) scales.
+  static double scale_of(const TensorView& t, int kvh) {
+    if (!t.data) return 1.0;
+    return double(static_cast<const float*>(t.data)[t.shape[0] > 1 ? kvh : 0]);
+  }
+
+  // Attends query row `q` of head `h` of sequence `seq` to positions
+  // [start, last] (masked pages skipped); adds the result into `out`
+  // (head_dim values, zero on entry) and returns the natural-log sum-exp.
+  // A sink (a logit) joins the denominator only. No key and no sink: zeros
+  // and -inf.
+  double attend(const std::vector<double>& q, int seq, int h, std::int64_t start, std::int64_t last,
+                std::optional<double> sink, double* out, std::vector<double>& logits,
+                std::vector<std::int64_t>& vrow) const {
+    const int kvh = h / group;
+    const int D = int(q.size());
+    const double ks = scale_of(*k_scale, kvh), vs = scale_of(*v_scale, kvh);
+    logits.clear();
+    vrow.clear();
+    for (std::int64_t t = start; t <= last; ++t) {
+      const int page = table[seq * table_stride + t / page_size];
+      if (page < 0 || page >= num_blocks) continue;  // masked, never dereferenced
+      const std::int64_t slot = t % page_size;
+      const std::int64_t kb =
+          page * kc->strides[axes.block_axis] + kvh * kc->strides[axes.head_axis] + slot * kc->strides[axes.slot_axis];
+      double dot = 0;
+      for (int d = 0; d < D; ++d) dot += q[std::size_t(d)] * double(load_element(kc->data, kb + d, kc->dtype));
+      double x = scale * ks * dot;
+      if (soft_cap) x = *soft_cap * std::tanh(x / *soft_cap);
+      logits.push_back(x);
+      vrow.push_back(page * vc->strides[axes.block_axis] + kvh * vc->strides[axes.head_axis] +
+                     slot * vc->strides[axes.slot_axis]);
+    }
+    if (logits.empty() && !sink) return -std::numeric_limits<double>::infinity();
+    double mx = sink ? *sink : -std::numeric_limits<double>::infinity();
+    for (double x : logits) mx = std::max(mx, x);
+    double sum = sink ? std::exp(*sink - mx) : 0.0;
+    for (double& x : logits) sum += (x = std::exp(x - mx));
+    for (std::size_t j = 0; j < logits.size(); ++j) {
+      const double p = logits[j] / sum * vs;
+      for (int d = 0; d < D; ++d) out[d] += p * double(load_element(vc->data, vrow[j] + d, vc->dtype));
+    }
+    return mx + std::log(sum);
+  }
+};
+
+CacheReader cache_reader(const TensorView& kc, const TensorView& vc, CacheLayout layout, const TensorView& table,
+                         int num_heads, const TensorView& k_scale, const TensorView& v_scale,
+                         const PagedAttentionOptions& o) {
+  const CacheAxes axes = cache_axes(layout);
+  CacheReader r{
+      &kc,          &vc,      axes,    static_cast<const std::int32_t*>(table.data), table.strides[0], 0, 0, 0, 0.0,
+      std::nullopt, &k_scale, &v_scale};
+  r.page_size = int(kc.shape[axes.slot_axis]);
+  r.num_blocks = int(kc.shape[axes.block_axis]);
+  r.group = num_heads / int(kc.shape[axes.head_axis]);
+  const int D = int(kc.shape[3]);
+  r.scale = o.attn_scale ? double(*o.attn_scale) : 1.0 / std::sqrt(double(D));
+  if (o.attn_logits_soft_cap) r.soft_cap = double(*o.attn_logits_soft_cap);
+  return r;
+}
+
+std::optional<double> sink_of(const TensorView& sinks, int h) {
+  if (!sinks.data) return std::nullopt;
+  return double(static_cast<const float*>(sinks.data)[h * sinks.strides[0]]);
+}
+
+// Positions query token i of q_len sees in a context of len tokens: [start, last].
+std::pair<std::int64_t, std::int64_t> visible(std::int64_t len, std::int64_t q_len, std::int64_t i,
+                                              const PagedAttentionOptions& o) {
+  const std::int64_t last = len - q_len + i;
+  const std::int64_t start = o.sliding_window ? std::max<std::int64_t>(0, last + 1 - *o.sliding_window) : 0;
+  return {start, last};
+}
+
+}  // namespace
+
 ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& a, const PagedAttentionOptions& o,
                                            std::vector<int> seqs) {
   const ProblemShape s = validate_call(a, o);
-  const int group = s.group();
   const int D = s.head_dim;
-  const double scale = o.attn_scale ? double(*o.attn_scale) : 1.0 / std::sqrt(double(D));
-  const CacheAxes axes = cache_axes(s.layout);
-  const int block_axis = axes.block_axis, head_axis = axes.head_axis, slot_axis = axes.slot_axis;
-  const TensorView &q = a.query, &kc = a.key_cache, &vc = a.value_cache;
+  const TensorView& q = a.query;
+  const CacheReader reader =
+      cache_reader(a.key_cache, a.value_cache, s.layout, a.block_tables, s.num_heads, a.k_scale, a.v_scale, o);
   const auto* lens = static_cast<const std::int32_t*>(a.context_lens.data);
-  const auto* table = static_cast<const std::int32_t*>(a.block_tables.data);
   const std::int64_t capacity = std::int64_t(s.max_blocks) * s.page_size;
   const int L = s.q_len;
   const int qt = q.rank == 4 ? 1 : -1, qh = q.rank - 2;  // axes of query tokens and heads
-  // fp8 caches hold value / scale: dequantize with the (host) scales.
-  auto scale_of = [&](const TensorView& t, int kvh) {
-    if (!t.data) return 1.0;
-    return double(static_cast<const float*>(t.data)[t.shape[0] > 1 ? kvh : 0]);
-  };
   if (seqs.empty())
     for (int i = 0; i < s.num_seqs; ++i) seqs.push_back(i);
 
@@ -209,39 +295,55 @@ ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& a, const Pa
     const std::int64_t len = std::clamp<std::int64_t>(lens[seq * a.context_lens.strides[0]], 0, capacity);
     for (int i = 0; i < L; ++i) {
       // Query token i sees positions [start, last]: causal within the query tokens.
-      const std::int64_t last = len - L + i;
-      const std::int64_t start = o.sliding_window ? std::max<std::int64_t>(0, last + 1 - *o.sliding_window) : 0;
+      const auto [start, last] = visible(len, L, i, o);
       for (int h = 0; h < s.num_heads; ++h) {
-        const int kvh = h / group;
-        const double ks = scale_of(a.k_scale, kvh), vs = scale_of(a.v_scale, kvh);
         const std::int64_t qbase = seq * q.strides[0] + (qt > 0 ? i * q.strides[qt] : 0) + h * q.strides[qh];
         for (int d = 0; d < D; ++d) qrow[std::size_t(d)] = load_element(q.data, qbase + d, q.dtype);
-        logits.clear();
-        vrow.clear();
-        for (std::int64_t t = start; t <= last; ++t) {
-          const int page = table[seq * a.block_tables.strides[0] + t / s.page_size];
-          if (page < 0 || page >= s.num_blocks) continue;  // masked, never dereferenced
-          const std::int64_t slot = t % s.page_size;
-          const std::int64_t kb =
-              page * kc.strides[block_axis] + kvh * kc.strides[head_axis] + slot * kc.strides[slot_axis];
-          double dot = 0;
-          for (int d = 0; d < D; ++d) dot += qrow[std::size_t(d)] * double(load_element(kc.data, kb + d, kc.dtype));
-          double x = scale * ks * dot;
-          if (o.attn_logits_soft_cap) x = *o.attn_logits_soft_cap * std::tanh(x / *o.attn_logits_soft_cap);
-          logits.push_back(x);
-          vrow.push_back(page * vc.strides[block_axis] + kvh * vc.strides[head_axis] + slot * vc.strides[slot_axis]);
-        }
-        if (logits.empty()) continue;  // zero row, lse -inf
-        const double mx = *std::max_element(logits.begin(), logits.end());
-        double sum = 0;
-        for (double& x : logits) sum += (x = std::exp(x - mx));
         const std::size_t row = (si * std::size_t(L) + std::size_t(i)) * std::size_t(s.num_heads) + std::size_t(h);
-        double* o_row = &out.output[row * std::size_t(D)];
-        for (std::size_t j = 0; j < logits.size(); ++j) {
-          const double p = logits[j] / sum * vs;
-          for (int d = 0; d < D; ++d) o_row[d] += p * double(load_element(vc.data, vrow[j] + d, vc.dtype));
-        }
-        out.lse[row] = mx + std::log(sum);
+        out.lse[row] = reader.attend(qrow, seq, h, start, last, sink_of(a.sinks, h), &out.output[row * std::size_t(D)],
+                                     logits, vrow);
+      }
+    }
+  }
+  return out;
+}
+
+ReferenceOutputs reference_ragged_attention(const RaggedAttentionArgs& a, const PagedAttentionOptions& o) {
+  const TensorView& q = a.query;
+  if (q.rank != 3) throw InvalidArgument("query", "[total_tokens, num_heads, head_dim]", q.describe());
+  const std::int64_t total = q.shape[0];
+  const int H = int(q.shape[1]), D = int(q.shape[2]);
+  const CacheReader reader =
+      cache_reader(a.key_cache, a.value_cache, a.layout, a.block_tables, H, a.k_scale, a.v_scale, o);
+  const int num_seqs = int(a.context_lens.shape[0]);
+  const auto* lens = static_cast<const std::int32_t*>(a.context_lens.data);
+  const auto* starts = static_cast<const std::int32_t*>(a.query_start.data);
+  const std::int64_t capacity = a.block_tables.shape[1] * reader.page_size;
+  int count = num_seqs;
+  if (a.seq_count.data) count = std::clamp(*static_cast<const std::int32_t*>(a.seq_count.data), 0, num_seqs);
+
+  ReferenceOutputs out;
+  out.output.assign(std::size_t(total) * std::size_t(H) * std::size_t(D), 0.0);
+  out.lse.assign(std::size_t(total) * std::size_t(H), -std::numeric_limits<double>::infinity());
+  std::vector<double> logits, qrow(std::size_t(D), 0.0);
+  std::vector<std::int64_t> vrow;
+  for (int seq = 0; seq < count; ++seq) {
+    out.seqs.push_back(seq);
+    // The kernels' reading of query_start: clamped into [0, total_tokens], a
+    // decreasing pair empty.
+    const std::int64_t begin = std::clamp<std::int64_t>(starts[seq], 0, total);
+    const std::int64_t end = std::clamp<std::int64_t>(starts[seq + 1], 0, total);
+    const std::int64_t q_len = std::max<std::int64_t>(0, end - begin);
+    const std::int64_t len = std::clamp<std::int64_t>(lens[seq * a.context_lens.strides[0]], 0, capacity);
+    for (std::int64_t i = 0; i < q_len; ++i) {
+      const auto [start, last] = visible(len, q_len, i, o);
+      for (int h = 0; h < H; ++h) {
+        const std::int64_t qbase = (begin + i) * q.strides[0] + h * q.strides[1];
+        for (int d = 0; d < D; ++d) qrow[std::size_t(d)] = load_element(q.data, qbase + d, q.dtype);
+        const std::size_t row = std::size_t(begin + i) * std::size_t(H) + std::size_t(h);
+        std::fill_n(&out.output[row * std::size_t(D)], D, 0.0);  // overlapping (hostile) sequences: the last wins
+        out.lse[row] = reader.attend(qrow, seq, h, start, last, sink_of(a.sinks, h), &out.output[row * std::size_t(D)],
+                                     logits, vrow);
       }
     }
   }

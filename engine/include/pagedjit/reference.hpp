@@ -26,6 +26,15 @@ ReferenceOutputs reference_paged_attention(const PagedAttentionArgs& host_args, 
 // The same rows are written as by the kernel, with the same bits.
 void reference_append_kv(const AppendKvArgs& host_args);
 
+// The ragged call (ragged_attention.hpp) with host views, query_start,
+// context_lens, block_tables and seq_count included. `output` is
+// [total_tokens, num_heads, head_dim] like the query and `lse`
+// [total_tokens, num_heads]; `seqs` lists the sequences computed (the first
+// *seq_count). Rows no computed sequence owns stay 0 with lse -inf.
+// query_start is read as the kernels read it: each entry clamped into
+// [0, total_tokens], a decreasing pair empty.
+ReferenceOutputs reference_ragged_attention(const RaggedAttentionArgs& host_args, const PagedAttentionOptions& options);
+
 // Rounds a float to the nearest value of `dtype` (fp16/bf16 round to nearest even).
 float round_to_dtype(float x, DType dtype);
 // Encodes/decodes one element of `dtype` to/from its bit pattern in memory.

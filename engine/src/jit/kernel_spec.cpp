@@ -78,7 +78,37 @@ bool arch_has_clusters(const std::string& arch) {
   return arch.rfind("sm_", 0) == 0 && std::atoi(arch.c_str() + 3) >= 90;
 }
 
+namespace {
+
+// The prefill kernel's rules (paged_prefill.cuh's static_asserts), in words.
+void check_prefill(const KernelSpec& k) {
+  if (k.q_dtype != DType::f16 && k.q_dtype != DType::bf16)
+    throw InvalidArgument("KernelSpec.q_dtype", "fp16 or bf16 for the prefill kernel", dtype_name(k.q_dtype));
+  if (k.kv_dtype != k.q_dtype && !is_fp8(k.kv_dtype))
+    throw InvalidArgument("KernelSpec.kv_dtype", "the query's dtype, or e4m3/e5m2", dtype_name(k.kv_dtype));
+  if (k.head_dim <= 0 || k.head_dim % 16 != 0 || k.head_dim > pj::kPrefillMaxHeadDim)
+    throw InvalidArgument("KernelSpec.head_dim", fmt::format("a multiple of 16 in [16, {}]", pj::kPrefillMaxHeadDim),
+                          std::to_string(k.head_dim));
+  if (k.v_dims != k.head_dim)
+    throw InvalidArgument("KernelSpec.v_dims", "head_dim for the prefill kernel", std::to_string(k.v_dims));
+  if (k.warps < 1 || k.warps > 8) throw InvalidArgument("KernelSpec.warps", "1..8", std::to_string(k.warps));
+  if (k.tile_tokens < 16 || k.tile_tokens > 256 || k.tile_tokens % 16 != 0)
+    throw InvalidArgument("KernelSpec.tile_tokens", "a multiple of 16 in [16, 256]", std::to_string(k.tile_tokens));
+  if (k.stages < 2 || k.stages > 8) throw InvalidArgument("KernelSpec.stages", "2..8", std::to_string(k.stages));
+  if (k.compute != Compute::mma) throw InvalidArgument("KernelSpec.compute", "mma for the prefill kernel", "simt");
+  if (k.merge != Merge::none || k.schedule != Schedule::host)
+    throw InvalidArgument("KernelSpec.merge", "none with the host schedule for the prefill kernel",
+                          fmt::format("{}, {}", merge_name(k.merge), schedule_name(k.schedule)));
+}
+
+}  // namespace
+
 void KernelSpec::check() const {
+  if (kind == KernelKind::prefill) {
+    tag(out_dtype);
+    if (is_fp8(out_dtype)) throw InvalidArgument("KernelSpec.out_dtype", "fp32, fp16 or bf16", dtype_name(out_dtype));
+    return check_prefill(*this);
+  }
   if (kind == KernelKind::merge) {
     tag(out_dtype);
     tag(q_dtype);
@@ -133,6 +163,9 @@ void KernelSpec::check() const {
 std::string KernelSpec::name_expression() const {
   if (kind == KernelKind::merge) return fmt::format("pj::merge_states<{}, {}>", tag(q_dtype), tag(out_dtype));
   if (kind == KernelKind::append) return fmt::format("pj::append_kv<{}, {}>", tag(q_dtype), tag(kv_dtype));
+  if (kind == KernelKind::prefill)
+    return fmt::format("pj::paged_prefill<{}, {}, {}, {}, {}, {}, {}, {}>", tag(q_dtype), tag(kv_dtype), tag(out_dtype),
+                       head_dim, pj::kPrefillWarpRows * warps, tile_tokens, warps, stages);
   return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}, pj::Merge::{}, pj::Schedule::{}>",
                      tag(q_dtype), tag(kv_dtype), tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
                      compute == Compute::mma ? "true" : "false", merge_name(merge), schedule_name(schedule));
@@ -153,6 +186,9 @@ std::string KernelSpec::readable() const {
   if (kind == KernelKind::append)
     return fmt::format("append {}->{} {}", dtype_name(q_dtype), dtype_name(kv_dtype), arch);
   const std::string kv = kv_dtype == q_dtype ? "" : fmt::format("/kv {}", dtype_name(kv_dtype));
+  if (kind == KernelKind::prefill)
+    return fmt::format("prefill {}{}->{} d{} rows{} keys{} w{} s{} {}", dtype_name(q_dtype), kv, dtype_name(out_dtype),
+                       head_dim, pj::kPrefillWarpRows * warps, tile_tokens, warps, stages, arch);
   return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} merge-{}{} {}", dtype_name(q_dtype), kv,
                      dtype_name(out_dtype), head_dim, v_dims, tile_tokens, warps, stages, compute_name(compute),
                      merge_name(merge), schedule == Schedule::device ? " device-schedule" : "", arch);

@@ -41,8 +41,11 @@ std::string dim_split_rule(int tile_tokens, int warps);
 int default_v_dims(int head_dim);
 
 // Which kernel template: the decode kernel, the merge of two partial
-// results, or append_kv (only the dtypes and arch matter for the last two).
-enum class KernelKind { decode, merge, append };
+// results (only the dtypes and arch matter for it), append_kv (likewise),
+// or the prefill kernel (paged_prefill.cuh: query blocks of 16 * warps rows
+// against key tiles of tile_tokens keys, `stages` deep; v_dims is head_dim,
+// compute mma, merge none, schedule host).
+enum class KernelKind { decode, merge, append, prefill };
 
 struct KernelSpec {
   KernelKind kind = KernelKind::decode;
@@ -51,8 +54,8 @@ struct KernelSpec {
   DType out_dtype = DType::bf16;
   int head_dim = 0;
   int v_dims = 0;       // output dims per CTA (head_dim, or a chunk of it above 256)
-  int tile_tokens = 0;  // tokens per pipeline stage
-  int warps = 0;
+  int tile_tokens = 0;  // tokens per pipeline stage (prefill: keys per tile)
+  int warps = 0;        // (prefill: each owns 16 query rows of a block)
   int stages = 0;
   Compute compute = Compute::mma;
   Merge merge = Merge::none;           // none: one partition; cluster needs sm_90+
