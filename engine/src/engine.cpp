@@ -230,7 +230,13 @@ LaunchInfo Engine::paged_attention(const PagedAttentionArgs& args, const PagedAt
         attention::work_items_for(info.work_waves, m.info.sm_count, std::max(1, decode.ctas_per_sm), info.grid[0]));
     info.grid[1] = shape.num_seqs + info.work_items;
   }
-  std::lock_guard<std::mutex> lock(m.mu);  // the workspace map; launches are cheap
+  // The engine's own workspace: locked from acquiring it through the launch
+  // and its event record, so that no other call regrows or evicts it (freeing
+  // it in stream order) before this launch is enqueued. A caller's workspace,
+  // or none: the launch reads nothing shared that changes (the plan is held,
+  // the kernel stays loaded), so concurrent calls launch in parallel.
+  std::unique_lock<std::mutex> lock(m.mu, std::defer_lock);
+  if (info.workspace_bytes && !args.workspace) lock.lock();
   const WorkspaceLease ws = info.workspace_bytes ? m.workspace(args, stream, plan) : WorkspaceLease{};
 
   pj::DecodeParams dp = attention::decode_params(args, options, shape, plan, ws.scratch.counters, ws.scratch.partials);
