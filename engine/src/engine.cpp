@@ -272,7 +272,13 @@ LaunchInfo Engine::Impl::run(const PagedAttentionArgs& args, const PagedAttentio
         attention::work_items_for(launch.work_waves, info.sm_count, std::max(1, decode.ctas_per_sm), launch.grid[0]));
     launch.grid[1] = shape.num_seqs + launch.work_items;
   }
-  std::lock_guard<std::mutex> lock(mu);  // the workspace map; launches are cheap
+  // The engine's own workspace: locked from acquiring it through the launch
+  // and its event record, so that no other call regrows or evicts it (freeing
+  // it in stream order) before this launch is enqueued. A caller's workspace,
+  // or none: the launch reads nothing shared that changes (the plan is held,
+  // the kernel stays loaded), so concurrent calls launch in parallel.
+  std::unique_lock<std::mutex> lock(mu, std::defer_lock);
+  if (launch.workspace_bytes && !args.workspace) lock.lock();
   const WorkspaceLease ws = launch.workspace_bytes ? workspace(args, stream, plan) : WorkspaceLease{};
 
   pj::DecodeParams dp =

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../common/bandwidth.hpp"
@@ -25,6 +26,7 @@
 #include "report.hpp"
 #include "small_calls.hpp"
 #include "svg_chart.hpp"
+#include "threads.hpp"
 
 #ifndef PAGEDJIT_BENCH_SOURCE_DIR
 #define PAGEDJIT_BENCH_SOURCE_DIR "."
@@ -73,6 +75,13 @@ timing:
                       heads x d128 bf16 into a page-16 cache, GB/s and the
                       fraction of the copy bandwidth; JSON append)
   --device N          GPU ordinal (default 0)
+  --threads N         only this (no cases, no small calls): host cost of the
+                      small-call section's tiny call from N threads at once,
+                      each with its own stream, inputs and caller-provided
+                      workspace, with one engine shared by all and with an
+                      engine each, and a bare cuLaunchKernel from as many
+                      threads; us/call = a thread's median batch of 100 calls,
+                      median over threads and over 3 rounds (JSON with --json)
 
 launch configurations (configs/README.md):
   --no-profile        the built-in heuristic only (EngineOptions::use_profiles
@@ -130,6 +139,7 @@ struct Options {
   bool small = true, append = true, list = false;
   bool no_profile = false, compare_heuristic = false, no_pdl = false, no_cluster = false, host_schedule = false;
   int device = 0;
+  int threads = 0;  // --threads N: only the host cost with threads
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -166,6 +176,8 @@ Options parse_options(int argc, char** argv) {
       o.append = false;
     } else if (a == "--device") {
       o.device = int(cli.integer(0, kMaxCount));
+    } else if (a == "--threads") {
+      o.threads = int(cli.integer(1, 1024));
     } else if (a == "--no-profile") {
       o.no_profile = true;
     } else if (a == "--no-pdl") {
@@ -190,6 +202,10 @@ Options parse_options(int argc, char** argv) {
   }
   if (o.no_profile && o.compare_heuristic)
     usage_error("--compare-heuristic compares with the profiles: it cannot go with --no-profile");
+  if (o.threads && (o.list || o.compare_heuristic || !o.svg.empty() || !o.peers.empty() || !o.svg_from_json.empty()))
+    usage_error(
+        "--threads runs no cases: it cannot go with --list, --compare-heuristic, --svg, --peers or "
+        "--svg-from-json");
   return o;
 }
 
@@ -319,6 +335,52 @@ Json compare_summary(const Json& cases) {
               {"ratio", "heuristic ms / profile ms (>1: the profile is faster)"}};
 }
 
+pagedjit::EngineOptions engine_options(const Options& o, bool use_profiles) {
+  pagedjit::EngineOptions e;
+  e.use_profiles = use_profiles;
+  e.programmatic_launch = !o.no_pdl;
+  e.cluster_merge = !o.no_cluster;
+  e.device_schedule = !o.host_schedule;
+  return e;
+}
+
+// --threads N: the host cost of one call from N threads, shared engine or one each.
+int run_threads(const Options& o, const Json& command) {
+  const pagedjit::EngineOptions options = engine_options(o, !o.no_profile);
+  pagedjit::Engine engine(o.device, options);
+  PrimaryContext context(o.device);
+  const pagedjit::DeviceInfo& dev = engine.device();
+  Json run;
+  run["tool"] = "pagedjit-bench";
+  run["version"] = pagedjit::kVersion;
+  run["date_utc"] = utc_now();
+  run["command"] = command;
+  run["gpu"] = gpu_info_json(dev);
+  run["settings"] = Json{{"profiles", o.no_profile ? "off (--no-profile)" : "on"},
+                         {"programmatic_launch", !o.no_pdl},
+                         {"cluster_merge", !o.no_cluster},
+                         {"device_schedule", !o.host_schedule},
+                         {"cpu_threads", std::thread::hardware_concurrency()}};
+  fmt::print("{} ({} SMs, {}), driver {}; {} CPU threads\n", dev.name, dev.sm_count, dev.arch(),
+             run["gpu"]["driver_version"].get<std::string>(), std::thread::hardware_concurrency());
+  const HelperKernels kernels(dev);
+  fmt::print("host cost with {} threads ...\n", o.threads);
+  std::fflush(stdout);
+  run["threads"] = run_thread_scaling(engine, options, kernels, o.threads);
+  fmt::print("{}", thread_scaling_text(run["threads"]));
+  int status = run["threads"].contains("error") ? 1 : 0;
+  if (!o.json.empty()) {
+    try {
+      write_json_file(o.json, run);
+      fmt::print("wrote {}\n", o.json);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "pagedjit-bench: {}\n", e.what());
+      status = 1;
+    }
+  }
+  return status;
+}
+
 int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const Json& command) {
   Json peers_file;
   if (!o.peers.empty()) {
@@ -330,22 +392,10 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
       return 2;
     }
   }
-  pagedjit::EngineOptions engine_options;
-  engine_options.use_profiles = !o.no_profile;
-  engine_options.programmatic_launch = !o.no_pdl;
-  engine_options.cluster_merge = !o.no_cluster;
-  engine_options.device_schedule = !o.host_schedule;
-  pagedjit::Engine engine(o.device, engine_options);
+  pagedjit::Engine engine(o.device, engine_options(o, !o.no_profile));
   // --compare-heuristic: a second engine that never uses a profile.
   std::unique_ptr<pagedjit::Engine> heuristic;
-  if (o.compare_heuristic) {
-    pagedjit::EngineOptions h;
-    h.use_profiles = false;
-    h.programmatic_launch = !o.no_pdl;
-    h.cluster_merge = !o.no_cluster;
-    h.device_schedule = !o.host_schedule;
-    heuristic = std::make_unique<pagedjit::Engine>(o.device, h);
-  }
+  if (o.compare_heuristic) heuristic = std::make_unique<pagedjit::Engine>(o.device, engine_options(o, false));
   PrimaryContext context(o.device);
   const pagedjit::DeviceInfo& dev = engine.device();
   CUstream stream = nullptr;
@@ -462,7 +512,7 @@ int main(int argc, char** argv) {
     return run_compile_timing_child(std::vector<std::string>(argv + 2, argv + argc));
   const Options o = parse_options(argc, argv);
   if (!o.svg_from_json.empty()) return from_json(o);
-  const std::vector<BenchCase> cases = select(o);
+  const std::vector<BenchCase> cases = o.threads ? std::vector<BenchCase>() : select(o);
   if (o.list) {
     for (const BenchCase& c : cases)
       fmt::print("{:<20} {}  tokens {}  {:.0f} MB to read  ({})\n", c.name, c.shape_text(), c.tokens(),
@@ -476,6 +526,7 @@ int main(int argc, char** argv) {
   Json command = Json::array();
   for (int i = 0; i < argc; ++i) command.push_back(argv[i]);
   try {
+    if (o.threads) return run_threads(o, command);
     return run_benchmark(o, cases, command);
   } catch (const pagedjit::Error& e) {
     fmt::print(stderr, "pagedjit-bench: {} ({})\n", e.what(), pagedjit::error_code_name(e.code()));

@@ -326,14 +326,9 @@ json to_json(const testing::ErrorStats& e) {
   return {{"rel_l2", e.rel_l2}, {"max_abs", e.max_abs}, {"nonfinite", e.nonfinite}};
 }
 
-int run_all(const Options& opt) {
-  const int visible = device_count();
-  if (visible == 0) {
-    fmt::print("pagedjit-tp: no GPU: skipped ({})\n", device_unavailable_reason());
-    return kSkipped;
-  }
-  const int gpus = opt.gpus ? std::min(opt.gpus, visible) : visible;
-
+// The decode step of the options: every sequence `context` tokens long, or
+// with --ragged lengths uniform in [context/2, context].
+testing::ProblemConfig problem_config(const Options& opt) {
   testing::ProblemConfig cfg;
   cfg.num_heads = opt.heads;
   cfg.num_kv_heads = opt.kv_heads;
@@ -351,18 +346,29 @@ int run_all(const Options& opt) {
       l = lo + int(x % std::uint64_t(opt.context - lo + 1));
     }
   }
-  const auto t_host = std::chrono::steady_clock::now();
-  const testing::HostProblem host(cfg);
-  const double host_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_host).count();
-  const double kv_bytes = double(host.k.size() + host.v.size());
-  const double out_bytes = double(opt.batch) * opt.heads * opt.head_dim * double(dtype_size(opt.dtype));
+  return cfg;
+}
 
+// What the header prints and the JSON records about the machine and the gathers.
+struct Environment {
+  int visible = 0, gpus = 0;          // GPUs visible, GPUs used
+  json devices = json::array();       // each visible GPU
+  std::vector<pjtp::Gather> gathers;  // the gathers each shard count runs with
+  std::string nccl;                   // NCCL's version ("" without NCCL)
+  const char* nvls = nullptr;         // NCCL_NVLS_ENABLE
+};
+
+void print_problem(const Options& opt, double kv_bytes, double out_bytes) {
   fmt::print("pagedjit-tp {}: tensor-parallel paged-attention decode\n", kVersion);
   fmt::print(
       "problem: {} sequences x {} tokens{}, {} query / {} KV heads, head_dim {}, {}, page {} "
       "(KV cache {}, output {})\n",
       opt.batch, opt.context, opt.ragged ? " (ragged, >= half)" : "", opt.heads, opt.kv_heads, opt.head_dim,
       dtype_name(opt.dtype), opt.page_size, bytes_text(kv_bytes), bytes_text(out_bytes));
+}
+
+// Prints the devices line; returns each visible device as JSON.
+json describe_devices(int visible, int gpus) {
   json devices_json = json::array();
   std::string device_line;
   for (int d = 0; d < visible; ++d) {
@@ -373,109 +379,137 @@ int run_all(const Options& opt) {
         fmt::format("{}[{}] {} (sm_{}{}){}", d ? ", " : "", d, p.name, p.major, p.minor, d < gpus ? "" : " unused");
   }
   fmt::print("devices: {} visible, {} used: {}\n", visible, gpus, device_line);
+  return devices_json;
+}
 
+std::vector<pjtp::Gather> gathers_of(const Options& opt) {
   std::vector<pjtp::Gather> gathers;
   if (opt.gather == "nccl" || ((opt.gather == "auto" || opt.gather == "both") && pjtp::nccl_built()))
     gathers.push_back(pjtp::Gather::nccl);
   if (opt.gather == "copies" || opt.gather == "both" || (opt.gather == "auto" && !pjtp::nccl_built()))
     gathers.push_back(pjtp::Gather::copies);
-  const std::string nccl = pjtp::nccl_built() ? pjtp::nccl_version() : "";
+  return gathers;
+}
+
+void print_gathers(const Environment& env) {
   std::string gather_line;
-  for (pjtp::Gather g : gathers)
-    gather_line += (gather_line.empty() ? "" : "; ") +
-                   (g == pjtp::Gather::nccl
-                        ? fmt::format("nccl = NCCL {} in-place ncclAllGather, every GPU gets the whole output", nccl)
-                        : std::string("copies = cudaMemcpyPeerAsync of each shard's slice to GPU 0"));
-  const char* nvls = std::getenv("NCCL_NVLS_ENABLE");
+  for (pjtp::Gather g : env.gathers)
+    gather_line +=
+        (gather_line.empty() ? "" : "; ") +
+        (g == pjtp::Gather::nccl
+             ? fmt::format("nccl = NCCL {} in-place ncclAllGather, every GPU gets the whole output", env.nccl)
+             : std::string("copies = cudaMemcpyPeerAsync of each shard's slice to GPU 0"));
   fmt::print("gather: {}{}; NCCL_NVLS_ENABLE={}\n", gather_line,
-             pjtp::nccl_built() ? "" : " (built without NCCL: see cmake/nccl.cmake)", nvls ? nvls : "");
+             pjtp::nccl_built() ? "" : " (built without NCCL: see cmake/nccl.cmake)", env.nvls ? env.nvls : "");
   fmt::print(
       "layout: each shard writes its heads head-major ([heads, seqs, head_dim] via output strides) into its "
       "slice of a full buffer, so the gather is a plain concatenation\n");
+}
 
+// The CPU reference with default options, and a line on what it and the
+// problem (`host_s` seconds) took.
+std::vector<double> timed_reference(const testing::HostProblem& host, double host_s) {
   PagedAttentionOptions standard;
   const auto t_ref = std::chrono::steady_clock::now();
-  const std::vector<double> ref = cpu_reference(host, standard);
+  std::vector<double> ref = cpu_reference(host, standard);
   const double ref_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_ref).count();
   fmt::print("CPU reference (float64, {} threads): {:.1f} s (problem built in {:.1f} s)\n",
              std::max(1u, std::thread::hardware_concurrency()), ref_s, host_s);
+  return ref;
+}
 
+RunResult skipped_run(const std::string& label, int shards, pjtp::Gather g, std::string why) {
+  RunResult r;
+  r.label = label, r.shards = shards, r.gather = g;
+  r.skipped = std::move(why);
+  return r;
+}
+
+// A sharded run; an error (an NCCL or CUDA failure, say) fails it, and the others still run.
+RunResult guarded_run(const testing::HostProblem& host, const std::vector<double>& ref, const std::string& label,
+                      const std::vector<int>& devs, pjtp::Gather g, const Outputs& base, const Options& opt) {
+  try {
+    return run_config(host, ref, label, devs, g, &base, nullptr, opt);
+  } catch (const std::exception& e) {
+    RunResult r;
+    r.label = label, r.shards = int(devs.size()), r.devices = devs, r.gather = g;
+    r.ok = false;
+    r.error = e.what();
+    r.failures.push_back(r.error);
+    return r;
+  }
+}
+
+// Every run: the unsharded baseline on GPU 0 first, then 1, 2, 4 and 8 GPUs
+// with each gather, then (one GPU, or --all-on-gpu0) 2, 4 and 8 shards on GPU 0.
+std::vector<RunResult> run_configs(const testing::HostProblem& host, const std::vector<double>& ref, const Options& opt,
+                                   const Environment& env) {
   std::vector<RunResult> results;
   Outputs base;
   results.push_back(run_config(host, ref, "unsharded, GPU 0", {0}, pjtp::Gather::none, nullptr, &base, opt));
-  const double base_ms = results[0].time.host_ms;
-
-  // A sharded run; an error (an NCCL or CUDA failure, say) fails it, and the others still run.
-  auto guarded = [&](const std::string& label, const std::vector<int>& devs, pjtp::Gather g) {
-    try {
-      return run_config(host, ref, label, devs, g, &base, nullptr, opt);
-    } catch (const std::exception& e) {
-      RunResult r;
-      r.label = label, r.shards = int(devs.size()), r.devices = devs, r.gather = g;
-      r.ok = false;
-      r.error = e.what();
-      r.failures.push_back(r.error);
-      return r;
-    }
-  };
   for (int n : {1, 2, 4, 8}) {
     std::vector<int> devs;
     for (int d = 0; d < n; ++d) devs.push_back(d);
-    for (pjtp::Gather g : gathers) {
+    for (pjtp::Gather g : env.gathers) {
       const std::string label = fmt::format("{} GPU{}", n, n > 1 ? "s" : "");
-      if (n > gpus || opt.kv_heads % n != 0) {
-        RunResult r;
-        r.label = label, r.shards = n, r.gather = g;
-        r.skipped = n > gpus ? fmt::format("needs {} GPUs, {} used", n, gpus)
-                             : fmt::format("{} does not divide the {} KV heads", n, opt.kv_heads);
-        results.push_back(r);
+      if (n > env.gpus || opt.kv_heads % n != 0) {
+        results.push_back(skipped_run(label, n, g,
+                                      n > env.gpus
+                                          ? fmt::format("needs {} GPUs, {} used", n, env.gpus)
+                                          : fmt::format("{} does not divide the {} KV heads", n, opt.kv_heads)));
         continue;
       }
-      results.push_back(guarded(label, devs, g));
+      results.push_back(guarded_run(host, ref, label, devs, g, base, opt));
     }
   }
-  if (gpus == 1 || opt.all_on_gpu0) {
+  if (env.gpus == 1 || opt.all_on_gpu0) {
     for (int n : {2, 4, 8}) {
       if (opt.kv_heads % n != 0) continue;
-      results.push_back(guarded(fmt::format("{} shards, all on GPU 0", n), std::vector<int>(std::size_t(n), 0),
-                                pjtp::Gather::copies));
+      results.push_back(guarded_run(host, ref, fmt::format("{} shards, all on GPU 0", n),
+                                    std::vector<int>(std::size_t(n), 0), pjtp::Gather::copies, base, opt));
     }
   }
+  return results;
+}
 
-  // The table.
+// Copies between two GPUs without peer access (the driver stages them).
+bool staged_copies(const RunResult& r) {
+  return r.gather == pjtp::Gather::copies && r.shards > 1 && r.devices[1] != r.devices[0] && !r.peer_access;
+}
+
+void print_plans(const std::vector<RunResult>& results) {
   fmt::print("\nunsharded plan (default options): {}\n", results[0].plan_default);
   fmt::print("unsharded plan (batch-invariant): {}\n", results[0].plan_invariant);
   for (const RunResult& r : results)
     if (r.skipped.empty() && r.error.empty() && r.shards > 1)
       fmt::print("{:<26} shard plan: {}\n", r.label, r.plan_default);
+}
+
+// One row of the time table (a run that completed); `base_ms`: the unsharded run's host ms.
+void print_row(const RunResult& r, bool is_base, double base_ms) {
+  const std::string equal = is_base ? "(the baseline)"
+                            : r.invariant_vs_unsharded.differing == 0
+                                ? "BITWISE equal"
+                                : fmt::format("DIFFERS ({} elems)", r.invariant_vs_unsharded.differing);
+  const std::string gather = staged_copies(r) ? "copies*" : pjtp::gather_name(r.gather);
+  fmt::print("{:<26} {:>7} {:>9.4f} {:>9.4f} {:>9.4f} {:>7.2f}x  {:<22} {:>13} {:>10.2e}{}\n", r.label, gather,
+             r.time.host_ms, r.time.event_ms, r.time.attention_ms, base_ms / r.time.host_ms, equal,
+             is_base ? "-" : fmt::format("{:.3e}", r.default_vs_unsharded.max_abs), r.ref_default.rel_l2,
+             r.ok ? "" : "  FAILED");
+}
+
+void print_times(const std::vector<RunResult>& results, const Options& opt) {
   fmt::print("\ntime per step, median of {} after {} warm-up (all shards' attention + gather):\n", opt.reps,
              opt.warmup);
   fmt::print("{:<26} {:>7} {:>9} {:>9} {:>9} {:>8}  {:<22} {:>13} {:>10}\n", "run", "gather", "host ms", "event ms",
              "attn ms", "speedup", "batch-invariant", "default max|d|", "ref rel_l2");
-  bool all_ok = true;
   for (const RunResult& r : results) {
-    if (!r.skipped.empty()) {
+    if (!r.skipped.empty())
       fmt::print("{:<26} {:>7} skipped: {}\n", r.label, pjtp::gather_name(r.gather), r.skipped);
-      continue;
-    }
-    all_ok = all_ok && r.ok;
-    if (!r.error.empty()) {
+    else if (!r.error.empty())
       fmt::print("{:<26} {:>7} ERROR (below)\n", r.label, pjtp::gather_name(r.gather));
-      continue;
-    }
-    const bool is_base = &r == &results[0];
-    const std::string equal = is_base ? "(the baseline)"
-                              : r.invariant_vs_unsharded.differing == 0
-                                  ? "BITWISE equal"
-                                  : fmt::format("DIFFERS ({} elems)", r.invariant_vs_unsharded.differing);
-    const std::string gather =
-        r.gather == pjtp::Gather::copies && r.shards > 1 && r.devices[1] != r.devices[0] && !r.peer_access
-            ? "copies*"
-            : pjtp::gather_name(r.gather);
-    fmt::print("{:<26} {:>7} {:>9.4f} {:>9.4f} {:>9.4f} {:>7.2f}x  {:<22} {:>13} {:>10.2e}{}\n", r.label, gather,
-               r.time.host_ms, r.time.event_ms, r.time.attention_ms, base_ms / r.time.host_ms, equal,
-               is_base ? "-" : fmt::format("{:.3e}", r.default_vs_unsharded.max_abs), r.ref_default.rel_l2,
-               r.ok ? "" : "  FAILED");
+    else
+      print_row(r, &r == &results[0], results[0].time.host_ms);
   }
   fmt::print(
       "host ms: host clock from handing every shard thread its work to all streams synchronized; event ms: "
@@ -483,67 +517,106 @@ int run_all(const Options& opt) {
       "shard's attention; speedup: unsharded host ms / host ms; batch-invariant: gathered output vs the "
       "unsharded run, both with options.batch_invariant{}\n",
       std::any_of(results.begin(), results.end(),
-                  [](const RunResult& r) {
-                    return r.skipped.empty() && r.error.empty() && r.gather == pjtp::Gather::copies && r.shards > 1 &&
-                           r.devices[1] != r.devices[0] && !r.peer_access;
-                  })
+                  [](const RunResult& r) { return r.skipped.empty() && r.error.empty() && staged_copies(r); })
           ? "; copies*: no peer access between the GPUs (copies staged by the driver)"
           : "");
   for (const RunResult& r : results)
     for (const std::string& f : r.failures) fmt::print("FAILED {}: {}\n", r.label, f);
+}
 
-  if (!opt.json_path.empty()) {
-    json j;
-    j["tool"] = "pagedjit-tp";
-    j["version"] = kVersion;
-    j["problem"] = {{"batch", opt.batch},         {"context", opt.context},
-                    {"ragged", opt.ragged},       {"context_lens", cfg.context_lens},
-                    {"heads", opt.heads},         {"kv_heads", opt.kv_heads},
-                    {"head_dim", opt.head_dim},   {"dtype", dtype_name(opt.dtype)},
-                    {"page_size", opt.page_size}, {"seed", opt.seed},
-                    {"kv_cache_bytes", kv_bytes}};
-    j["devices"] = devices_json;
-    j["gpus_used"] = gpus;
-    j["nccl"] = nccl.empty() ? json(nullptr) : json(nccl);
-    j["nccl_nvls_enable"] = nvls ? nvls : "";
-    j["reps"] = opt.reps;
-    j["warmup"] = opt.warmup;
-    j["tolerance_rel_l2"] = tolerance(opt.dtype);
-    j["runs"] = json::array();
-    for (const RunResult& r : results) {
-      json e = {{"label", r.label}, {"shards", r.shards}, {"gather", pjtp::gather_name(r.gather)}};
-      if (!r.skipped.empty() || !r.error.empty()) {
-        if (!r.skipped.empty()) e["skipped"] = r.skipped;
-        if (!r.error.empty()) e["error"] = r.error, e["ok"] = false;
-        j["runs"].push_back(e);
-        continue;
-      }
-      e["devices"] = r.devices;
-      e["peer_access"] = r.peer_access;
-      e["host_ms"] = r.time.host_ms;
-      e["event_ms"] = r.time.event_ms;
-      e["attention_ms"] = r.time.attention_ms;
-      e["speedup_vs_unsharded"] = base_ms / r.time.host_ms;
-      e["plan_default"] = r.plan_default;
-      e["plan_batch_invariant"] = r.plan_invariant;
-      if (&r != &results[0]) {
-        e["holders_checked"] = r.holders_checked;
-        e["batch_invariant_bitwise_equal"] = r.invariant_vs_unsharded.differing == 0;
-        e["batch_invariant_differing_elements"] = r.invariant_vs_unsharded.differing;
-        e["default_max_abs_diff_vs_unsharded"] = r.default_vs_unsharded.max_abs;
-      }
-      e["reference_default"] = to_json(r.ref_default);
-      e["reference_batch_invariant"] = to_json(r.ref_invariant);
-      e["ok"] = r.ok;
-      e["failures"] = r.failures;
-      j["runs"].push_back(e);
-    }
-    j["ok"] = all_ok;
-    std::ofstream f(opt.json_path);
-    f << j.dump(2) << "\n";
-    if (!f) throw pjtp::ToolError("cannot write " + opt.json_path);
-    fmt::print("wrote {}\n", opt.json_path);
+// Every run that was not skipped passed.
+bool all_passed(const std::vector<RunResult>& results) {
+  return std::all_of(results.begin(), results.end(), [](const RunResult& r) { return !r.skipped.empty() || r.ok; });
+}
+
+json run_json(const RunResult& r, bool is_base, double base_ms) {
+  json e = {{"label", r.label}, {"shards", r.shards}, {"gather", pjtp::gather_name(r.gather)}};
+  if (!r.skipped.empty() || !r.error.empty()) {
+    if (!r.skipped.empty()) e["skipped"] = r.skipped;
+    if (!r.error.empty()) e["error"] = r.error, e["ok"] = false;
+    return e;
   }
+  e["devices"] = r.devices;
+  e["peer_access"] = r.peer_access;
+  e["host_ms"] = r.time.host_ms;
+  e["event_ms"] = r.time.event_ms;
+  e["attention_ms"] = r.time.attention_ms;
+  e["speedup_vs_unsharded"] = base_ms / r.time.host_ms;
+  e["plan_default"] = r.plan_default;
+  e["plan_batch_invariant"] = r.plan_invariant;
+  if (!is_base) {
+    e["holders_checked"] = r.holders_checked;
+    e["batch_invariant_bitwise_equal"] = r.invariant_vs_unsharded.differing == 0;
+    e["batch_invariant_differing_elements"] = r.invariant_vs_unsharded.differing;
+    e["default_max_abs_diff_vs_unsharded"] = r.default_vs_unsharded.max_abs;
+  }
+  e["reference_default"] = to_json(r.ref_default);
+  e["reference_batch_invariant"] = to_json(r.ref_invariant);
+  e["ok"] = r.ok;
+  e["failures"] = r.failures;
+  return e;
+}
+
+json results_json(const Options& opt, const testing::ProblemConfig& cfg, double kv_bytes, const Environment& env,
+                  const std::vector<RunResult>& results, bool all_ok) {
+  json j;
+  j["tool"] = "pagedjit-tp";
+  j["version"] = kVersion;
+  j["problem"] = {{"batch", opt.batch},         {"context", opt.context},
+                  {"ragged", opt.ragged},       {"context_lens", cfg.context_lens},
+                  {"heads", opt.heads},         {"kv_heads", opt.kv_heads},
+                  {"head_dim", opt.head_dim},   {"dtype", dtype_name(opt.dtype)},
+                  {"page_size", opt.page_size}, {"seed", opt.seed},
+                  {"kv_cache_bytes", kv_bytes}};
+  j["devices"] = env.devices;
+  j["gpus_used"] = env.gpus;
+  j["nccl"] = env.nccl.empty() ? json(nullptr) : json(env.nccl);
+  j["nccl_nvls_enable"] = env.nvls ? env.nvls : "";
+  j["reps"] = opt.reps;
+  j["warmup"] = opt.warmup;
+  j["tolerance_rel_l2"] = tolerance(opt.dtype);
+  j["runs"] = json::array();
+  for (const RunResult& r : results) j["runs"].push_back(run_json(r, &r == &results[0], results[0].time.host_ms));
+  j["ok"] = all_ok;
+  return j;
+}
+
+void write_json(const std::string& path, const json& j) {
+  std::ofstream f(path);
+  f << j.dump(2) << "\n";
+  if (!f) throw pjtp::ToolError("cannot write " + path);
+  fmt::print("wrote {}\n", path);
+}
+
+int run_all(const Options& opt) {
+  Environment env;
+  env.visible = device_count();
+  if (env.visible == 0) {
+    fmt::print("pagedjit-tp: no GPU: skipped ({})\n", device_unavailable_reason());
+    return kSkipped;
+  }
+  env.gpus = opt.gpus ? std::min(opt.gpus, env.visible) : env.visible;
+
+  const testing::ProblemConfig cfg = problem_config(opt);
+  const auto t_host = std::chrono::steady_clock::now();
+  const testing::HostProblem host(cfg);
+  const double host_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_host).count();
+  const double kv_bytes = double(host.k.size() + host.v.size());
+  const double out_bytes = double(opt.batch) * opt.heads * opt.head_dim * double(dtype_size(opt.dtype));
+
+  print_problem(opt, kv_bytes, out_bytes);
+  env.devices = describe_devices(env.visible, env.gpus);
+  env.gathers = gathers_of(opt);
+  env.nccl = pjtp::nccl_built() ? pjtp::nccl_version() : "";
+  env.nvls = std::getenv("NCCL_NVLS_ENABLE");
+  print_gathers(env);
+  const std::vector<double> ref = timed_reference(host, host_s);
+
+  const std::vector<RunResult> results = run_configs(host, ref, opt, env);
+  print_plans(results);
+  print_times(results, opt);
+  const bool all_ok = all_passed(results);
+  if (!opt.json_path.empty()) write_json(opt.json_path, results_json(opt, cfg, kv_bytes, env, results, all_ok));
   fmt::print("{}\n", all_ok ? "pagedjit-tp: all checks passed" : "pagedjit-tp: CHECKS FAILED");
   return all_ok ? 0 : 1;
 }
