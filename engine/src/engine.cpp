@@ -14,6 +14,7 @@
 #include "attention/launch.hpp"
 #include "attention/merge.hpp"
 #include "attention/plan_cache.hpp"
+#include "attention/prefill.hpp"
 #include "attention/validate.hpp"
 #include "context_scope.hpp"
 #include "jit/kernel_cache.hpp"
@@ -169,6 +170,17 @@ struct Engine::Impl {
   void check_ragged_data(const RaggedAttentionArgs& args, const ProblemShape& s, CUstream stream);
   LaunchInfo run(const PagedAttentionArgs& args, const PagedAttentionOptions& call_options, const ProblemShape& shape,
                  const RaggedAttentionArgs* ragged, CUstream stream);
+  // The prefill kernel's plan where a ragged call has long queries it takes;
+  // otherwise the decode kernel runs the call.
+  std::optional<attention::PrefillPlan> prefill_plan(const ProblemShape& shape,
+                                                     const PagedAttentionOptions& call_options) const {
+    if (!attention::long_queries(shape)) return std::nullopt;
+    attention::PrefillPlan prefill = attention::plan_prefill(shape, call_options, info);
+    if (!prefill.supported) return std::nullopt;
+    return prefill;
+  }
+  LaunchInfo run_prefill(const RaggedAttentionArgs& args, const PagedAttentionOptions& call_options,
+                         const ProblemShape& shape, const attention::PrefillPlan& prefill, CUstream stream);
   void launch_decode(CUfunction f, const LaunchInfo& launch, pj::DecodeParams& dp, CUstream stream);
 };
 
@@ -248,6 +260,25 @@ void Engine::Impl::launch_decode(CUfunction f, const LaunchInfo& launch, pj::Dec
   }
   cfg.attrs = attrs, cfg.numAttrs = n;
   check(drv.cuLaunchKernelEx(&cfg, f, decode_args, nullptr), "cuLaunchKernelEx(paged_decode)");
+}
+
+// Long queries of fp16/bf16 calls: the tensor-core prefill kernel, one
+// launch over every sequence's query blocks (found on the device), no
+// partitions and no workspace.
+LaunchInfo Engine::Impl::run_prefill(const RaggedAttentionArgs& args, const PagedAttentionOptions& call_options,
+                                     const ProblemShape& shape, const attention::PrefillPlan& prefill,
+                                     CUstream stream) {
+  const LaunchInfo launch = prefill.launch_info(call_options);
+  if (shape.num_seqs == 0 || shape.total_tokens == 0) return launch;
+  ContextScope scope(drv, ctx);
+  if (options.validate_device_data) {
+    check_device_data(paged_view(args), shape, stream);
+    check_ragged_data(args, shape, stream);
+  }
+  const Launchable k = kernel(prefill.spec, prefill.smem_bytes, prefill.threads);
+  pj::DecodeParams dp = attention::prefill_params(args, call_options, shape, prefill);
+  launch_decode(k.function, launch, dp, stream);
+  return launch;
 }
 
 LaunchInfo Engine::Impl::run(const PagedAttentionArgs& args, const PagedAttentionOptions& call_options,
@@ -343,6 +374,8 @@ void Engine::merge_attention_states(const MergeStatesArgs& args, CUstream stream
 LaunchInfo Engine::ragged_paged_attention(const RaggedAttentionArgs& args, const PagedAttentionOptions& options,
                                           CUstream stream) {
   const ProblemShape shape = validate_ragged(args, options);
+  if (const auto prefill = impl_->prefill_plan(shape, options))
+    return impl_->run_prefill(args, options, shape, *prefill, stream);
   return impl_->run(paged_view(args), options, shape, &args, stream);
 }
 
@@ -351,7 +384,9 @@ std::int64_t Engine::workspace_bytes(const RaggedAttentionArgs& args, const Page
 }
 
 LaunchInfo Engine::plan(const RaggedAttentionArgs& args, const PagedAttentionOptions& options) const {
-  return impl_->plans->plan(validate_ragged(args, options), options)->info;
+  const ProblemShape shape = validate_ragged(args, options);
+  if (const auto prefill = impl_->prefill_plan(shape, options)) return prefill->launch_info(options);
+  return impl_->plans->plan(shape, options)->info;
 }
 
 void Engine::append_kv(const AppendKvArgs& args, CUstream stream) {

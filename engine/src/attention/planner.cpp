@@ -194,11 +194,6 @@ void plan_rows(const ProblemShape& s, int dv, LaunchInfo& info) {
   info.dv_chunks = int(dv_chunks);
 }
 
-// A ragged call whose queries may be longer than one CTA's rows.
-bool long_queries(const ProblemShape& s) {
-  return s.ragged && std::int64_t(s.group()) * s.q_len > pj::kTileRows;
-}
-
 // Partitions per sequence: as forced (a partition length, batch invariance,
 // num_splits), else enough CTAs to fill every SM, none smaller than
 // kMinChunkTokens.
@@ -304,6 +299,10 @@ void plan_global_merge(const ProblemShape& s, Plan& plan) {
 }
 
 }  // namespace
+
+bool long_queries(const ProblemShape& s) {
+  return s.ragged && std::int64_t(s.group()) * s.q_len > pj::kTileRows;
+}
 
 int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns) {
   const std::int64_t slots = std::int64_t(waves) * sm_count * ctas_per_sm;

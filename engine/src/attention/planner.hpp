@@ -40,6 +40,10 @@ constexpr int kDefaultWorkWaves = 1;
 
 // Device schedule: the work items a KV-head column aims at for `waves` items
 // per CTA slot of `sm_count` SMs holding `ctas_per_sm` CTAs each.
+// A ragged call whose queries may be longer than one CTA's rows: the decode
+// kernel then runs unsplit, and the prefill kernel takes it where it can.
+bool long_queries(const ProblemShape& s);
+
 int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns);
 
 // `tuned`: a tuned profile's choice for this shape (tuning::DeviceProfiles),

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "attention/launch.hpp"
+#include "attention/validate.hpp"
 #include "jit/nvrtc_compiler.hpp"
 #include "pagedjit/errors.hpp"
 
@@ -109,6 +110,22 @@ PrefillPlan plan_prefill(const ProblemShape& s, const PagedAttentionOptions& o, 
   return plan;
 }
 
+LaunchInfo PrefillPlan::launch_info(const PagedAttentionOptions& options) const {
+  LaunchInfo info;
+  info.decode_kernel = spec.name_expression();
+  info.compute = "mma";
+  info.source = options.kernel_config && options.kernel_config->tile_tokens ? "user" : "heuristic";
+  info.num_splits = 1;
+  info.tile_tokens = spec.tile_tokens, info.warps = spec.warps, info.stages = spec.stages;
+  info.heads_per_cta = block_rows;
+  info.head_chunks = 0;  // (blocks are found on the device)
+  info.v_dims = spec.head_dim;
+  for (int i = 0; i < 3; ++i) info.grid[i] = grid[i];
+  info.threads = threads;
+  info.smem_bytes = smem_bytes;
+  return info;
+}
+
 PrefillPlan plan_prefill(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device) {
   return plan_prefill(shape, options, device, jit::clamp_arch(device.arch()));
 }
@@ -117,30 +134,8 @@ pj::DecodeParams prefill_params(const RaggedAttentionArgs& a, const PagedAttenti
                                 const PrefillPlan& prefill) {
   // The cache, table, scales and options read as in a batched call; the rows
   // are then re-addressed through query_start.
-  PagedAttentionArgs batched;
-  batched.query = a.query;
-  batched.key_cache = a.key_cache;
-  batched.value_cache = a.value_cache;
-  batched.context_lens = a.context_lens;
-  batched.block_tables = a.block_tables;
-  batched.output = a.output;
-  batched.layout = a.layout;
-  batched.lse = a.lse;
-  batched.k_scale = a.k_scale;
-  batched.v_scale = a.v_scale;
-  pj::DecodeParams p = decode_params(batched, o, s, Plan{}, 0, 0);
-  p.q_stride_seq = 0;
-  p.q_stride_tok = a.query.strides[0];
-  p.q_stride_head = a.query.strides[1];
-  p.o_stride_seq = 0;
-  p.o_stride_tok = a.output.strides[0];
-  p.o_stride_head = a.output.strides[1];
-  p.lse_stride_seq = 0;
-  p.lse_stride_tok = o.return_lse ? a.lse.strides[0] : 0;
-  p.query_start = static_cast<const int*>(a.query_start.data);
-  p.seq_count = static_cast<const int*>(a.seq_count.data);
-  p.sinks = static_cast<const float*>(a.sinks.data);
-  p.total_tokens = int(s.total_tokens);
+  pj::DecodeParams p = decode_params(paged_view(a), o, s, Plan{}, 0, 0);
+  apply_ragged(p, a, o, s);
   p.rows_per_cta = prefill.block_rows;
   p.row_chunks = 0;
   p.dv_chunks = 1;

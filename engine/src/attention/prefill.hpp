@@ -24,6 +24,7 @@ struct PrefillPlan {
   int grid[3] = {0, 0, 0};  // x: KV heads; y: query blocks of all sequences (an upper bound); z: 1
   int threads = 0;
   int smem_bytes = 0;  // dynamic shared memory (above 48 KiB: raise the kernel's limit first)
+  LaunchInfo launch_info(const PagedAttentionOptions& options) const;  // what the call reports
 };
 
 // `shape`: a ragged call (total_tokens packed rows; q_len = the longest query).
