@@ -254,55 +254,70 @@ TEST_SUITE("gpu") {
     for (const Case& c : random_cases()) run_case(c, Path::engine);
   }
 
-  // Throughput of the prefill kernel on one long causal chunk (reported, not
-  // checked). PAGEDJIT_PREFILL_SHAPES="keys,warps,stages;..." times those
-  // block shapes instead of the planner's.
-  TEST_CASE("gpu ragged: prefill throughput" * pjtest::skip_without_gpu()) {
-    std::vector<KernelConfig> shapes{KernelConfig{}};
-    if (const char* env = std::getenv("PAGEDJIT_PREFILL_SHAPES")) {
-      shapes.clear();
-      for (const char* s = env; *s;) {
-        KernelConfig k;
-        int used = 0;
-        if (std::sscanf(s, "%d,%d,%d%n", &k.tile_tokens, &k.warps, &k.stages, &used) != 3) break;
-        shapes.push_back(k);
-        s += used;
-        if (*s == ';') ++s;
-      }
+  // Shapes the prefill kernel does not take, and decode-shaped steps, run on
+  // the decode kernel's ragged path: per-sequence q_len through query_start.
+  TEST_CASE("gpu ragged: the decode kernel's ragged paths" * pjtest::skip_without_gpu()) {
+    struct Path {
+      const char* name;
+      RaggedConfig cfg;
+      const char* kernel;  // the kernel the call must report
+    };
+    RaggedConfig decode;  // max q_len 3 x group 4 = 12 rows: one CTA a sequence and KV head
+    decode.num_heads = 8, decode.num_kv_heads = 2, decode.head_dim = 128, decode.with_lse = true;
+    decode.q_lens = {1, 3, 0, 2, 1, 1};
+    decode.context_lens = {900, 3000, 40, 2, 5000, 0};
+    decode.context_lens[5] = 1;
+    RaggedConfig sinks = decode;
+    sinks.sinks = true;
+    RaggedConfig fp8 = decode;
+    fp8.kv_dtype = DType::e4m3, fp8.dtype = fp8.out_dtype = DType::f16;
+    RaggedConfig fp32 = decode;  // long fp32 queries: no tensor cores
+    fp32.dtype = fp32.out_dtype = DType::f32;
+    fp32.q_lens = {40, 1, 0, 130};
+    fp32.context_lens = {100, 700, 10, 130};
+    fp32.sinks = true;
+    RaggedConfig wide = decode;  // head_dim 512: above the prefill kernel's 256
+    wide.head_dim = 512;
+    wide.q_lens = {50, 2};
+    wide.context_lens = {300, 2000};
+    RaggedConfig hostile = fp32;
+    hostile.q_lens = {3, 5, 0, 0};
+    hostile.query_start = {-5, 3, 70, 3, 3};
+    hostile.total_tokens = 8;
+    hostile.context_lens = {20, 2, -4, 9};
+    hostile.holes = 1;
+    const Path paths[] = {{"decode step", decode, "paged_decode"},
+                          {"decode step, sinks", sinks, "paged_decode"},
+                          {"decode step, e4m3", fp8, "paged_decode"},
+                          {"fp32 prefill", fp32, "paged_decode"},
+                          {"d512 prefill", wide, "paged_decode"},
+                          {"fp32, hostile offsets", hostile, "paged_decode"},
+                          {"bf16 prefill (for contrast)",
+                           [&] {
+                             RaggedConfig c = decode;
+                             c.q_lens = {1, 3, 0, 20, 1, 1};
+                             c.context_lens[3] = 200;
+                             return c;
+                           }(),
+                           "paged_prefill"}};
+    for (const Path& path : paths) {
+      INFO(path.name);
+      pjtest::RaggedProblem host(path.cfg);
+      pjtest::RaggedDevice dev(host);
+      PagedAttentionOptions o;
+      o.return_lse = path.cfg.with_lse;
+      dev.poison();
+      const LaunchInfo info = pjtest::engine().ragged_paged_attention(dev.args(), o);
+      check(driver().cuCtxSynchronize(), "cuCtxSynchronize");
+      INFO(info.describe());
+      CHECK(info.decode_kernel.find(path.kernel) != std::string::npos);
+      const pjtest::RaggedCheck r = pjtest::check_ragged(host, dev, o);
+      INFO(fmt::format("rel_l2={:.3e} max_abs={:.3e} nonfinite={} touched={} lse_ok={}", r.rel_l2, r.max_abs,
+                       r.nonfinite, r.touched, r.lse_ok));
+      CHECK(r.nonfinite == 0);
+      CHECK(r.rel_l2 < tolerance(path.cfg));
+      CHECK(r.touched == 0);
+      CHECK(r.lse_ok);
     }
-    for (int d : {64, 128, 256})
-      for (DType kv : {DType::bf16, DType::e4m3}) {
-        RaggedConfig g;
-        g.num_heads = 32, g.num_kv_heads = 8, g.head_dim = d, g.dtype = g.out_dtype = DType::bf16;
-        if (kv != DType::bf16) g.kv_dtype = kv, g.dtype = g.out_dtype = DType::f16;
-        g.q_lens = {4096};
-        g.context_lens = {4096};
-        pjtest::RaggedProblem host(g);
-        pjtest::RaggedDevice dev(host);
-        const double flops = 4.0 * d * g.num_heads * 4096.0 * 4097.0 / 2;  // causal
-        for (const KernelConfig& k : shapes) {
-          PagedAttentionOptions o;
-          if (k.tile_tokens) o.kernel_config = k;
-          const attention::PrefillPlan plan = attention::plan_prefill(host.shape(), o, pjtest::engine().device());
-          if (!plan.supported) continue;
-          const DriverApi& drv = driver();
-          CUevent start = nullptr, stop = nullptr;
-          check(drv.cuEventCreate(&start, 0), "cuEventCreate");
-          check(drv.cuEventCreate(&stop, 0), "cuEventCreate");
-          launch_prefill(host, dev, o);  // warm-up (and compile)
-          constexpr int kReps = 20;
-          check(drv.cuEventRecord(start, nullptr), "cuEventRecord");
-          for (int i = 0; i < kReps; ++i) launch_prefill(host, dev, o);
-          check(drv.cuEventRecord(stop, nullptr), "cuEventRecord");
-          check(drv.cuEventSynchronize(stop), "cuEventSynchronize");
-          float ms = 0;
-          check(drv.cuEventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
-          drv.cuEventDestroy(start);
-          drv.cuEventDestroy(stop);
-          const double s = ms / 1e3 / kReps;
-          MESSAGE(fmt::format("prefill {} q=ctx=4096 heads 32/8: {:.1f} us, {:.0f} TFLOP/s, smem {} B",
-                              plan.spec.readable(), s * 1e6, flops / s / 1e12, plan.smem_bytes));
-        }
-      }
   }
 }
