@@ -61,12 +61,20 @@ class RaggedArgs(ctypes.Structure):
                 ("workspace_bytes", c_int64)]
 
 
+class AppendArgs(ctypes.Structure):
+    _fields_ = [(name, Tensor) for name in
+                ("keys", "values", "query_start", "context_lens", "block_tables", "key_cache", "value_cache")] + \
+               [("layout", c_int32), ("reserved0", c_int32), ("k_scale", Tensor), ("v_scale", Tensor),
+                ("seq_count", Tensor)]
+
+
 STRUCTS = {"pagedjit_tensor": Tensor, "pagedjit_args": Args, "pagedjit_options": Options,
-           "pagedjit_merge_args": MergeArgs, "pagedjit_ragged_args": RaggedArgs}
+           "pagedjit_merge_args": MergeArgs, "pagedjit_ragged_args": RaggedArgs, "pagedjit_append_args": AppendArgs}
 
 # Pinned by static_asserts in engine/src/c_api.cpp as well.
 assert (ctypes.sizeof(Tensor), ctypes.sizeof(Args), ctypes.sizeof(Options), ctypes.sizeof(MergeArgs),
-        ctypes.sizeof(RaggedArgs)) == (80, 824, 104, 480, 992), "the ctypes mirrors of the C structs are off"
+        ctypes.sizeof(RaggedArgs), ctypes.sizeof(AppendArgs)) == (80, 824, 104, 480, 992, 808), \
+    "the ctypes mirrors of the C structs are off"
 
 # ------------------------------------------------------------ finding and loading the library
 
@@ -87,6 +95,8 @@ _SIGNATURES = {
     "pagedjit_ragged_paged_attention": (c_int, [c_void_p, POINTER(RaggedArgs), POINTER(Options), c_void_p]),
     "pagedjit_ragged_workspace_bytes": (c_int, [c_void_p, POINTER(RaggedArgs), POINTER(Options), POINTER(c_int64)]),
     "pagedjit_validate_ragged": (c_int, [POINTER(RaggedArgs), POINTER(Options)]),
+    "pagedjit_append_kv": (c_int, [c_void_p, POINTER(AppendArgs), c_void_p]),
+    "pagedjit_validate_append": (c_int, [POINTER(AppendArgs)]),
 }
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -52,11 +52,40 @@ PAGED_INPUTS = ("query", "key_cache", "value_cache", "context_lens", "block_tabl
 def paged_args(views, layout, workspace=None, workspace_bytes=0):
     """pagedjit_args from Views keyed by the C field names (missing optional ones: absent)."""
     a = _capi.Args()
-    for name in PAGED_INPUTS + ("output", "lse", "k_scale", "v_scale"):
+    for name in PAGED_INPUTS + ("output", "lse", "k_scale", "v_scale", "sinks"):
         setattr(a, name, views.get(name, absent()).desc)
     a.layout = _capi.layout_code(layout)
     if workspace:
         a.workspace, a.workspace_bytes = workspace, int(workspace_bytes)
+    return a
+
+
+RAGGED_FIELDS = ("query", "query_start", "key_cache", "value_cache", "context_lens", "block_tables", "output", "lse",
+                 "k_scale", "v_scale", "sinks", "seq_count")
+
+
+def ragged_args(views, layout, max_query_len=0, workspace=None, workspace_bytes=0):
+    """pagedjit_ragged_args from Views keyed by the C field names (missing optional ones: absent)."""
+    a = _capi.RaggedArgs()
+    for name in RAGGED_FIELDS:
+        setattr(a, name, views.get(name, absent()).desc)
+    a.layout = _capi.layout_code(layout)
+    a.max_query_len = int(max_query_len or 0)
+    if workspace:
+        a.workspace, a.workspace_bytes = workspace, int(workspace_bytes)
+    return a
+
+
+APPEND_FIELDS = ("keys", "values", "query_start", "context_lens", "block_tables", "key_cache", "value_cache",
+                 "k_scale", "v_scale", "seq_count")
+
+
+def append_args(views, layout):
+    """pagedjit_append_args from Views keyed by the C field names (missing optional ones: absent)."""
+    a = _capi.AppendArgs()
+    for name in APPEND_FIELDS:
+        setattr(a, name, views.get(name, absent()).desc)
+    a.layout = _capi.layout_code(layout)
     return a
 
 
@@ -124,3 +153,41 @@ def validate_merge(views):
     lib = _capi.library()
     m = merge_args(views)
     lib.check(lib.validate_merge(byref(m)))
+
+
+def _engine_of(views, device):
+    names = list(views)
+    dev = common_device([views[n] for n in names], names)
+    return engine(device if device is not None else dev)
+
+
+def launch_ragged(views, layout, max_query_len, opts, stream, device=None, workspace=None, workspace_bytes=0):
+    eng = _engine_of(views, device)
+    a = ragged_args(views, layout, max_query_len, workspace, workspace_bytes)
+    eng.lib.check(eng.lib.ragged_paged_attention(eng.handle, byref(a), byref(opts), stream_handle(stream)))
+
+
+def ragged_workspace_bytes_of(views, layout, max_query_len, opts, device=None):
+    eng = _engine_of(views, device)
+    a = ragged_args(views, layout, max_query_len)
+    out = c_int64(0)
+    eng.lib.check(eng.lib.ragged_workspace_bytes(eng.handle, byref(a), byref(opts), byref(out)))
+    return out.value
+
+
+def validate_ragged(views, layout, max_query_len, opts):
+    lib = _capi.library()
+    a = ragged_args(views, layout, max_query_len)
+    lib.check(lib.validate_ragged(byref(a), byref(opts)))
+
+
+def launch_append(views, layout, stream, device=None):
+    eng = _engine_of(views, device)
+    a = append_args(views, layout)
+    eng.lib.check(eng.lib.append_kv(eng.handle, byref(a), stream_handle(stream)))
+
+
+def validate_append(views, layout):
+    lib = _capi.library()
+    a = append_args(views, layout)
+    lib.check(lib.validate_append(byref(a)))

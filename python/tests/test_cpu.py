@@ -261,6 +261,154 @@ def test_validate_merge():
         pagedjit.validate_merge(FakeCuda(0x100000, "<f2", rows + [6]), la, b, lb, out)
 
 
+def test_validate_sinks():
+    sinks = FakeCuda(0x700000, "<f4", [HEADS])
+    objs = seed_call()
+    args = [objs[n] for n in ("query", "key_cache", "value_cache", "context_lens", "block_tables", "out")]
+    pagedjit.validate(*args, sinks=sinks)
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'sinks'"):
+        pagedjit.validate(*args, sinks=FakeCuda(0x700000, "<f4", [HEADS + 1]))
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'sinks'"):
+        pagedjit.validate(*args, sinks=FakeCuda(0x700000, "<f2", [HEADS]))
+
+
+# ------------------------------------------------------------ ragged steps and append_kv
+
+TOKENS = 10  # packed query rows of a ragged step over SEQS sequences
+CACHE_SHAPES = {"blocks_heads": [PAGES, KV_HEADS, PAGE, DIM], "heads_blocks": [KV_HEADS, PAGES, PAGE, DIM],
+                "blocks_tokens": [PAGES, PAGE, KV_HEADS, DIM]}
+
+
+def ragged_call(typestr="<f2", layout="blocks_heads", **changes):
+    """A ragged step's arguments (FakeCuda, 4 KiB apart at least); `changes` replaces or adds some."""
+    cache = CACHE_SHAPES.get(layout, CACHE_SHAPES["blocks_heads"])
+    objs = dict(query=FakeCuda(0x100000, typestr, [TOKENS, HEADS, DIM]),
+                query_start=FakeCuda(0x180000, "<i4", [SEQS + 1]),
+                key_cache=FakeCuda(0x200000, typestr, cache), value_cache=FakeCuda(0x300000, typestr, cache),
+                context_lens=FakeCuda(0x400000, "<i4", [SEQS]),
+                block_tables=FakeCuda(0x500000, "<i4", [SEQS, MAX_BLOCKS]),
+                out=FakeCuda(0x600000, typestr, [TOKENS, HEADS, DIM]))
+    objs.update(changes)
+    return objs
+
+
+def validate_ragged(layout="blocks_heads", **kw):
+    objs = ragged_call(layout=layout, **{k: v for k, v in kw.items() if isinstance(v, FakeCuda) or k == "typestr"})
+    rest = {k: v for k, v in kw.items() if k not in objs and k != "typestr"}
+    pagedjit.validate_ragged(*[objs.pop(n) for n in ("query", "query_start", "key_cache", "value_cache",
+                                                     "context_lens", "block_tables", "out")],
+                             layout=layout, **objs, **rest)
+
+
+def test_validate_ragged():
+    for layout in CACHE_SHAPES:
+        validate_ragged(layout=layout)
+    validate_ragged(max_query_len=4, sinks=FakeCuda(0x700000, "<f4", [HEADS]),
+                    seq_count=FakeCuda(0x710000, "<i4", [1]), lse=FakeCuda(0x720000, "<f4", [TOKENS, HEADS]),
+                    return_lse=True, sliding_window=64, attn_logits_soft_cap=30.0)
+    validate_ragged(typestr="<f4")
+    bad = {
+        "query": dict(query=FakeCuda(0x100000, "<f2", [SEQS, 2, HEADS, DIM])),  # rank 4: the paged call's shape
+        "query_start": dict(query_start=FakeCuda(0x180000, "<i4", [SEQS])),
+        "context_lens": dict(context_lens=FakeCuda(0x400000, "<f4", [SEQS])),
+        "block_tables": dict(block_tables=FakeCuda(0x500000, "<i4", [SEQS + 1, MAX_BLOCKS])),
+        "output": dict(out=FakeCuda(0x600000, "<f2", [TOKENS + 1, HEADS, DIM])),
+        "value_cache": dict(value_cache=FakeCuda(0x300000, "<f2", [PAGES, KV_HEADS, PAGE, DIM + 16])),
+        "sinks": dict(sinks=FakeCuda(0x700000, "<f4", [HEADS - 1])),
+        "seq_count": dict(seq_count=FakeCuda(0x710000, "<i4", [2])),
+        "max_query_len": dict(max_query_len=TOKENS + 1),
+        "lse": dict(return_lse=True),
+        "options.num_splits": dict(num_splits=-1),
+    }
+    for name, kw in bad.items():
+        with pytest.raises(pagedjit.InvalidArgumentError) as e:
+            validate_ragged(**kw)
+        assert "'%s'" % name in e.value.message, (name, e.value.message)
+    with pytest.raises(pagedjit.NotSupportedError, match="megacore_mode"):
+        validate_ragged(megacore_mode="parallel")
+    with pytest.raises(pagedjit.InvalidArgumentError, match="layout"):
+        validate_ragged(layout="nhd")
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'key_cache'"):  # blocks_heads shapes, another layout
+        objs = ragged_call(key_cache=FakeCuda(0x200000, "<f2", [PAGES, KV_HEADS, PAGE, DIM]),
+                           value_cache=FakeCuda(0x300000, "<f2", [PAGES, KV_HEADS, PAGE, DIM]))
+        pagedjit.validate_ragged(*[objs[n] for n in ("query", "query_start", "key_cache", "value_cache",
+                                                     "context_lens", "block_tables", "out")], layout="blocks_tokens")
+
+
+def append_call(typestr="<f2", layout="blocks_heads", cache_typestr=None, **changes):
+    cache = CACHE_SHAPES.get(layout, CACHE_SHAPES["blocks_heads"])
+    ct = cache_typestr or typestr
+    objs = dict(keys=FakeCuda(0x100000, typestr, [TOKENS, KV_HEADS, DIM]),
+                values=FakeCuda(0x140000, typestr, [TOKENS, KV_HEADS, DIM]),
+                query_start=FakeCuda(0x180000, "<i4", [SEQS + 1]),
+                context_lens=FakeCuda(0x400000, "<i4", [SEQS]),
+                block_tables=FakeCuda(0x500000, "<i4", [SEQS, MAX_BLOCKS]),
+                key_cache=FakeCuda(0x1000000, ct, cache), value_cache=FakeCuda(0x2000000, ct, cache))
+    objs.update(changes)
+    return objs
+
+
+APPEND_ORDER = ("keys", "values", "query_start", "context_lens", "block_tables", "key_cache", "value_cache")
+
+
+def validate_append(layout="blocks_heads", **kw):
+    objs = append_call(layout=layout, **{k: v for k, v in kw.items() if k in APPEND_ORDER or k == "typestr"})
+    rest = {k: v for k, v in kw.items() if k not in objs and k != "typestr"}
+    pagedjit.validate_append(*[objs[n] for n in APPEND_ORDER], layout=layout, **rest)
+
+
+def test_validate_append():
+    for layout in CACHE_SHAPES:
+        validate_append(layout=layout)
+    validate_append(typestr="<f4", seq_count=FakeCuda(0x710000, "<i4", [1]))
+    # an fp8 cache (DLPack: e4m3 has no typestr) with per-head scales
+    e4m3 = [FakeDLPack(10, 8, CACHE_SHAPES["blocks_heads"]) for _ in range(2)]
+    scale = FakeDLPack(2, 32, [KV_HEADS])
+    host = [FakeDLPack(2, 16, [TOKENS, KV_HEADS, DIM]), FakeDLPack(2, 16, [TOKENS, KV_HEADS, DIM]),
+            FakeDLPack(0, 32, [SEQS + 1]), FakeDLPack(0, 32, [SEQS]), FakeDLPack(0, 32, [SEQS, MAX_BLOCKS])]
+    pagedjit.validate_append(*host, *e4m3, k_scale=scale, v_scale=FakeDLPack(2, 32, [1]))
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'v_scale'"):
+        pagedjit.validate_append(*host, *e4m3, k_scale=scale, v_scale=FakeDLPack(2, 32, [KV_HEADS + 1]))
+    bad = {
+        "keys": dict(keys=FakeCuda(0x100000, "<i4", [TOKENS, KV_HEADS, DIM])),
+        "values": dict(values=FakeCuda(0x140000, "<f2", [TOKENS + 1, KV_HEADS, DIM])),
+        "query_start": dict(query_start=FakeCuda(0x180000, "<f4", [SEQS + 1])),
+        "context_lens": dict(context_lens=FakeCuda(0x400000, "<i4", [SEQS + 1])),
+        "block_tables": dict(block_tables=FakeCuda(0x500000, "<i4", [SEQS - 1, MAX_BLOCKS])),
+        "key_cache": dict(key_cache=FakeCuda(0x1000000, "<f4", CACHE_SHAPES["blocks_heads"])),
+        "value_cache": dict(value_cache=FakeCuda(0x1000000, "<f2", CACHE_SHAPES["blocks_heads"])),  # = key_cache
+        "k_scale": dict(k_scale=FakeCuda(0x700000, "<f4", [1])),  # scales on an fp16 cache
+        "seq_count": dict(seq_count=FakeCuda(0x710000, "<i4", [2])),
+    }
+    for name, kw in bad.items():
+        with pytest.raises(pagedjit.InvalidArgumentError) as e:
+            validate_append(**kw)
+        assert "'%s'" % name in e.value.message, (name, e.value.message)
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'key_cache'"):  # the keys overlap the cache
+        validate_append(keys=FakeCuda(0x1000000 + 4096, "<f2", [TOKENS, KV_HEADS, DIM]))
+    with pytest.raises(pagedjit.InvalidArgumentError, match="layout"):
+        validate_append(layout="nhd")
+
+
+def test_ragged_and_append_without_torch_need_out_and_device_memory():
+    objs = ragged_call()
+    args = [objs[n] for n in ("query", "query_start", "key_cache", "value_cache", "context_lens", "block_tables")]
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'out'"):
+        pagedjit.ragged_paged_attention(*args)
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'lse'"):
+        pagedjit.ragged_paged_attention(*args, out=objs["out"], return_lse=True)
+    with pytest.raises(pagedjit.InvalidArgumentError, match="'out_dtype'"):
+        pagedjit.ragged_paged_attention(*args, out=objs["out"], out_dtype="fp32")
+    host = [FakeDLPack(2, 16, [TOKENS, KV_HEADS, DIM]), FakeDLPack(2, 16, [TOKENS, KV_HEADS, DIM]),
+            FakeDLPack(0, 32, [SEQS + 1]), FakeDLPack(0, 32, [SEQS]), FakeDLPack(0, 32, [SEQS, MAX_BLOCKS])] + \
+        [FakeDLPack(2, 16, CACHE_SHAPES["blocks_heads"]) for _ in range(2)]
+    with pytest.raises(pagedjit.InvalidArgumentError, match="host memory"):
+        pagedjit.append_kv(*host)
+    q = FakeDLPack(2, 16, [TOKENS, HEADS, DIM])
+    with pytest.raises(pagedjit.InvalidArgumentError, match="host memory"):
+        pagedjit.ragged_paged_attention(q, host[2], host[5], host[6], host[3], host[4], out=q)
+
+
 def test_calls_without_torch_need_out_and_device_memory():
     objs = seed_call()
     args = [objs[n] for n in ("query", "key_cache", "value_cache", "context_lens", "block_tables")]
@@ -301,12 +449,6 @@ def test_engine_without_a_device_raises_a_driver_error():
     with pytest.raises(pagedjit.PagedJitError) as e:
         pagedjit.Engine(0)
     assert e.value.code in (3, 4, 5, 6, 7) and e.value.message, e.value
-
-
-def test_hooks_for_calls_not_in_the_library_yet():
-    for f in (pagedjit.ragged_paged_attention, pagedjit.append_kv):
-        with pytest.raises(pagedjit.NotSupportedError, match="issue 20"):
-            f()
 
 
 def test_library_not_found_names_where_it_looked(tmp_path):

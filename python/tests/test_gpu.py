@@ -1,5 +1,6 @@
 """GPU tests against a float64 reference: dtypes, layouts, options, lse and merging, fp8 caches, the
-__cuda_array_interface__ and DLPack paths, CUDA graph capture and torch.compile. Outputs given to the engine
+__cuda_array_interface__ and DLPack paths, CUDA graph capture and torch.compile; ragged steps with sinks,
+append_kv and a captured serving step. Outputs given to the engine
 are poisoned (NaN) first, so an element left unwritten fails."""
 import math
 
@@ -247,8 +248,8 @@ def test_opcheck():
     p, layout = make_problem(dtype="float16", lens=(300, 17))
     a = args(dict(p, **{k: p[k][:2] for k in ("query", "context_lens", "block_tables")}))
     torch.library.opcheck(torch.ops.pagedjit.paged_attention.default,
-                          (*a, None, None, 0, None, None, None, 0, None, None, None, None, True, False, None, True,
-                           None))
+                          (*a, None, None, None, 0, None, None, None, 0, None, None, None, None, True, False, None,
+                           True, None))
 
 
 def test_cuda_graph_capture_and_replay():
@@ -287,3 +288,242 @@ def test_torch_compile_without_graph_breaks():
     want, want_lse = reference(dict(p, query=p["query"] * 2), attn_scale=0.5 / math.sqrt(128))
     assert_close(out - 1, want, TOL["float16"], "compiled")
     assert_close(lse, want_lse, 1e-3, "compiled lse")
+
+
+# ------------------------------------------------------------ ragged steps, sinks and append_kv
+
+def make_ragged(q_lens, lens, dtype="float16", layout="blocks_heads", heads=8, kv_heads=2, dim=128, seed=0,
+                cache_dtype=None):
+    """A ragged step: make_problem's caches and tables for context lengths `lens` (this step's tokens included),
+    a packed query of sum(q_lens) rows and query_start."""
+    p, layout = make_problem(seqs=len(lens), heads=heads, kv_heads=kv_heads, dim=dim, lens=lens, dtype=dtype,
+                             layout=layout, seed=seed, cache_dtype=cache_dtype)
+    g = torch.Generator(device="cpu").manual_seed(seed + 100)
+    starts = [0]
+    for n in q_lens:
+        starts.append(starts[-1] + n)
+    p["query"] = torch.randn(starts[-1], heads, dim, generator=g).to(getattr(torch, dtype)).cuda()
+    p["query_start"] = torch.tensor(starts, dtype=torch.int32, device="cuda")
+    return p, layout
+
+
+def ragged_args(p):
+    return [p[n] for n in ("query", "query_start", "key_cache", "value_cache", "context_lens", "block_tables")]
+
+
+def reference_ragged(p, layout="blocks_heads", sinks=None, attn_scale=None, seqs=None):
+    """(out, lse) in float64 for a ragged step: query token i of sequence s (q_len rows) sits at position
+    context_len - q_len + i and sees the keys up to it; a sink joins each softmax denominator. Rows of sequences
+    past `seqs` stay 0 / -inf."""
+    q = p["query"].double().cpu()
+    tokens, heads, dim = q.shape
+    k = to_blocks_heads(p["key_cache"].cpu(), layout).double()
+    v = to_blocks_heads(p["value_cache"].cpu(), layout).double()
+    kv_heads, page = k.shape[1], k.shape[2]
+    scale = 1 / math.sqrt(dim) if attn_scale is None else attn_scale
+    out = torch.zeros(tokens, heads, dim, dtype=torch.float64)
+    lse = torch.full((tokens, heads), -math.inf, dtype=torch.float64)
+    starts, lens = p["query_start"].cpu().tolist(), p["context_lens"].cpu().tolist()
+    table = p["block_tables"].cpu()
+    for s, n in enumerate(lens[:seqs]):
+        a, b = starts[s], starts[s + 1]
+        if a == b:
+            continue
+        used = table[s, :-(-n // page)].long()
+        keys = k[used].permute(1, 0, 2, 3).reshape(kv_heads, -1, dim)[:, :n].repeat_interleave(heads // kv_heads, 0)
+        vals = v[used].permute(1, 0, 2, 3).reshape(kv_heads, -1, dim)[:, :n].repeat_interleave(heads // kv_heads, 0)
+        logits = torch.einsum("thd,hnd->htn", q[a:b], keys) * scale  # [heads, q_len, n]
+        pos = n - (b - a) + torch.arange(b - a)
+        logits.masked_fill_(torch.arange(n)[None, :] > pos[:, None], -math.inf)
+        full = logits
+        if sinks is not None:
+            full = torch.cat([logits, sinks.double().cpu()[:, None, None].expand(heads, b - a, 1)], dim=2)
+        l_ = torch.logsumexp(full, dim=2)  # [heads, q_len]
+        out[a:b] = torch.einsum("htn,hnd->thd", torch.exp(logits - l_[..., None]), vals)
+        lse[a:b] = l_.T
+    return out, lse
+
+
+Q_LENS, LENS = (1, 0, 300, 4, 7, 1), (17, 64, 350, 1000, 7, 2000)  # a decode, an idle slot, a chunk, drafts, ...
+
+
+@pytest.mark.parametrize("dtype,with_sinks", [("float16", False), ("bfloat16", True), ("float32", True)])
+def test_ragged_against_the_reference(dtype, with_sinks):
+    p, layout = make_ragged(Q_LENS, LENS, dtype=dtype)
+    sinks = torch.linspace(-2.0, 3.0, 8, device="cuda") if with_sinks else None
+    want, want_lse = reference_ragged(p, sinks=sinks)
+    out, lse = poisoned(p["query"].shape, getattr(torch, dtype)), poisoned(p["query"].shape[:-1], torch.float32)
+    got, got_lse = pagedjit.ragged_paged_attention(*ragged_args(p), sinks=sinks, max_query_len=max(Q_LENS),
+                                                   return_lse=True, out=out, lse=lse)
+    assert got is out and got_lse is lse
+    assert_close(out, want, TOL[dtype], "ragged %s" % dtype)
+    assert_close(lse, want_lse, 1e-3, "ragged lse %s" % dtype)
+    fresh = pagedjit.ragged_paged_attention(*ragged_args(p), sinks=sinks, out_dtype=torch.float32)
+    assert fresh.dtype == torch.float32 and fresh.shape == p["query"].shape
+    assert_close(fresh, want, TOL[dtype], "ragged %s, fp32 out, no max_query_len" % dtype)
+
+
+def test_ragged_layouts_and_the_cuda_array_interface():
+    p, layout = make_ragged((3, 1, 40), (3, 90, 41), layout="blocks_tokens")
+    want, _ = reference_ragged(p, layout)
+    assert_close(pagedjit.ragged_paged_attention(*ragged_args(p), layout=layout), want, TOL["float16"], layout)
+    out = poisoned(p["query"].shape, torch.float16)
+    wrapped = [CudaArray(t) for t in ragged_args(p)]
+    ws_bytes = pagedjit.ragged_workspace_bytes(*wrapped, layout=layout, num_splits=4)
+    ws = torch.zeros(max(-(-ws_bytes // 16) * 16, 16), dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+    got = pagedjit.ragged_paged_attention(*wrapped, layout=layout, num_splits=4, out=CudaArray(out),
+                                          workspace=CudaArray(ws.view(torch.int32)),
+                                          stream=torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    assert isinstance(got, CudaArray)
+    assert_close(out, want, TOL["float16"], "ragged through __cuda_array_interface__")
+
+
+def test_ragged_decode_step_matches_paged_attention():
+    p, layout = make_problem(dtype="bfloat16", lens=(4000, 100, 2500, 17, 900))
+    sinks = torch.full((8,), 0.5, device="cuda")
+    paged, paged_lse = pagedjit.paged_attention(*args(p), sinks=sinks, return_lse=True)
+    want, _ = reference_ragged(dict(p, query_start=torch.arange(6, dtype=torch.int32)), sinks=sinks)
+    assert_close(paged, want, TOL["bfloat16"], "paged_attention with sinks")
+    starts = torch.arange(6, dtype=torch.int32, device="cuda")
+    ragged, ragged_lse = pagedjit.ragged_paged_attention(p["query"], starts, *args(p)[1:], sinks=sinks,
+                                                         max_query_len=1, return_lse=True)
+    assert_close(ragged, paged.double().cpu(), TOL["bfloat16"], "ragged decode vs paged")
+    assert_close(ragged_lse, paged_lse.double().cpu(), 1e-4, "ragged decode lse vs paged")
+
+
+def cache_slot(cache, layout, page, slot):
+    """The [num_kv_heads, head_dim] view of one token's slot."""
+    if layout == "heads_blocks":
+        return cache[:, page, slot]
+    if layout == "blocks_tokens":
+        return cache[page, slot]
+    return cache[page, :, slot]
+
+
+def new_token_slots(p, q_lens, layout):
+    """[(row, page, slot)] where each new token of the step goes."""
+    page_size = to_blocks_heads(p["key_cache"], layout).shape[2]
+    table, lens = p["block_tables"].cpu(), p["context_lens"].cpu().tolist()
+    rows, row = [], 0
+    for s, (ql, n) in enumerate(zip(q_lens, lens)):
+        for i in range(ql):
+            t = n - ql + i
+            rows.append((row, int(table[s, t // page_size]), t % page_size))
+            row += 1
+    return rows
+
+
+@pytest.mark.parametrize("layout", ["blocks_heads", "heads_blocks", "blocks_tokens"])
+def test_append_kv_then_attention_round_trip(layout):
+    """The step's keys and values taken out of a full cache and appended back give the same cache bit for bit, and
+    the attention over it the same output."""
+    q_lens, lens = (1, 0, 300, 4), (17, 64, 350, 1000)
+    full, layout = make_ragged(q_lens, lens, layout=layout)
+    slots = new_token_slots(full, q_lens, layout)
+    kc, vc = full["key_cache"].cpu(), full["value_cache"].cpu()
+    keys = torch.stack([cache_slot(kc, layout, pg, sl) for _, pg, sl in slots]).cuda()
+    values = torch.stack([cache_slot(vc, layout, pg, sl) for _, pg, sl in slots]).cuda()
+    for _, pg, sl in slots:  # what the step has not written yet
+        cache_slot(kc, layout, pg, sl).fill_(float("nan"))
+        cache_slot(vc, layout, pg, sl).fill_(float("nan"))
+    step = dict(full, key_cache=kc.cuda(), value_cache=vc.cuda())
+    assert pagedjit.append_kv(keys, values, step["query_start"], step["context_lens"], step["block_tables"],
+                              step["key_cache"], step["value_cache"], layout=layout) is None
+    assert torch.equal(step["key_cache"], full["key_cache"]) and torch.equal(step["value_cache"], full["value_cache"])
+    decode = {k: step[k] for k in ("key_cache", "value_cache", "context_lens", "block_tables")}
+    decode["query"] = torch.randn(len(lens), 8, 128, device="cuda").half()
+    want, _ = reference(decode, layout)
+    assert_close(pagedjit.paged_attention(*args(decode), layout=layout), want, TOL["float16"], "after append_kv")
+    want, _ = reference_ragged(step, layout)
+    assert_close(pagedjit.ragged_paged_attention(*ragged_args(step), layout=layout), want, TOL["float16"],
+                 "ragged after append_kv")
+
+
+def test_append_kv_fp8_with_scales_and_seq_count():
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 caches need sm_89+")
+    q_lens, lens = (2, 5, 1), (40, 5, 33)
+    p, layout = make_ragged(q_lens, lens, dtype="bfloat16", cache_dtype="float8_e4m3fn")
+    tokens = sum(q_lens)
+    g = torch.Generator(device="cpu").manual_seed(7)
+    keys = torch.randn(tokens, 2, 128, generator=g).bfloat16().cuda()
+    values = torch.randn(tokens, 2, 128, generator=g).bfloat16().cuda()
+    k_scale = torch.tensor([0.5, 2.0], device="cuda")
+    v_scale = torch.tensor([1.5], device="cuda")
+    before_k, before_v = p["key_cache"].clone(), p["value_cache"].clone()
+    seq_count = torch.tensor([2], dtype=torch.int32, device="cuda")  # the third sequence is not written
+    pagedjit.append_kv(keys, values, p["query_start"], p["context_lens"], p["block_tables"], p["key_cache"],
+                       p["value_cache"], k_scale=k_scale, v_scale=v_scale, seq_count=seq_count)
+    want_k, want_v = before_k.view(torch.uint8).clone(), before_v.view(torch.uint8).clone()
+    qk = (keys.float() / k_scale[None, :, None]).to(torch.float8_e4m3fn).view(torch.uint8)
+    qv = (values.float() / v_scale).to(torch.float8_e4m3fn).view(torch.uint8)
+    for row, pg, sl in new_token_slots(p, q_lens, layout)[:q_lens[0] + q_lens[1]]:
+        want_k[pg, :, sl], want_v[pg, :, sl] = qk[row], qv[row]
+    assert torch.equal(p["key_cache"].view(torch.uint8), want_k)
+    assert torch.equal(p["value_cache"].view(torch.uint8), want_v)
+
+
+def test_cuda_graph_of_a_ragged_step_replayed_with_new_starts_and_lengths():
+    """append_kv + ragged attention captured once (bf16, max_query_len 64), replayed with other query_start,
+    context_lens and seq_count; rows of the sequences seq_count leaves out keep what was there."""
+    q_lens, lens = (1, 64, 0, 5), (900, 300, 400, 300)  # replays stay within each sequence's pages
+    p, layout = make_ragged(q_lens, lens, dtype="bfloat16")
+    tokens = p["query"].shape[0]
+    static = {k: v.clone() for k, v in p.items()}
+    static["keys"] = torch.zeros(tokens, 2, 128, dtype=torch.bfloat16, device="cuda")
+    static["values"] = torch.zeros_like(static["keys"])
+    static["seq_count"] = torch.tensor([4], dtype=torch.int32, device="cuda")
+    static["sinks"] = torch.full((8,), 1.0, device="cuda")
+    out = torch.empty_like(static["query"])
+
+    def step():
+        pagedjit.append_kv(static["keys"], static["values"], static["query_start"], static["context_lens"],
+                           static["block_tables"], static["key_cache"], static["value_cache"],
+                           seq_count=static["seq_count"])
+        pagedjit.ragged_paged_attention(*ragged_args(static), max_query_len=64, seq_count=static["seq_count"],
+                                        sinks=static["sinks"], out=out)
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm up: compiles the kernels outside the capture
+        step()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    g = torch.Generator(device="cpu").manual_seed(3)
+    for new_q_lens, new_lens, count in (((2, 3, 64, 1), (700, 3, 120, 18), 4), ((64, 0, 1, 4), (64, 51, 300, 21), 3)):
+        starts = [0]
+        for n in new_q_lens:
+            starts.append(starts[-1] + n)
+        used = starts[count]
+        static["query"].copy_(torch.randn(tokens, 8, 128, generator=g).bfloat16())
+        static["keys"].copy_(torch.randn(tokens, 2, 128, generator=g).bfloat16())
+        static["values"].copy_(torch.randn(tokens, 2, 128, generator=g).bfloat16())
+        static["query_start"].copy_(torch.tensor(starts, dtype=torch.int32))
+        static["context_lens"].copy_(torch.tensor(new_lens, dtype=torch.int32))
+        static["seq_count"].fill_(count)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        check = {k: static[k] for k in ("query", "query_start", "key_cache", "value_cache", "context_lens",
+                                        "block_tables")}
+        for row, pg, sl in new_token_slots(check, new_q_lens, layout)[:used]:
+            assert torch.equal(static["key_cache"][pg, :, sl], static["keys"][row]), ("append_kv replay", row)
+        want, _ = reference_ragged(check, sinks=static["sinks"], seqs=count)
+        assert_close(out[:used], want[:used], TOL["bfloat16"], "graph replay %s" % (new_q_lens,))
+        assert torch.isnan(out[used:].float()).all(), "rows of sequences past seq_count were written"
+
+
+def test_opcheck_ragged_and_append_kv():
+    p, layout = make_ragged((3, 1, 20), (3, 40, 41))
+    ragged = ragged_args(p)
+    torch.library.opcheck(torch.ops.pagedjit.ragged_paged_attention.default,
+                          (*ragged, None, None, None, None, 0, 20, None, None, None, 0, None, None, None, None, True,
+                           False, None, True, None))
+    keys = torch.randn(24, 2, 128, device="cuda").half()
+    torch.library.opcheck(torch.ops.pagedjit.append_kv.default,
+                          (keys, keys.clone(), p["query_start"], p["context_lens"], p["block_tables"],
+                           p["key_cache"], p["value_cache"], None, None, None, 0))
