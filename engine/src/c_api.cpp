@@ -115,13 +115,22 @@ TensorView to_view(const pagedjit_tensor& t, const std::string& name) {
   return v;
 }
 
-PagedAttentionArgs to_args(const pagedjit_args* a) {
+// The layout and reserved fields every argument struct has.
+template <class C>
+CacheLayout checked_layout(const C* a) {
   require(a, "args");
   if (a->layout < PAGEDJIT_BLOCKS_HEADS || a->layout > PAGEDJIT_BLOCKS_TOKENS)
     throw InvalidArgument("args.layout", "a pagedjit_layout (0..2)", std::to_string(a->layout));
   // Reserved for later fields: a caller that sets them expects something this version does not do.
   if (a->reserved0 != 0) throw InvalidArgument("args.reserved0", "0", std::to_string(a->reserved0));
-  PagedAttentionArgs r;
+  return static_cast<CacheLayout>(a->layout);
+}
+
+// The fields the decode and the ragged call share, which their C structs
+// name alike.
+template <class C, class R>
+void attention_fields(const C* a, R& r) {
+  r.layout = checked_layout(a);
   r.query = to_view(a->query, "query");
   r.key_cache = to_view(a->key_cache, "key_cache");
   r.value_cache = to_view(a->value_cache, "value_cache");
@@ -132,34 +141,22 @@ PagedAttentionArgs to_args(const pagedjit_args* a) {
   r.k_scale = to_view(a->k_scale, "k_scale");
   r.v_scale = to_view(a->v_scale, "v_scale");
   r.sinks = to_view(a->sinks, "sinks");
-  r.layout = static_cast<CacheLayout>(a->layout);
   r.workspace = a->workspace;
   r.workspace_bytes = a->workspace_bytes;
+}
+
+PagedAttentionArgs to_args(const pagedjit_args* a) {
+  PagedAttentionArgs r;
+  attention_fields(a, r);
   return r;
 }
 
 RaggedAttentionArgs to_ragged_args(const pagedjit_ragged_args* a) {
-  require(a, "args");
-  if (a->layout < PAGEDJIT_BLOCKS_HEADS || a->layout > PAGEDJIT_BLOCKS_TOKENS)
-    throw InvalidArgument("args.layout", "a pagedjit_layout (0..2)", std::to_string(a->layout));
-  if (a->reserved0 != 0) throw InvalidArgument("args.reserved0", "0", std::to_string(a->reserved0));
   RaggedAttentionArgs r;
-  r.query = to_view(a->query, "query");
+  attention_fields(a, r);
   r.query_start = to_view(a->query_start, "query_start");
-  r.key_cache = to_view(a->key_cache, "key_cache");
-  r.value_cache = to_view(a->value_cache, "value_cache");
-  r.context_lens = to_view(a->context_lens, "context_lens");
-  r.block_tables = to_view(a->block_tables, "block_tables");
-  r.output = to_view(a->output, "output");
-  r.lse = to_view(a->lse, "lse");
-  r.k_scale = to_view(a->k_scale, "k_scale");
-  r.v_scale = to_view(a->v_scale, "v_scale");
-  r.sinks = to_view(a->sinks, "sinks");
   r.seq_count = to_view(a->seq_count, "seq_count");
-  r.layout = static_cast<CacheLayout>(a->layout);
   r.max_query_len = a->max_query_len;
-  r.workspace = a->workspace;
-  r.workspace_bytes = a->workspace_bytes;
   return r;
 }
 
@@ -203,11 +200,8 @@ MergeStatesArgs to_merge_args(const pagedjit_merge_args* a) {
 }
 
 AppendKvArgs to_append_args(const pagedjit_append_args* a) {
-  require(a, "args");
-  if (a->layout < PAGEDJIT_BLOCKS_HEADS || a->layout > PAGEDJIT_BLOCKS_TOKENS)
-    throw InvalidArgument("args.layout", "a pagedjit_layout (0..2)", std::to_string(a->layout));
-  if (a->reserved0 != 0) throw InvalidArgument("args.reserved0", "0", std::to_string(a->reserved0));
   AppendKvArgs r;
+  r.layout = checked_layout(a);
   r.keys = to_view(a->keys, "keys");
   r.values = to_view(a->values, "values");
   r.query_start = to_view(a->query_start, "query_start");
@@ -215,7 +209,6 @@ AppendKvArgs to_append_args(const pagedjit_append_args* a) {
   r.block_tables = to_view(a->block_tables, "block_tables");
   r.key_cache = to_view(a->key_cache, "key_cache");
   r.value_cache = to_view(a->value_cache, "value_cache");
-  r.layout = static_cast<CacheLayout>(a->layout);
   r.k_scale = to_view(a->k_scale, "k_scale");
   r.v_scale = to_view(a->v_scale, "v_scale");
   r.seq_count = to_view(a->seq_count, "seq_count");
