@@ -91,8 +91,10 @@ __device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, floa
 }
 
 // T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
+// PAGE_SHIFT, GROUP, SPLITS: launch values compiled in, or unset (read from
+// DecodeParams): pj::DecodeConsts.
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
-          Schedule SCHEDULE>
+          Schedule SCHEDULE, int PAGE_SHIFT, int GROUP, int SPLITS>
 __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
   typedef typename T::storage S;
   typedef typename KV::storage KS;
@@ -112,6 +114,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   static_assert(FP8 ? (MMA && T::mma) : same_type<T, KV>::value, "fp8 caches need an fp16/bf16 query and MMA");
   static_assert(!MMA || T::mma, "tensor-core path needs fp16 or bf16");
   static_assert(!DEVICE_SCHEDULE || MERGE == Merge::global, "device-scheduled partitions merge through global memory");
+  static_assert(SPLITS == kUnsetSplits || (!DEVICE_SCHEDULE && (MERGE == Merge::none) == (SPLITS == 1)),
+                "a fixed split count: the host schedule's, 1 exactly when unmerged");
+  typedef DecodeConsts<PAGE_SHIFT, GROUP, SPLITS> Consts;
   constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
   typedef typename conditional<
       FP8, Fp8MmaMath<KV, HEAD_DIM, WARP_DIMS>,
@@ -137,11 +142,13 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // Rows of this KV head: (query token, query head) pairs, token-major, so a
   // sequence with fewer tokens than the call's bound q_len has its rows
   // first; this CTA takes rows [r0, r0 + nrows).
-  const int kv_rows = p.group * p.q_len;
+  // (Consts::group(p) and Consts::num_splits(p) are read where used, as
+  // p.group and p.num_splits were: unset, the kernel's code is unchanged.)
+  const int kv_rows = Consts::group(p) * p.q_len;
   const int r0 = row_chunk * p.rows_per_cta;
   const int grow0 = kvh * kv_rows + r0;  // first row's index among the sequence's rows
-  auto head_of = [&](int row) { return kvh * p.group + (r0 + row) % p.group; };
-  auto tok_of = [&](int row) { return (r0 + row) / p.group; };
+  auto head_of = [&](int row) { return kvh * Consts::group(p) + (r0 + row) % Consts::group(p); };
+  auto tok_of = [&](int row) { return (r0 + row) / Consts::group(p); };
 
   // Every input may come from the previous kernel on the stream; this CTA is
   // resident by now, so a programmatic launch has already hidden its start.
@@ -151,7 +158,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // grid y is a work item, planned here from the lengths (pj_schedule.cuh).
   WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0, 0};
   if constexpr (DEVICE_SCHEDULE) {
-    item = plan_work_item<NT, TILE>(p, blockIdx.y, pipe);
+    item = plan_work_item<NT, TILE, Consts>(p, blockIdx.y, pipe);
     if (item.seq < 0) return;
   } else {
     if (p.seq_count && item.seq >= active_seqs(p)) return;
@@ -164,9 +171,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const int q_first = p.query_start ? query_rows(p, seq).first : 0;  // packed row of token 0 (ragged)
   // Every partition of this (sequence, row chunk) leaves alike, before any
   // barrier or count, when its rows are past the sequence's tokens.
-  const int nrows = min(p.rows_per_cta, p.group * q_len - r0);
+  const int nrows = min(p.rows_per_cta, Consts::group(p) * q_len - r0);
   if (nrows <= 0) return;
-  const SeqSpan sspan = seq_span(p, item.length, q_len);
+  const SeqSpan sspan = seq_span<Consts>(p, item.length, q_len);
   const int len = sspan.len, start = sspan.start;
   const int last_common = len - q_len + 1;  // positions below it are seen by every token (window aside)
   // Partitions of this sequence: the work item's, a fixed length, or its span
@@ -174,10 +181,11 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // writes the output directly. Otherwise each writes an fp32 partial and the
   // last to finish merges them (no second launch).
   const int span = len - start;
-  const int per = DEVICE_SCHEDULE      ? item.per
-                  : p.chunk_tokens > 0 ? p.chunk_tokens
-                                       : ((span + p.num_splits - 1) / p.num_splits + TILE - 1) / TILE * TILE;
-  const int active = span <= 0 ? 0 : DEVICE_SCHEDULE ? item.parts : min(p.num_splits, (span + per - 1) / per);
+  const int per = DEVICE_SCHEDULE ? item.per
+                  : p.chunk_tokens > 0
+                      ? p.chunk_tokens
+                      : ((span + Consts::num_splits(p) - 1) / Consts::num_splits(p) + TILE - 1) / TILE * TILE;
+  const int active = span <= 0 ? 0 : DEVICE_SCHEDULE ? item.parts : min(Consts::num_splits(p), (span + per - 1) / per);
   // An empty partition has nothing to do, except in a cluster: it stays for
   // the cluster's barriers (with no tiles: begin >= end below). Merge::none
   // kernels run with one partition (num_splits == 1), so active <= 1 there.
@@ -193,7 +201,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const KS* v_head = static_cast<const KS*>(p.v) + i64(kvh) * p.v_stride_head + dv0;
   const int* bt_row = p.block_tables + i64(seq) * p.bt_stride;
 
-  typedef TileLoader<KV, HEAD_DIM, DV, TILE, NT> Loader;
+  typedef TileLoader<KV, HEAD_DIM, DV, TILE, NT, Consts> Loader;
   // REGISTER_STAGED (pj::register_staged): tiles after the first STAGES - 1
   // go global -> registers -> shared: loaded an iteration ahead, stored once
   // the stage is free. Their page ids are then needed one iteration earlier:
@@ -351,7 +359,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // [slot][row] with the sequence's partitions in consecutive slots.
   auto partial = [&](int row, int sp) -> i64 {
     if constexpr (DEVICE_SCHEDULE) return i64(item.slot + sp) * p.num_heads * p.q_len + grow0 + row;
-    return (i64(seq) * p.num_heads * p.q_len + grow0 + row) * p.num_splits + sp;
+    return (i64(seq) * p.num_heads * p.q_len + grow0 + row) * Consts::num_splits(p) + sp;
   };
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
@@ -391,7 +399,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     // a slice of the rows' 4-dim groups from every partition's shared memory.
     cluster_sync();
     const u32 o_local = smem_addr(c_o), lse_local = smem_addr(c_lse);
-    for (int idx = split * NT + tid; idx < nrows * (dv_len / 4); idx += NT * p.num_splits) {
+    for (int idx = split * NT + tid; idx < nrows * (dv_len / 4); idx += NT * Consts::num_splits(p)) {
       const int row = idx / (dv_len / 4);
       const int dl = (idx % (dv_len / 4)) * 4;
       float lse2;

@@ -74,6 +74,29 @@ struct DecodeParams {
   float soft_cap;        // > 0: logits = cap * tanh(logits / cap)
 };
 
+// Launch values a decode kernel may have compiled in (its template arguments
+// PAGE_SHIFT, GROUP and SPLITS: KernelSpec::page_shift, group and splits,
+// EngineOptions::specialize). Unset (these values): the kernel reads them
+// from DecodeParams. Set: the constant, which the host also passes in
+// DecodeParams (so a kernel sees one value either way).
+constexpr int kUnsetPageShift = -1;
+constexpr int kUnsetGroup = 0;
+constexpr int kUnsetSplits = 0;
+
+// The one rule for the value a decode kernel (and every helper it calls) uses.
+template <int PAGE_SHIFT, int GROUP, int SPLITS>
+struct DecodeConsts {
+  static_assert(PAGE_SHIFT >= kUnsetPageShift && PAGE_SHIFT <= 30, "a page shift in 0..30, or unset");
+  static_assert(GROUP >= kUnsetGroup && SPLITS >= kUnsetSplits, "a positive group and split count, or unset");
+  static constexpr int page_shift(const DecodeParams& p) {
+    return PAGE_SHIFT != kUnsetPageShift ? PAGE_SHIFT : p.page_shift;
+  }
+  static constexpr int group(const DecodeParams& p) { return GROUP != kUnsetGroup ? GROUP : p.group; }
+  static constexpr int num_splits(const DecodeParams& p) { return SPLITS != kUnsetSplits ? SPLITS : p.num_splits; }
+};
+// Every value from DecodeParams: the default, and what other kernels use.
+typedef DecodeConsts<kUnsetPageShift, kUnsetGroup, kUnsetSplits> RuntimeConsts;
+
 // How a decode kernel's partitions of one sequence combine, fixed at compile
 // time so a kernel carries only the tail it runs (ptxas time falls by about a
 // third for `none`, the common case): none (one partition writes the output),

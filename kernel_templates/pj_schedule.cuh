@@ -53,9 +53,11 @@ struct SeqSpan {
 // Tokens past the table's capacity are ignored (the validation mode reports
 // them). Query token i of q_len sees positions [lo_i, hi_i], hi_i = len -
 // q_len + i, lo_i = hi_i + 1 - window with a window; a CTA reads their union.
+// Consts: the kernel's DecodeConsts.
+template <class Consts = RuntimeConsts>
 __device__ __forceinline__ SeqSpan seq_span(const DecodeParams& p, int context_len, int q_len) {
   SeqSpan s;
-  s.len = max(0, min(context_len, p.max_blocks << p.page_shift));
+  s.len = max(0, min(context_len, p.max_blocks << Consts::page_shift(p)));
   const int last_common = s.len - q_len + 1;
   s.start = p.window > 0 ? max(0, last_common - p.window) : 0;
   return s;
@@ -97,8 +99,9 @@ __device__ __forceinline__ u64 block_exclusive_scan(u64 v, u64* warp_sums, u64& 
 }
 
 // This CTA's work item `item` (blockIdx.y). `scratch`: at least 256 bytes of
-// shared memory that nothing else uses until this returns.
-template <int NT, int TILE>
+// shared memory that nothing else uses until this returns. Consts: the kernel's
+// DecodeConsts.
+template <int NT, int TILE, class Consts = RuntimeConsts>
 __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratch) {
   constexpr int K = kMaxScheduleSeqsPerThread;
   constexpr int C = kScheduleSizeClasses;
@@ -122,7 +125,7 @@ __device__ WorkItem plan_work_item(const DecodeParams& p, int item, char* scratc
     if (j < per_thread && s < seqs) {
       length[j] = p.context_lens[s];
       q_len[j] = min(query_rows(p, s).len, p.q_len);
-      const SeqSpan sp = seq_span(p, length[j], q_len[j]);
+      const SeqSpan sp = seq_span<Consts>(p, length[j], q_len[j]);
       span[j] = q_len[j] > 0 ? sp.len - sp.start : 0;  // no query token: one item, which leaves at once
       mine += u64(span[j]);
     }

@@ -13,7 +13,8 @@
 namespace pj {
 
 // Keys are loaded whole (HEAD_DIM); values only the DV dims this CTA outputs.
-template <class T, int HEAD_DIM, int DV, int TILE, int NT>
+// Consts: the page shift's source (pj::DecodeConsts; the decode kernel's own).
+template <class T, int HEAD_DIM, int DV, int TILE, int NT, class Consts = RuntimeConsts>
 struct TileLoader {
   typedef typename T::storage S;
   static constexpr int kElemsPerChunk = 16 / T::bytes;
@@ -24,7 +25,7 @@ struct TileLoader {
   // Physical page of token `tok`, or -1 when it is masked.
   static __device__ __forceinline__ int page_of(const DecodeParams& p, const int* bt_row, int tok, int end) {
     if (tok >= end) return -1;
-    const int e = __ldg(bt_row + (tok >> p.page_shift));
+    const int e = __ldg(bt_row + (tok >> Consts::page_shift(p)));
     return (e >= 0 && e < p.num_blocks) ? e : -1;
   }
 
@@ -107,7 +108,7 @@ struct TileLoader {
   static __device__ __forceinline__ void load_regs(const DecodeParams& p, const S* k_head, const S* v_head,
                                                    int tile_begin, const int* ids, Regs& r) {
     const int col = int(threadIdx.x) % kChunksK, row0 = int(threadIdx.x) / kChunksK;
-    const unsigned slot_mask = (1u << p.page_shift) - 1u;
+    const unsigned slot_mask = (1u << Consts::page_shift(p)) - 1u;
 #pragma unroll
     for (int j = 0; j < kRegRows; ++j) {
       const int row = row0 + j * (NT / kChunksK);
@@ -140,13 +141,13 @@ struct TileLoader {
                                                int v_pitch) {
     if constexpr (DV == HEAD_DIM) {  // same row pitch: one walk over the rows for both
       copy_rows<kChunksK, true>(k_head, p.k_stride_page, p.k_stride_slot, v_head, p.v_stride_page, p.v_stride_slot,
-                                p.page_shift, tile_begin, ids, k_smem, v_smem, k_pitch, kChunksK);
+                                Consts::page_shift(p), tile_begin, ids, k_smem, v_smem, k_pitch, kChunksK);
       return;
     }
-    copy_rows<kChunksK, false>(k_head, p.k_stride_page, p.k_stride_slot, nullptr, 0, 0, p.page_shift, tile_begin, ids,
-                               k_smem, 0, k_pitch, kChunksK);
-    copy_rows<kChunksV, false>(v_head, p.v_stride_page, p.v_stride_slot, nullptr, 0, 0, p.page_shift, tile_begin, ids,
-                               v_smem, 0, v_pitch, dv_len / kElemsPerChunk);
+    copy_rows<kChunksK, false>(k_head, p.k_stride_page, p.k_stride_slot, nullptr, 0, 0, Consts::page_shift(p),
+                               tile_begin, ids, k_smem, 0, k_pitch, kChunksK);
+    copy_rows<kChunksV, false>(v_head, p.v_stride_page, p.v_stride_slot, nullptr, 0, 0, Consts::page_shift(p),
+                               tile_begin, ids, v_smem, 0, v_pitch, dv_len / kElemsPerChunk);
   }
 };
 

@@ -364,6 +364,32 @@ TEST_SUITE("cpu") {
     CHECK(twice.out.find("two cases are named \"l8b_b64_c4k\"") != std::string::npos);
   }
 
+  TEST_CASE("pagedjit-bench: bench/cases-groups.json has one shape per group 1, 4, 7, 8; --specialize parses") {
+    const pjtest::RunResult r = pjtest::run_command(
+        fmt::format("'{}' --list --cases '{}/cases-groups.json' --specialize page,group,splits 2>&1",
+                    PAGEDJIT_BENCH_TOOL, PAGEDJIT_BENCH_DIR));
+    CAPTURE(r.out);
+    CHECK(r.status == 0);
+    for (const char* row :
+         {"grp1_b32_c4k         b32 h8/8 d128 p16 ctx=4096 bf16", "grp4_b32_c4k         b32 h32/8 d128",
+          "grp7_b32_c4k         b32 h56/8 d128", "grp8_b32_c4k         b32 h64/8 d128"})
+      CHECK_MESSAGE(r.out.find(row) != std::string::npos, row);
+    for (const char* ok : {"none", "page", "group", "splits", "splits,page"}) {
+      CAPTURE(ok);
+      CHECK(pjtest::run_command(fmt::format("'{}' --list --cases '{}/cases-groups.json' --specialize {} 2>&1",
+                                            PAGEDJIT_BENCH_TOOL, PAGEDJIT_BENCH_DIR, ok))
+                .status == 0);
+    }
+    for (const char* bad : {"pages", "page,page", "page,", "", "none,page"}) {
+      CAPTURE(bad);
+      const pjtest::RunResult b =
+          pjtest::run_command(fmt::format("'{}' --list --cases '{}/cases-groups.json' --specialize '{}' 2>&1",
+                                          PAGEDJIT_BENCH_TOOL, PAGEDJIT_BENCH_DIR, bad));
+      CHECK(b.status == 2);
+      CHECK(b.out.find("--specialize") != std::string::npos);
+    }
+  }
+
   // The table's row of `name` (or its header line, name "case"), split at white space.
   std::vector<std::string> table_row(const std::string& out, const std::string& name) {
     std::istringstream lines(out);

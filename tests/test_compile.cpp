@@ -178,4 +178,46 @@ TEST_SUITE("cpu") {
       CHECK(u.spill_load_bytes == 0);
     }
   }
+
+  // EngineOptions::specialize: kernels with the page shift, the group and
+  // the host schedule's split count compiled in compile, and keep
+  // everything in registers (four shapes: each compile costs seconds).
+  TEST_CASE("compile: specialized decode kernels keep everything in registers" * doctest::skip(kUnderAsan)) {
+    const DeviceInfo h100 = DeviceInfo::h100_sxm();
+    KernelSpecialization all;
+    all.page = all.group = all.splits = true;
+    PagedAttentionOptions four, one;
+    four.num_splits = 4, one.num_splits = 1;
+    ProblemShape fp8 = pjtest::test_shape(1, 64, 8, 4096, 128, DType::bf16);  // group 8
+    fp8.kv_dtype = DType::e4m3;
+    const attention::Plan plans[] = {
+        // the device schedule: page and group only
+        attention::make_plan(pjtest::test_shape(64, 32, 8, 4096), {}, h100, nullptr, true, true, all),
+        // the host schedule's heuristic split count, merged in global memory
+        attention::make_plan(pjtest::test_shape(64, 32, 8, 8192), {}, h100, nullptr, true, false, all),
+        // a cluster of 4 with group 7 at d256
+        attention::make_plan(pjtest::test_shape(1, 56, 8, 4096, 256), four, h100, nullptr, true, true, all),
+        // fp8, unsplit
+        attention::make_plan(fp8, one, h100, nullptr, true, true, all),
+    };
+    CHECK(plans[0].decode.schedule == jit::Schedule::device);
+    CHECK(plans[1].decode.merge == jit::Merge::global);
+    CHECK(plans[1].decode.splits > 1);
+    CHECK(plans[2].decode.merge == jit::Merge::cluster);
+    CHECK(plans[2].decode.splits == 4);
+    CHECK(plans[2].decode.group == 7);
+    CHECK(plans[3].decode.merge == jit::Merge::none);
+    CHECK(plans[3].decode.splits == 1);
+    for (const attention::Plan& plan : plans) {
+      const jit::KernelSpec& spec = plan.decode;
+      CAPTURE(spec.readable());
+      CHECK(spec.page_shift == 4);
+      CHECK(spec.group > 0);
+      const jit::ResourceUsage u = jit::resource_usage(spec, jit::SourceSet::current());
+      CAPTURE(u.registers);
+      CHECK(u.registers > 0);
+      CHECK(u.registers <= 255);
+      CHECK_FALSE(u.uses_local_memory());
+    }
+  }
 }

@@ -7,6 +7,7 @@
 #include "jit/kernel_spec.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/version.hpp"
+#include "pj_params.cuh"
 
 using namespace pagedjit;
 using jit::KernelSpec;
@@ -32,15 +33,19 @@ TEST_SUITE("cpu") {
   TEST_CASE("kernel spec: name expression carries every template parameter") {
     CHECK(
         decode_spec().name_expression() ==
-        "pj::paged_decode<pj::bf16, pj::bf16, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::none, pj::Schedule::host>");
+        "pj::paged_decode<pj::bf16, pj::bf16, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::none, pj::Schedule::host, "
+        "-1, 0, 0>");
     KernelSpec s = decode_spec();
     s.kv_dtype = DType::e4m3;
     s.merge = jit::Merge::global;
     CHECK(s.name_expression() ==
           "pj::paged_decode<pj::bf16, pj::e4m3, pj::f16, 128, 128, 64, 4, 3, true, pj::Merge::global, "
-          "pj::Schedule::host>");
+          "pj::Schedule::host, -1, 0, 0>");
     s.merge = jit::Merge::cluster;
-    CHECK(s.name_expression().find(", true, pj::Merge::cluster, pj::Schedule::host>") != std::string::npos);
+    CHECK(s.name_expression().find(", true, pj::Merge::cluster, pj::Schedule::host, -1, 0, 0>") != std::string::npos);
+    // Compiled-in launch values (pj::DecodeConsts): page shift, group, splits.
+    s.page_shift = 4, s.group = 7, s.splits = 3;
+    CHECK(s.name_expression().find(", pj::Merge::cluster, pj::Schedule::host, 4, 7, 3>") != std::string::npos);
   }
 
   TEST_CASE("kernel spec: every field that changes the binary changes the key") {
@@ -63,6 +68,13 @@ TEST_SUITE("cpu") {
     s = b, s.merge = jit::Merge::cluster, add(s);
     s = b, s.merge = jit::Merge::global, s.schedule = jit::Schedule::device, add(s);
     s = b, s.arch = "sm_80", add(s);
+    s = b, s.page_shift = 4, add(s);
+    s = b, s.page_shift = 5, add(s);
+    s = b, s.group = 4, add(s);
+    s = b, s.group = 7, add(s);
+    s = b, s.splits = 1, add(s);
+    s = b, s.merge = jit::Merge::global, s.splits = 2, add(s);
+    s = b, s.merge = jit::Merge::global, s.splits = 3, add(s);
     CHECK(keys.insert(b.key("other-sources", "13.0")).second);
     CHECK(keys.insert(b.key("H", "13.1")).second);
   }
@@ -84,6 +96,65 @@ TEST_SUITE("cpu") {
     b.stages = 2;
     CHECK_FALSE(a == b);
     CHECK((a < b) != (b < a));
+    for (auto set : {+[](KernelSpec& k) { k.page_shift = 4; }, +[](KernelSpec& k) { k.group = 4; },
+                     +[](KernelSpec& k) { k.splits = 1; }}) {
+      b = decode_spec();
+      set(b);
+      CHECK_FALSE(a == b);
+      CHECK((a < b) != (b < a));
+    }
+  }
+
+  TEST_CASE("kernel spec: compiled-in launch values: the default is none, readable() names them") {
+    const KernelSpec d = decode_spec();
+    CHECK(d.page_shift == pj::kUnsetPageShift);
+    CHECK(d.group == pj::kUnsetGroup);
+    CHECK(d.splits == pj::kUnsetSplits);
+    CHECK(d.readable() == "decode bf16->fp16 d128/128 tile64 w4 s3 mma merge-none sm_90a");
+    KernelSpec s = d;
+    s.page_shift = 4, s.group = 8, s.splits = 1;
+    CHECK(s.readable() == "decode bf16->fp16 d128/128 tile64 w4 s3 mma merge-none fixed: page16 group8 splits1 sm_90a");
+    s = d, s.group = 7;
+    CHECK(s.readable() == "decode bf16->fp16 d128/128 tile64 w4 s3 mma merge-none fixed: group7 sm_90a");
+  }
+
+  TEST_CASE("kernel spec: check() refuses compiled-in launch values the template cannot take") {
+    KernelSpec s = decode_spec();
+    s.page_shift = 0, s.group = 1, s.splits = 1;
+    CHECK_NOTHROW(s.check());
+    s.page_shift = 30;
+    CHECK_NOTHROW(s.check());
+    s.page_shift = 31;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.page_shift = -2;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.group = -1;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    s = decode_spec(), s.splits = -1;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    // One partition exactly when unmerged.
+    s = decode_spec(), s.splits = 2;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    for (jit::Merge m : {jit::Merge::global, jit::Merge::cluster}) {
+      s.merge = m, s.splits = 1;
+      CHECK_THROWS_AS(s.check(), InvalidArgument);
+      s.splits = 5;
+      CHECK_NOTHROW(s.check());
+    }
+    // The device schedule plans its partitions in the kernel: no fixed count.
+    s = decode_spec(), s.merge = jit::Merge::global, s.schedule = jit::Schedule::device;
+    s.page_shift = 4, s.group = 4;
+    CHECK_NOTHROW(s.check());
+    s.splits = 2;
+    CHECK_THROWS_AS(s.check(), InvalidArgument);
+    // Only the decode kernel has them.
+    for (jit::KernelKind kind : {jit::KernelKind::merge, jit::KernelKind::append, jit::KernelKind::prefill}) {
+      s = decode_spec(), s.kind = kind;
+      if (kind == jit::KernelKind::prefill) s.tile_tokens = 64, s.warps = 4, s.stages = 2;
+      CHECK_NOTHROW(s.check());
+      s.group = 4;
+      CHECK_THROWS_AS(s.check(), InvalidArgument);
+    }
   }
 
   TEST_CASE("kernel spec: check() refuses what the template cannot instantiate") {

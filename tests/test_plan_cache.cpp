@@ -9,6 +9,7 @@
 
 #include "attention/plan_cache.hpp"
 #include "pagedjit/errors.hpp"
+#include "pj_params.cuh"
 #include "shapes.hpp"
 
 using namespace pagedjit;
@@ -54,6 +55,28 @@ TEST_SUITE("cpu") {
     params.sliding_window = 128;
     params.return_lse = true;
     CHECK(cache.plan(s, params).get() == first.get());
+  }
+
+  TEST_CASE("plan cache: plans with the engine's specialization, profile or not") {
+    KernelSpecialization sp;
+    sp.page = sp.group = sp.splits = true;
+    attention::PlanCache cache(h100, tuning::ProfileRegistry::global().for_device(h100, false), true, false, sp);
+    for (const ProblemShape& s : {test_shape(64, 32, 8, 4096), test_shape(3, 40, 8, 5000)}) {
+      const auto p = cache.plan(s, {});
+      CHECK(p->decode.page_shift == 4);
+      CHECK(p->decode.group == s.group());
+      CHECK(p->decode.splits == p->info.num_splits);
+      CHECK(p->info.decode_kernel == p->decode.name_expression());
+      // Otherwise the plan of an engine without it.
+      const attention::Plan plain =
+          attention::PlanCache(h100, tuning::ProfileRegistry::global().for_device(h100, false), true, false)
+              .make(s, {});
+      CHECK(plain.info.source == p->info.source);
+      CHECK(plain.info.profile == p->info.profile);
+      CHECK(plain.info.num_splits == p->info.num_splits);
+      CHECK(plain.info.tile_tokens == p->info.tile_tokens);
+      CHECK(plain.decode.splits == pj::kUnsetSplits);
+    }
   }
 
   TEST_CASE("plan cache: every input of planning is part of the key") {

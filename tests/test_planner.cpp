@@ -69,7 +69,7 @@ TEST_SUITE("cpu") {
       CHECK(with.decode.merge == (clustered ? jit::Merge::cluster : jit::Merge::global));
       CHECK(without.decode.merge == jit::Merge::global);
       CHECK(with.info.decode_kernel == with.decode.name_expression());
-      CHECK(without.info.decode_kernel.find("pj::Merge::global, pj::Schedule::host>") != std::string::npos);
+      CHECK(without.info.decode_kernel.find("pj::Merge::global, pj::Schedule::host, ") != std::string::npos);
       jit::KernelSpec same = with.decode;
       same.merge = without.decode.merge;
       CHECK(same == without.decode);  // nothing else differs
@@ -89,14 +89,14 @@ TEST_SUITE("cpu") {
     const LaunchInfo big = plan_problem(test_shape(2, 32, 8, 8192), o, h100);  // 128 CTAs on 132 SMs
     CHECK(big.cluster == 1);
     CHECK(big.workspace_bytes > 0);
-    CHECK(big.decode_kernel.find("pj::Merge::global, pj::Schedule::host>") != std::string::npos);
+    CHECK(big.decode_kernel.find("pj::Merge::global, pj::Schedule::host, ") != std::string::npos);
     // plan_problem / precompile plan like an engine with or without cluster
     // merging: the two need different kernels.
     o.num_splits = 4;
     CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100)
-              .decode_kernel.find("pj::Merge::cluster, pj::Schedule::host>") != std::string::npos);
+              .decode_kernel.find("pj::Merge::cluster, pj::Schedule::host, ") != std::string::npos);
     CHECK(plan_problem(test_shape(1, 32, 8, 8192), o, h100, false)
-              .decode_kernel.find("pj::Merge::global, pj::Schedule::host>") != std::string::npos);
+              .decode_kernel.find("pj::Merge::global, pj::Schedule::host, ") != std::string::npos);
   }
 
   TEST_CASE("planner: host schedule: between half a wave and 0.8 of one, long contexts still get fixed partitions") {
@@ -239,7 +239,7 @@ TEST_SUITE("cpu") {
     CHECK(p.info.num_splits == 0);
     CHECK(p.decode.schedule == jit::Schedule::device);
     CHECK(p.decode.merge == jit::Merge::global);
-    CHECK(p.info.decode_kernel.find("pj::Schedule::device>") != std::string::npos);
+    CHECK(p.info.decode_kernel.find("pj::Schedule::device, ") != std::string::npos);
     // One launch: grid y covers every sequence once plus the balanced items.
     CHECK(p.info.grid[1] == 64 + p.info.work_items);
     CHECK(p.info.grid[2] == 1);
@@ -296,5 +296,88 @@ TEST_SUITE("cpu") {
       s.merge = m;
       CHECK_THROWS_AS(s.check(), InvalidArgument);
     }
+  }
+}
+
+TEST_SUITE("cpu") {
+  // EngineOptions::specialize: the plan is the same but for the launch values
+  // its decode kernel compiles in, each the value decode_params passes.
+  TEST_CASE("planner: specialization compiles in the page shift, group and host split count only when asked") {
+    const auto same_but_spec = [](const attention::Plan& a, const attention::Plan& b) {
+      jit::KernelSpec k = b.decode;
+      k.page_shift = a.decode.page_shift, k.group = a.decode.group, k.splits = a.decode.splits;
+      LaunchInfo i = b.info;
+      i.decode_kernel = a.info.decode_kernel;
+      return k == a.decode && i.describe() == a.info.describe() && a.info.decode_kernel == a.decode.name_expression() &&
+             b.info.decode_kernel == b.decode.name_expression();
+    };
+    KernelSpecialization all;
+    all.page = all.group = all.splits = true;
+    // Default: nothing compiled in, the name ends in the unset values.
+    const attention::Plan plain = attention::make_plan(test_shape(64, 32, 8, 8192), {}, h100);
+    CHECK(plain.decode.page_shift == pj::kUnsetPageShift);
+    CHECK(plain.decode.group == pj::kUnsetGroup);
+    CHECK(plain.decode.splits == pj::kUnsetSplits);
+    CHECK(plain.info.decode_kernel.find(", pj::Schedule::device, -1, 0, 0>") != std::string::npos);
+    // The device schedule: page and group, never a split count (the kernel plans its partitions).
+    const attention::Plan dev = attention::make_plan(test_shape(64, 32, 8, 8192), {}, h100, nullptr, true, true, all);
+    CHECK(dev.info.work_items > 0);
+    CHECK(dev.decode.page_shift == 4);
+    CHECK(dev.decode.group == 4);
+    CHECK(dev.decode.splits == pj::kUnsetSplits);
+    CHECK(dev.info.decode_kernel.find(", pj::Schedule::device, 4, 4, 0>") != std::string::npos);
+    CHECK(same_but_spec(dev, plain));
+    CHECK_NOTHROW(dev.decode.check());
+    // Each flag alone.
+    KernelSpecialization page, group;
+    page.page = true, group.group = true;
+    ProblemShape s32 = test_shape(64, 56, 8, 8192);  // group 7, 32-token pages
+    s32.page_size = 32, s32.max_blocks = 256;
+    CHECK(attention::make_plan(s32, {}, h100, nullptr, true, true, page).info.decode_kernel.find(", 5, 0, 0>") !=
+          std::string::npos);
+    CHECK(attention::make_plan(s32, {}, h100, nullptr, true, true, group).info.decode_kernel.find(", -1, 7, 0>") !=
+          std::string::npos);
+    // The host schedule: the plan's split count, whatever the merge.
+    KernelSpecialization splits;
+    splits.splits = true;
+    for (bool clusters : {true, false})
+      for (int n : {1, 4}) {
+        CAPTURE(clusters);
+        CAPTURE(n);
+        PagedAttentionOptions o;
+        o.num_splits = n;
+        const attention::Plan a = attention::make_plan(test_shape(1, 32, 8, 8192), o, h100, nullptr, clusters);
+        const attention::Plan b =
+            attention::make_plan(test_shape(1, 32, 8, 8192), o, h100, nullptr, clusters, true, splits);
+        CHECK(b.info.num_splits == n);
+        CHECK(b.decode.splits == n);
+        CHECK(b.decode.merge == (n == 1 ? jit::Merge::none : clusters ? jit::Merge::cluster : jit::Merge::global));
+        CHECK(b.decode.page_shift == pj::kUnsetPageShift);
+        CHECK(b.decode.group == pj::kUnsetGroup);
+        CHECK(same_but_spec(b, a));
+        CHECK_NOTHROW(b.decode.check());
+      }
+    // Fixed-length partitions and the heuristic's splits (host schedule) too.
+    PagedAttentionOptions chunk;
+    chunk.kernel_config = KernelConfig{};
+    chunk.kernel_config->chunk_tokens = 512;
+    const attention::Plan c = attention::make_plan(test_shape(64, 32, 8, 8192), chunk, h100, nullptr, true, true, all);
+    CHECK(c.info.num_splits == 16);
+    CHECK(c.decode.splits == 16);
+    CHECK_NOTHROW(c.decode.check());
+    const attention::Plan h = attention::make_plan(test_shape(64, 32, 8, 8192), {}, h100, nullptr, true, false, all);
+    CHECK(h.info.work_items == 0);
+    CHECK(h.decode.splits == h.info.num_splits);
+    CHECK(h.decode.schedule == jit::Schedule::host);
+    CHECK_NOTHROW(h.decode.check());
+    // plan_problem (and so precompile) take it too.
+    CHECK(plan_problem(test_shape(64, 32, 8, 8192), {}, h100, true, true, group)
+              .decode_kernel.find(", pj::Schedule::device, -1, 4, 0>") != std::string::npos);
+  }
+
+  TEST_CASE("planner: page_shift_of is log2 of the page size") {
+    CHECK(attention::page_shift_of(1) == 0);
+    CHECK(attention::page_shift_of(16) == 4);
+    CHECK(attention::page_shift_of(256) == 8);
   }
 }

@@ -99,7 +99,7 @@ struct Engine::Impl {
     if (!cur) check(drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
     plans.emplace(info,
                   options.use_profiles ? tuning::ProfileRegistry::global().for_device(info) : tuning::DeviceProfiles(),
-                  options.cluster_merge, options.device_schedule);
+                  options.cluster_merge, options.device_schedule, options.specialize);
     programmatic = options.programmatic_launch && info.cc_major >= 9;
   }
 
@@ -412,9 +412,9 @@ void Engine::append_kv(const AppendKvArgs& args, CUstream stream) {
 }
 
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                      bool cluster_merge, bool device_schedule) {
+                      bool cluster_merge, bool device_schedule, KernelSpecialization specialize) {
   const attention::Plan plan = attention::PlanCache(device, tuning::ProfileRegistry::global().for_device(device, false),
-                                                    cluster_merge, device_schedule)
+                                                    cluster_merge, device_schedule, specialize)
                                    .make(shape, options);
   jit::KernelCache::global().get(plan.decode);
   return plan.info;

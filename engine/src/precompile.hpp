@@ -11,8 +11,9 @@ namespace pagedjit {
 // profiles for that GPU, then the heuristic (plan_problem uses the heuristic
 // only). Works without a GPU. Returns the plan. An engine made with
 // EngineOptions::cluster_merge = false (device_schedule = false) needs
-// `cluster_merge` (`device_schedule`) false here.
+// `cluster_merge` (`device_schedule`) false here; EngineOptions::specialize
+// the same `specialize`.
 LaunchInfo precompile(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                      bool cluster_merge = true, bool device_schedule = true);
+                      bool cluster_merge = true, bool device_schedule = true, KernelSpecialization specialize = {});
 
 }  // namespace pagedjit

@@ -3,6 +3,7 @@
 // bandwidth, then each case as a fraction of them, then the small-call costs.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
@@ -10,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../common/bandwidth.hpp"
@@ -95,6 +97,12 @@ launch configurations (configs/README.md):
   --host-schedule     partitions from the shapes alone (EngineOptions::
                       device_schedule = false); default: a batch's partitions
                       are cut by the kernel from the device-side lengths
+  --specialize LIST   compile these launch values into the decode kernel
+                      (EngineOptions::specialize), a comma list of page
+                      (log2 page size), group (query heads per KV head),
+                      splits (the host schedule's partitions per sequence),
+                      or none (the default): docs/performance.md,
+                      "Specialization"
   --compare-heuristic time every case twice, with the profiles and with the
                       heuristic only (two engines), and print per case the
                       ratio heuristic ms / profile ms and their geomean
@@ -138,6 +146,7 @@ struct Options {
   RunSettings settings;
   bool small = true, append = true, list = false;
   bool no_profile = false, compare_heuristic = false, no_pdl = false, no_cluster = false, host_schedule = false;
+  pagedjit::KernelSpecialization specialize;
   int device = 0;
   int threads = 0;  // --threads N: only the host cost with threads
 };
@@ -145,6 +154,32 @@ struct Options {
 [[noreturn]] void usage_error(const std::string& msg) {
   fmt::print(stderr, "pagedjit-bench: {}\n(try --help)\n", msg);
   std::exit(2);
+}
+
+// --specialize's value: "none", or a comma list of page, group and splits.
+pagedjit::KernelSpecialization parse_specialization(pjtools::Cli& cli) {
+  const std::string list = cli.value();
+  pagedjit::KernelSpecialization s;
+  if (list == "none") return s;
+  std::size_t at = 0;
+  while (at <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, comma - at);
+    bool* flag = item == "page" ? &s.page : item == "group" ? &s.group : item == "splits" ? &s.splits : nullptr;
+    if (!flag || *flag)
+      cli.fail(fmt::format("--specialize: \"{}\" is not one of page, group, splits (each once), or none", item));
+    *flag = true;
+    at = comma + 1;
+  }
+  return s;
+}
+
+// The settings' name of a specialization: "none", or the comma list.
+std::string specialization_name(const pagedjit::KernelSpecialization& s) {
+  std::string n;
+  for (const auto& [on, name] : {std::pair{s.page, "page"}, std::pair{s.group, "group"}, std::pair{s.splits, "splits"}})
+    if (on) n += (n.empty() ? "" : ",") + std::string(name);
+  return n.empty() ? "none" : n;
 }
 
 Options parse_options(int argc, char** argv) {
@@ -186,6 +221,8 @@ Options parse_options(int argc, char** argv) {
       o.no_cluster = true;
     } else if (a == "--host-schedule") {
       o.host_schedule = true;
+    } else if (a == "--specialize") {
+      o.specialize = parse_specialization(cli);
     } else if (a == "--compare-heuristic") {
       o.compare_heuristic = true;
     } else if (a == "--json") {
@@ -341,6 +378,7 @@ pagedjit::EngineOptions engine_options(const Options& o, bool use_profiles) {
   e.programmatic_launch = !o.no_pdl;
   e.cluster_merge = !o.no_cluster;
   e.device_schedule = !o.host_schedule;
+  e.specialize = o.specialize;
   return e;
 }
 
@@ -360,6 +398,7 @@ int run_threads(const Options& o, const Json& command) {
                          {"programmatic_launch", !o.no_pdl},
                          {"cluster_merge", !o.no_cluster},
                          {"device_schedule", !o.host_schedule},
+                         {"specialize", specialization_name(o.specialize)},
                          {"cpu_threads", std::thread::hardware_concurrency()}};
   fmt::print("{} ({} SMs, {}), driver {}; {} CPU threads\n", dev.name, dev.sm_count, dev.arch(),
              run["gpu"]["driver_version"].get<std::string>(), std::thread::hardware_concurrency());
@@ -425,6 +464,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"programmatic_launch", !o.no_pdl},
                          {"cluster_merge", !o.no_cluster},
                          {"device_schedule", !o.host_schedule},
+                         {"specialize", specialization_name(o.specialize)},
                          {"compare_heuristic", o.compare_heuristic},
                          {"read_floor", o.settings.read_floor}};
   // The same-size read of every case: one buffer for the largest, freed after the cases.

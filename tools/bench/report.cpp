@@ -160,6 +160,9 @@ std::string format_report(const Json& run) {
   if (run.contains("settings") && run["settings"].contains("profiles"))
     o += fmt::format("launch configurations: tuned profiles {} (column plan: where each case's came from)\n",
                      str(run["settings"], "profiles"));
+  if (run.contains("settings") && run["settings"].contains("specialize") &&
+      str(run["settings"], "specialize") != "none")
+    o += fmt::format("decode kernels specialized for: {} (--specialize)\n", str(run["settings"], "specialize"));
 
   const Json& cases = run.at("cases");
   std::size_t w = 4;

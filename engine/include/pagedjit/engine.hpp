@@ -37,6 +37,9 @@ struct EngineOptions {
   // fixed by the shapes (graph-safe), the same bits for the same inputs.
   // false: partitions from the shapes alone, as the host plans them.
   bool device_schedule = true;
+  // Launch values compiled into the decode kernel (page size, GQA group,
+  // split count): more kernels to compile, the same results. Default: none.
+  KernelSpecialization specialize;
 };
 
 class Engine {

@@ -53,6 +53,17 @@ struct KernelConfig {
   int work_waves = 0;
 };
 
+// Launch values compiled into the decode kernel as constants
+// (EngineOptions::specialize), each one kernel per distinct value instead of
+// one for all; results are bitwise the same either way. For measuring what
+// the constants buy (docs/performance.md, "Specialization").
+struct KernelSpecialization {
+  bool page = false;    // log2(page size)
+  bool group = false;   // query heads per KV head
+  bool splits = false;  // partitions per sequence, where the host schedule fixes them (not the device schedule)
+  bool any() const { return page || group || splits; }
+};
+
 constexpr float kDefaultMaskValue = -2.381976426469702e38f;
 
 // (Engine: an option that changes the plan must join attention::PlanKey,

@@ -5,15 +5,6 @@
 #include "attention/validate.hpp"
 
 namespace pagedjit::attention {
-namespace {
-
-int log2_exact(int x) {
-  int s = 0;
-  while ((1 << s) < x) ++s;
-  return s;
-}
-
-}  // namespace
 
 pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttentionOptions& o, const ProblemShape& s,
                                const Plan& plan, CUdeviceptr counters, CUdeviceptr partials) {
@@ -64,7 +55,7 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.rows_per_cta = plan.info.heads_per_cta;  // (query rows)
   p.row_chunks = plan.info.head_chunks;
   p.dv_chunks = plan.info.dv_chunks;
-  p.page_shift = log2_exact(s.page_size);
+  p.page_shift = page_shift_of(s.page_size);
   p.num_splits = plan.info.num_splits;
   p.chunk_tokens = plan.info.chunk_tokens;
   p.window = o.sliding_window ? int(*o.sliding_window) : 0;

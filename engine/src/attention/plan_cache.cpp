@@ -75,16 +75,19 @@ PlanKey plan_key(const ProblemShape& shape, const PagedAttentionOptions& o) {
   return PlanKey{shape, o.num_splits, o.batch_invariant, o.pages_per_compute_block, o.kernel_config};
 }
 
-PlanCache::PlanCache(DeviceInfo device, tuning::DeviceProfiles profiles, bool clusters, bool device_schedule)
+PlanCache::PlanCache(DeviceInfo device, tuning::DeviceProfiles profiles, bool clusters, bool device_schedule,
+                     KernelSpecialization specialize)
     : device_(std::move(device)),
       profiles_(std::move(profiles)),
       clusters_(clusters),
-      device_schedule_(device_schedule) {}
+      device_schedule_(device_schedule),
+      specialize_(specialize) {}
 
 Plan PlanCache::make(const ProblemShape& shape, const PagedAttentionOptions& o) const {
-  if (!tuning::profile_applies(o)) return make_plan(shape, o, device_, nullptr, clusters_, device_schedule_);
+  if (!tuning::profile_applies(o))
+    return make_plan(shape, o, device_, nullptr, clusters_, device_schedule_, specialize_);
   const std::optional<tuning::Choice> choice = profiles_.choose(shape);
-  return make_plan(shape, o, device_, choice ? &*choice : nullptr, clusters_, device_schedule_);
+  return make_plan(shape, o, device_, choice ? &*choice : nullptr, clusters_, device_schedule_, specialize_);
 }
 
 std::shared_ptr<const Plan> PlanCache::plan(const ProblemShape& shape, const PagedAttentionOptions& options) {

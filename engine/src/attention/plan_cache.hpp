@@ -31,8 +31,9 @@ PlanKey plan_key(const ProblemShape& shape, const PagedAttentionOptions& options
 
 class PlanCache {
  public:
-  // `profiles`, `clusters` and `device_schedule` as Engine passes them to make_plan.
-  PlanCache(DeviceInfo device, tuning::DeviceProfiles profiles, bool clusters, bool device_schedule = true);
+  // `profiles`, `clusters`, `device_schedule` and `specialize` as Engine passes them to make_plan.
+  PlanCache(DeviceInfo device, tuning::DeviceProfiles profiles, bool clusters, bool device_schedule = true,
+            KernelSpecialization specialize = {});
 
   // The plan of a validated call: a remembered one, else planned now (and
   // remembered unless planning throws). Thread-safe; the plan stays valid
@@ -58,6 +59,7 @@ class PlanCache {
   tuning::DeviceProfiles profiles_;
   bool clusters_;
   bool device_schedule_;
+  KernelSpecialization specialize_;
   std::mutex mu_;
   std::array<Slot, kSlots> slots_;
   int next_ = 0;  // the slot the next miss fills

@@ -298,7 +298,26 @@ void plan_global_merge(const ProblemShape& s, Plan& plan) {
   lay_out_workspace(s, std::int64_t(s.num_seqs) * s.num_heads * s.q_len * info.num_splits, plan);
 }
 
+// The launch values the decode kernel compiles in (pj::DecodeConsts), each
+// the value decode_params passes: the page shift and group from the shape;
+// the split count only where the host schedule fixes it, whatever the merge
+// (a cluster is the plan's num_splits CTAs), never with the device schedule
+// (the kernel plans its own partitions; the plan holds none).
+void specialize_decode(const ProblemShape& s, const KernelSpecialization& sp, Plan& plan) {
+  jit::KernelSpec& k = plan.decode;
+  if (sp.page) k.page_shift = page_shift_of(s.page_size);
+  if (sp.group) k.group = s.group();
+  if (sp.splits && k.schedule == jit::Schedule::host) k.splits = plan.info.num_splits;
+  plan.info.decode_kernel = k.name_expression();
+}
+
 }  // namespace
+
+int page_shift_of(int page_size) {
+  int shift = 0;
+  while (shift < 30 && (1 << shift) < page_size) ++shift;
+  return shift;
+}
 
 bool long_queries(const ProblemShape& s) {
   return s.ragged && std::int64_t(s.group()) * s.q_len > pj::kTileRows;
@@ -310,7 +329,7 @@ int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns) {
 }
 
 Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const DeviceInfo& d, const std::string& arch,
-               const tuning::Choice* tuned, bool clusters, bool device_schedule) {
+               const tuning::Choice* tuned, bool clusters, bool device_schedule, KernelSpecialization specialize) {
   if (is_fp8(s.kv_dtype) && d.cc_major * 10 + d.cc_minor < 89)
     throw NotSupported("key_cache", fmt::format("{} caches need an sm_89+ GPU (fp8 conversions); {} is sm_{}{}",
                                                 dtype_name(s.kv_dtype), d.name, d.cc_major, d.cc_minor));
@@ -320,7 +339,7 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   // stale one falls back to the heuristic.
   const bool use_tuned = tuned && tuning::profile_applies(o);
   if (use_tuned && !tuned_tile_fits(s, d, tuned->config, s.dtype == DType::f32))
-    return make_plan(s, o, d, arch, nullptr, clusters, device_schedule);
+    return make_plan(s, o, d, arch, nullptr, clusters, device_schedule, specialize);
   const Request r = request_of(s, o, tuned, use_tuned);
 
   Plan plan;
@@ -344,8 +363,9 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
   const bool automatic = o.num_splits == 0 && !o.batch_invariant && !(!use_tuned && r.forced.chunk_tokens > 0);
   const int user_waves = o.kernel_config ? o.kernel_config->work_waves : 0;
   const int waves = user_waves ? user_waves : r.forced.work_waves ? r.forced.work_waves : kDefaultWorkWaves;
-  if (device_schedule && automatic && !long_queries(s) && plan_device_schedule(s, d, waves, plan)) return plan;
-  if (info.num_splits > 1 && info.cluster == 1) plan_global_merge(s, plan);
+  const bool scheduled = device_schedule && automatic && !long_queries(s) && plan_device_schedule(s, d, waves, plan);
+  if (!scheduled && info.num_splits > 1 && info.cluster == 1) plan_global_merge(s, plan);
+  if (specialize.any()) specialize_decode(s, specialize, plan);
   return plan;
 }
 
@@ -354,8 +374,8 @@ Plan make_plan(const ProblemShape& s, const PagedAttentionOptions& o, const Devi
 namespace pagedjit {
 
 LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                        bool cluster_merge, bool device_schedule) {
-  return attention::make_plan(shape, options, device, nullptr, cluster_merge, device_schedule).info;
+                        bool cluster_merge, bool device_schedule, KernelSpecialization specialize) {
+  return attention::make_plan(shape, options, device, nullptr, cluster_merge, device_schedule, specialize).info;
 }
 
 std::string LaunchInfo::describe() const {

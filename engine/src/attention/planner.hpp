@@ -46,6 +46,9 @@ bool long_queries(const ProblemShape& s);
 
 int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns);
 
+// log2 of a page size (a power of two, validated): DecodeParams::page_shift.
+int page_shift_of(int page_size);
+
 // `tuned`: a tuned profile's choice for this shape (tuning::DeviceProfiles),
 // used where the options leave the choice to the engine. `clusters`: on
 // sm_90+, merge 2..kMaxClusterSplits partitions through distributed shared
@@ -53,14 +56,17 @@ int work_items_for(int waves, int sm_count, int ctas_per_sm, int columns);
 // partitions the engine chooses are cut by the kernel from the device-side
 // lengths (EngineOptions::device_schedule); the plan then holds an upper
 // bound of the work items (from the shared-memory occupancy), which the
-// launch lowers to the compiled kernel's real occupancy.
+// launch lowers to the compiled kernel's real occupancy. `specialize`: the
+// launch values the decode kernel compiles in (EngineOptions::specialize;
+// the split count only where the host schedule fixes it).
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
                const std::string& arch, const tuning::Choice* tuned = nullptr, bool clusters = true,
-               bool device_schedule = true);
+               bool device_schedule = true, KernelSpecialization specialize = {});
 // The same for the device's own target, jit::clamp_arch(device.arch())
 // (planner_arch.cpp: the planner itself never asks NVRTC).
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-               const tuning::Choice* tuned = nullptr, bool clusters = true, bool device_schedule = true);
+               const tuning::Choice* tuned = nullptr, bool clusters = true, bool device_schedule = true,
+               KernelSpecialization specialize = {});
 
 }  // namespace pagedjit::attention
 
@@ -69,7 +75,8 @@ namespace pagedjit {
 // Plans a problem for a device without one being present. `cluster_merge`:
 // as EngineOptions::cluster_merge of the engine that would run it (the merge
 // mode is part of the kernel). `device_schedule`: as EngineOptions::device_schedule.
+// `specialize`: as EngineOptions::specialize.
 LaunchInfo plan_problem(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-                        bool cluster_merge = true, bool device_schedule = true);
+                        bool cluster_merge = true, bool device_schedule = true, KernelSpecialization specialize = {});
 
 }  // namespace pagedjit

@@ -6,8 +6,9 @@
 namespace pagedjit::attention {
 
 Plan make_plan(const ProblemShape& shape, const PagedAttentionOptions& options, const DeviceInfo& device,
-               const tuning::Choice* tuned, bool clusters, bool device_schedule) {
-  return make_plan(shape, options, device, jit::clamp_arch(device.arch()), tuned, clusters, device_schedule);
+               const tuning::Choice* tuned, bool clusters, bool device_schedule, KernelSpecialization specialize) {
+  return make_plan(shape, options, device, jit::clamp_arch(device.arch()), tuned, clusters, device_schedule,
+                   specialize);
 }
 
 }  // namespace pagedjit::attention

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "pagedjit/errors.hpp"
@@ -80,6 +81,38 @@ bool arch_has_clusters(const std::string& arch) {
 
 namespace {
 
+// The launch values a decode spec compiles in, for readable(): "" when none.
+std::string fixed_values(const KernelSpec& k) {
+  std::string s;
+  if (k.page_shift != pj::kUnsetPageShift) s += fmt::format(" page{}", 1LL << std::clamp(k.page_shift, 0, 62));
+  if (k.group != pj::kUnsetGroup) s += fmt::format(" group{}", k.group);
+  if (k.splits != pj::kUnsetSplits) s += fmt::format(" splits{}", k.splits);
+  return s.empty() ? s : " fixed:" + s;
+}
+
+// Whether any decode launch value is compiled in.
+bool any_fixed(const KernelSpec& k) {
+  return k.page_shift != pj::kUnsetPageShift || k.group != pj::kUnsetGroup || k.splits != pj::kUnsetSplits;
+}
+
+// The decode template's rules for its compiled-in launch values
+// (pj::DecodeConsts and paged_decode's static_asserts), in words.
+void check_fixed(const KernelSpec& k) {
+  if (k.page_shift < pj::kUnsetPageShift || k.page_shift > 30)
+    throw InvalidArgument("KernelSpec.page_shift", "0..30, or -1 (unset)", std::to_string(k.page_shift));
+  if (k.group < pj::kUnsetGroup)
+    throw InvalidArgument("KernelSpec.group", "a positive group, or 0 (unset)", std::to_string(k.group));
+  if (k.splits < pj::kUnsetSplits)
+    throw InvalidArgument("KernelSpec.splits", "a positive split count, or 0 (unset)", std::to_string(k.splits));
+  if (k.splits == pj::kUnsetSplits) return;
+  if (k.schedule == Schedule::device)
+    throw InvalidArgument("KernelSpec.splits", "0 (unset) with the device schedule (the kernel plans its partitions)",
+                          std::to_string(k.splits));
+  if ((k.merge == Merge::none) != (k.splits == 1))
+    throw InvalidArgument("KernelSpec.splits", "1 exactly with merge none",
+                          fmt::format("{} with merge {}", k.splits, merge_name(k.merge)));
+}
+
 // The prefill kernel's rules (paged_prefill.cuh's static_asserts), in words.
 void check_prefill(const KernelSpec& k) {
   if (k.q_dtype != DType::f16 && k.q_dtype != DType::bf16)
@@ -104,6 +137,9 @@ void check_prefill(const KernelSpec& k) {
 }  // namespace
 
 void KernelSpec::check() const {
+  if (kind != KernelKind::decode && any_fixed(*this))
+    throw InvalidArgument("KernelSpec.page_shift", "unset page shift, group and splits for all but the decode kernel",
+                          fixed_values(*this));
   if (kind == KernelKind::prefill) {
     tag(out_dtype);
     if (is_fp8(out_dtype)) throw InvalidArgument("KernelSpec.out_dtype", "fp32, fp16 or bf16", dtype_name(out_dtype));
@@ -158,6 +194,7 @@ void KernelSpec::check() const {
   if (schedule == Schedule::device && merge != Merge::global)
     throw InvalidArgument("KernelSpec.merge", "global with the device schedule (its partitions merge in the workspace)",
                           merge_name(merge));
+  check_fixed(*this);
 }
 
 std::string KernelSpec::name_expression() const {
@@ -166,9 +203,11 @@ std::string KernelSpec::name_expression() const {
   if (kind == KernelKind::prefill)
     return fmt::format("pj::paged_prefill<{}, {}, {}, {}, {}, {}, {}, {}>", tag(q_dtype), tag(kv_dtype), tag(out_dtype),
                        head_dim, pj::kPrefillWarpRows * warps, tile_tokens, warps, stages);
-  return fmt::format("pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}, pj::Merge::{}, pj::Schedule::{}>",
-                     tag(q_dtype), tag(kv_dtype), tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
-                     compute == Compute::mma ? "true" : "false", merge_name(merge), schedule_name(schedule));
+  return fmt::format(
+      "pj::paged_decode<{}, {}, {}, {}, {}, {}, {}, {}, {}, pj::Merge::{}, pj::Schedule::{}, {}, {}, {}>", tag(q_dtype),
+      tag(kv_dtype), tag(out_dtype), head_dim, v_dims, tile_tokens, warps, stages,
+      compute == Compute::mma ? "true" : "false", merge_name(merge), schedule_name(schedule), page_shift, group,
+      splits);
 }
 
 std::vector<std::string> KernelSpec::compile_options() const {
@@ -189,9 +228,10 @@ std::string KernelSpec::readable() const {
   if (kind == KernelKind::prefill)
     return fmt::format("prefill {}{}->{} d{} rows{} keys{} w{} s{} {}", dtype_name(q_dtype), kv, dtype_name(out_dtype),
                        head_dim, pj::kPrefillWarpRows * warps, tile_tokens, warps, stages, arch);
-  return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} merge-{}{} {}", dtype_name(q_dtype), kv,
+  return fmt::format("decode {}{}->{} d{}/{} tile{} w{} s{} {} merge-{}{}{} {}", dtype_name(q_dtype), kv,
                      dtype_name(out_dtype), head_dim, v_dims, tile_tokens, warps, stages, compute_name(compute),
-                     merge_name(merge), schedule == Schedule::device ? " device-schedule" : "", arch);
+                     merge_name(merge), schedule == Schedule::device ? " device-schedule" : "", fixed_values(*this),
+                     arch);
 }
 
 }  // namespace pagedjit::jit

@@ -61,8 +61,14 @@ struct KernelSpec {
   Merge merge = Merge::none;           // none: one partition; cluster needs sm_90+
   Schedule schedule = Schedule::host;  // device needs merge global
   std::string arch;                    // exact NVRTC target, e.g. "sm_90a"
+  // Decode launch values compiled in as constants (pj::DecodeConsts;
+  // EngineOptions::specialize), or unset: the kernel reads DecodeParams.
+  int page_shift = pj::kUnsetPageShift;  // log2(page size), 0..30
+  int group = pj::kUnsetGroup;           // query heads per KV head
+  int splits = pj::kUnsetSplits;         // partitions per sequence: host schedule only, 1 exactly with merge none
 
-  // "pj::paged_decode<pj::bf16, pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true, pj::Merge::none, pj::Schedule::host>"
+  // "pj::paged_decode<pj::bf16, pj::bf16, pj::bf16, 128, 128, 64, 4, 3, true, pj::Merge::none, pj::Schedule::host,
+  // -1, 0, 0>"
   std::string name_expression() const;
   // NVRTC options: a function of the spec alone.
   std::vector<std::string> compile_options() const;
@@ -76,12 +82,12 @@ struct KernelSpec {
 
   auto tie() const {
     return std::tie(kind, q_dtype, kv_dtype, out_dtype, head_dim, v_dims, tile_tokens, warps, stages, compute, merge,
-                    schedule, arch);
+                    schedule, arch, page_shift, group, splits);
   }
   bool operator<(const KernelSpec& o) const { return tie() < o.tie(); }
   bool operator==(const KernelSpec& o) const { return tie() == o.tie(); }
 };
 
-constexpr int kCacheFormatVersion = 5;  // 5: the schedule joined the template
+constexpr int kCacheFormatVersion = 6;  // 6: page shift, group and split count joined the template
 
 }  // namespace pagedjit::jit
