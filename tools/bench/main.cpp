@@ -497,10 +497,10 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"gemm_ceiling_source", "constant (--gemm-ceiling), not measured by this run"}};
   // The same-size read of every case: one buffer for the largest, freed after the cases.
   std::unique_ptr<ReadFloor> read_floor;
-  if (o.settings.read_floor) {
-    std::vector<BenchCase> decode_cases;
-    for (const BenchCase& c : cases)
-      if (!c.ragged()) decode_cases.push_back(c);
+  std::vector<BenchCase> decode_cases;  // ragged cases have no same-size read
+  for (const BenchCase& c : cases)
+    if (!c.ragged()) decode_cases.push_back(c);
+  if (o.settings.read_floor && !decode_cases.empty()) {
     read_floor = std::make_unique<ReadFloor>(make_read_floor(kernels, dev, decode_cases, o.settings));
     if (read_floor->error.empty())
       fmt::print("same-size read floor: {:.2f} GB buffer for the largest case\n", double(read_floor->buf.size()) / 1e9);
