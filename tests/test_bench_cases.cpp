@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -268,6 +269,122 @@ TEST_SUITE("cpu") {
     CHECK(std::string(e.what()).find("\"c1\"") != std::string::npos);
   }
 
+  TEST_CASE("bench --case: ragged cases, q groups and cached tokens") {
+    const BenchCase c = parse_case_string("name=pf,q_heads=32,kv_heads=8,head_dim=128,q=4096x8,cached=28k");
+    CHECK(c.ragged());
+    CHECK(c.batch == 8);  // from q
+    REQUIRE(c.groups.size() == 1);
+    CHECK(c.groups[0].q_len == 4096);
+    CHECK(c.groups[0].count == 8);
+    CHECK(c.groups[0].cached == 28672);
+    CHECK(c.context_lens() == std::vector<int>(8, 28672 + 4096));  // cached + the new tokens
+    CHECK(c.q_lens() == std::vector<int>(8, 4096));
+    CHECK(c.query_tokens() == 8 * 4096);
+    CHECK(c.q_text() == "4kx8");
+    CHECK(c.cached_text() == "28k");
+    CHECK(c.shape_text() == "ragged h32/8 d128 p16 q=4kx8 cached=28k bf16 blocks_heads");
+    // q and output of every query token, K and V of every context token.
+    CHECK(c.bytes() == 8ll * 32768 * 8 * 128 * 2 * 2 + 2 * 8ll * 4096 * 32 * 128 * 2);
+    // Causal work: token i of a sequence sits at 28672 + i and sees 28673 + i keys.
+    const double keys = 8 * (4096.0 * 28673 + 4095.0 * 4096 / 2);
+    CHECK(c.causal_flops() == doctest::Approx(4.0 * 128 * 32 * keys));
+
+    const BenchCase m = parse_case_string("q_heads=32,kv_heads=8,head_dim=128,q=2048+1x127,cached=0+4095");
+    CHECK(m.batch == 128);
+    REQUIRE(m.groups.size() == 2);
+    CHECK(m.context_lens()[0] == 2048);
+    CHECK(m.context_lens()[1] == 4096);
+    CHECK(m.context_lens()[127] == 4096);
+    CHECK(m.query_tokens() == 2048 + 127);
+    CHECK(m.q_text() == "2k+1x127");
+    CHECK(m.cached_text() == "0+4095");
+    CHECK(m.name == "rg_h32x8_d128_p16_q2k+1x127_c0+4095_bf16");
+
+    // cached defaults to 0; a window bounds the visible keys.
+    const BenchCase small = parse_case_string("q_heads=2,kv_heads=1,head_dim=64,q=4,cached=2");
+    CHECK(small.context_lens() == std::vector<int>{6});
+    CHECK(small.causal_flops() == doctest::Approx(4.0 * 64 * 2 * (3 + 4 + 5 + 6)));
+    CHECK(parse_case_string("q_heads=2,kv_heads=1,head_dim=64,q=3x2").context_lens() == std::vector<int>{3, 3});
+    const BenchCase win = parse_case_string("q_heads=2,kv_heads=1,head_dim=64,q=4,cached=2,window=2");
+    CHECK(win.causal_flops() == doctest::Approx(4.0 * 64 * 2 * 8));
+    // A decode case: one query token per sequence, as before.
+    const BenchCase dec = parse_case_string(kBase);
+    CHECK(!dec.ragged());
+    CHECK(dec.query_tokens() == 2);
+    CHECK(dec.q_lens() == std::vector<int>{1, 1});
+  }
+
+  TEST_CASE("bench --case: a bad ragged field is named and pointed at") {
+    const std::string heads = "q_heads=8,kv_heads=2,head_dim=64,";
+    struct Bad {
+      std::string text, field, at;
+    };
+    const std::vector<Bad> bad = {
+        {heads + "q=4096x", "q", "q=4096x"},
+        {heads + "q=0", "q", "q=0"},
+        {heads + "q=1++2", "q", "q=1++2"},
+        {heads + "q=abc", "q", "q=abc"},
+        {heads + "q=2x100000", "q", "q=2x100000"},
+        {heads + "q=4,cached=1+2", "cached", "cached=1+2"},
+        {heads + "q=4,cached=-1", "cached", "cached=-1"},
+        {heads + "q=4,ctx=5", "ctx", "ctx=5"},
+        {heads + "q=4,q_len=2", "q_len", "q_len=2"},
+        {heads + "q=2x3,batch=4", "batch", "batch=4"},
+        {heads + "ctx=5,batch=1,cached=5", "cached", "cached=5"},
+    };
+    for (const Bad& x : bad) {
+      CAPTURE(x.text);
+      const CaseError e = case_error(x.text);
+      CHECK(e.field() == x.field);
+      CHECK(pointed(x.text, e) == x.at);
+    }
+    const CaseError missing = case_error("q_heads=8,kv_heads=2,q=4");
+    CHECK(missing.field() == "head_dim");
+  }
+
+  TEST_CASE("bench cases file: ragged cases, q and cached as lists") {
+    const std::string json = R"({
+      "dtype": "bf16",
+      "cases": [
+        {"name": "list", "q_heads": 8, "kv_heads": 2, "head_dim": 64, "q": [16, 1, 1], "cached": [0, 99, 99]},
+        {"name": "spec", "q_heads": 8, "kv_heads": 2, "head_dim": 64, "q": "16+1x2", "cached": "0+99"},
+        {"name": "one", "q_heads": 8, "kv_heads": 2, "head_dim": 64, "q": 4096, "cached": "4k"}
+      ]})";
+    const auto cases = parse_cases_json(json, "test.json");
+    REQUIRE(cases.size() == 3);
+    CHECK(cases[0].context_lens() == std::vector<int>{16, 100, 100});
+    CHECK(cases[0].context_lens() == cases[1].context_lens());
+    CHECK(cases[0].q_lens() == cases[1].q_lens());
+    CHECK(cases[0].groups.size() == 3);
+    CHECK(cases[1].groups.size() == 2);
+    CHECK(cases[2].context_lens() == std::vector<int>{8192});
+    const CaseError e = file_error(
+        R"({"cases": [{"name": "x", "q_heads": 8, "kv_heads": 2, "head_dim": 64, "q": [4, 4], "cached": [1, 2, 3]}]})");
+    CHECK(e.field() == "cached");
+    CHECK(std::string(e.what()).find("\"x\"") != std::string::npos);
+
+#ifdef PAGEDJIT_BENCH_DIR
+    // The shipped file: the issue's prefill, shape and mixed cases, all ragged.
+    const auto shipped = load_cases_file(std::string(PAGEDJIT_BENCH_DIR) + "/cases-ragged.json");
+    std::vector<std::string> names;
+    for (const BenchCase& c : shipped) {
+      CHECK(c.ragged());
+      names.push_back(c.name);
+    }
+    for (const char* n : {"pf_b1_c0", "pf_b1_c4k", "pf_b1_c28k", "pf_b8_c0", "pf_b8_c4k", "pf_b8_c28k", "pf_d64_b1_c4k",
+                          "pf_d256_b1_c4k", "pf_g1_b1_c4k", "pf_g7_b1_c4k", "mix_c0_127d"})
+      CHECK_MESSAGE(std::find(names.begin(), names.end(), n) != names.end(), n);
+    const auto pf = select_cases(shipped, "pf_b8_c28k,mix_c0_127d");
+    CHECK(pf[0].batch == 8);
+    CHECK(pf[0].context_lens()[7] == 28 * 1024 + 4096);
+    CHECK(pf[0].dtype == DType::bf16);
+    CHECK(pf[0].page_size == 16);
+    CHECK(pf[1].groups.size() == 2);
+    CHECK(pf[1].query_tokens() == 2048 + 127);
+    CHECK(pf[1].context_lens()[1] == 4096);
+#endif
+  }
+
   TEST_CASE("bench peers: milliseconds become fractions of this run's read bandwidth") {
     // Two cases: uniform lengths (compared by time) and explicit lengths (only
     // through the peer's own token count, or a fraction of copy).
@@ -388,6 +505,85 @@ TEST_SUITE("cpu") {
       CHECK(b.status == 2);
       CHECK(b.out.find("--specialize") != std::string::npos);
     }
+  }
+
+  TEST_CASE("pagedjit-bench: --list of the ragged cases, no GPU") {
+    const pjtest::RunResult r = pjtest::run_command(
+        fmt::format("'{}' --list --cases '{}/cases-ragged.json' 2>&1", PAGEDJIT_BENCH_TOOL, PAGEDJIT_BENCH_DIR));
+    CAPTURE(r.out);
+    CHECK(r.status == 0);
+    CHECK(r.out.find("pf_b8_c28k") != std::string::npos);
+    CHECK(r.out.find("ragged h32/8 d128 p16 q=4kx8 cached=28k bf16") != std::string::npos);
+    CHECK(r.out.find("mix_c0_127d") != std::string::npos);
+    const pjtest::RunResult spec = pjtest::run_command(fmt::format(
+        "'{}' --list --case 'name=m,q_heads=4,kv_heads=4,head_dim=64,q=8+1x3,cached=0+7' 2>&1", PAGEDJIT_BENCH_TOOL));
+    CAPTURE(spec.out);
+    CHECK(spec.status == 0);
+    CHECK(spec.out.find("query tokens 11") != std::string::npos);
+    const pjtest::RunResult bad = pjtest::run_command(
+        fmt::format("'{}' --list --case 'q_heads=4,kv_heads=4,head_dim=64,q=8+' 2>&1", PAGEDJIT_BENCH_TOOL));
+    CHECK(bad.status == 2);
+    CHECK(bad.out.find("^") != std::string::npos);
+    const pjtest::RunResult help = pjtest::run_command(fmt::format("'{}' --help", PAGEDJIT_BENCH_TOOL));
+    CHECK(help.out.find("--ragged-decode") != std::string::npos);
+    CHECK(help.out.find("--gemm-ceiling") != std::string::npos);
+  }
+
+  TEST_CASE("pagedjit-bench: the ragged tables from a run's JSON (rg/pa, TFLOP/s, /gemm, 1/split)") {
+    const pjtest::TempDir dir("pj-bench-ragged");
+    Json run;
+    run["version"] = "test";
+    run["gpu"] = Json{{"name", "Test GPU"}};
+    run["bandwidth"] = Json{{"copy_GBps", 3000.0}, {"read_GBps", 3300.0}};
+    run["settings"] = Json{{"reps", 200}, {"read_floor", false}, {"gemm_ceiling_TFLOPs", 800.0}};
+    const Json ok_check{{"rel_l2", 2e-3}, {"pass", true}};
+    Json dec{{"name", "dec"},     {"bytes", 6e8},
+             {"kv_bytes", 6e8},   {"error", nullptr},
+             {"time_ms", 0.2},    {"GBps", 3000.0},
+             {"frac_copy", 1.0},  {"frac_read", 0.9},
+             {"check", ok_check}, {"l2", Json{{"mode", "rotate"}, {"sets", 1}}}};
+    dec["ragged_decode"] =
+        Json{{"error", nullptr}, {"time_ms", 0.203}, {"paged_ms", 0.2}, {"ratio", 1.015}, {"check", ok_check}};
+    Json bad = dec;
+    bad["name"] = "bad";
+    bad["ragged_decode"]["check"] = Json{{"rel_l2", 0.5}, {"pass", false}};
+    run["cases"] = Json::array({dec, bad});
+    Json pf{{"name", "pf"},      {"error", nullptr},  {"time_ms", 2.0},
+            {"TFLOPs", 400.0},   {"frac_gemm", 0.5},  {"GBps", 100.0},
+            {"frac_read", 0.03}, {"check", ok_check}, {"l2", Json{{"mode", "flush"}}}};
+    Json mix = pf;
+    mix["name"] = "mix";
+    mix["split"] = Json{{"sum_ms", 2.5}, {"ratio", 0.8}, {"check", ok_check}};
+    run["ragged"] = Json::array({pf, mix});
+    const std::string file = dir / "run.json";
+    pjtest::write_file(file, run.dump());
+    const pjtest::RunResult r =
+        pjtest::run_command(fmt::format("'{}' --svg-from-json '{}' 2>&1", PAGEDJIT_BENCH_TOOL, file));
+    CAPTURE(r.out);
+    CHECK(r.status == 0);
+    CHECK(r.out.find("rg/pa: geomean") != std::string::npos);
+    CHECK(r.out.find("800 TFLOP/s bf16 GEMM ceiling") != std::string::npos);
+    std::vector<std::string> pf_row, mix_row, dec_row;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream words(line);
+      std::vector<std::string> v;
+      for (std::string w; words >> w;) v.push_back(w);
+      if (v.empty()) continue;
+      if (v[0] == "pf") pf_row = v;
+      if (v[0] == "mix") mix_row = v;
+      if (v[0] == "dec") dec_row = v;  // the last "dec" line: the ragged-decode table's
+    }
+    REQUIRE(pf_row.size() >= 9);
+    CHECK(pf_row[2] == "400.0");  // TFLOP/s
+    CHECK(pf_row[3] == "0.500");  // /gemm
+    CHECK(pf_row[6] == "-");      // no split
+    REQUIRE(mix_row.size() >= 9);
+    CHECK(mix_row[6] == "2.5000");
+    CHECK(mix_row[7] == "0.800");
+    REQUIRE(dec_row.size() >= 5);
+    CHECK(dec_row[3] == "1.015");
+    CHECK(r.out.find("1 case(s) FAILED") != std::string::npos);  // "bad": the ragged call's check failed
   }
 
   // The table's row of `name` (or its header line, name "case"), split at white space.

@@ -11,6 +11,7 @@
 #include "pagedjit/driver.hpp"
 #include "pagedjit/errors.hpp"
 #include "pagedjit/testing.hpp"
+#include "ragged_bench.hpp"
 
 namespace pjbench {
 namespace {
@@ -159,7 +160,9 @@ std::int64_t problem_alloc_bytes(const BenchCase& c) {
   const std::int64_t es = std::int64_t(pagedjit::dtype_size(c.dtype));
   const std::int64_t kv =
       2 * pages * c.page_size * c.kv_heads * c.head_dim * std::int64_t(pagedjit::dtype_size(c.kv_dtype));
-  const std::int64_t qo = 2 * std::int64_t(c.batch) * c.q_len * c.q_heads * c.head_dim * es;
+  // Query and output; a ragged case has its packed ones besides the decode problem's.
+  const std::int64_t rows = std::int64_t(c.batch) * c.q_len + (c.ragged() ? c.query_tokens() : 0);
+  const std::int64_t qo = 2 * rows * c.q_heads * c.head_dim * es;
   return kv + qo + std::int64_t(c.batch) * 4 * (1 + pages) + (1 << 20);
 }
 
@@ -210,7 +213,15 @@ Json case_config_json(const BenchCase& c) {
          {"seed", c.seed}};
   j["window"] = c.window ? Json(*c.window) : Json();
   j["soft_cap"] = c.soft_cap ? Json(*c.soft_cap) : Json();
-  if (c.ctx.kind != ContextSpec::Kind::fixed) j["context_lens"] = c.context_lens();
+  if (c.ctx.kind != ContextSpec::Kind::fixed && !c.ragged()) j["context_lens"] = c.context_lens();
+  if (c.ragged()) {
+    j["q"] = c.q_text();
+    j["cached"] = c.cached_text();
+    Json groups = Json::array();
+    for (const RaggedGroup& g : c.groups)
+      groups.push_back(Json{{"q_len", g.q_len}, {"count", g.count}, {"cached", g.cached}});
+    j["groups"] = groups;
+  }
   return j;
 }
 
@@ -291,6 +302,9 @@ Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw,
     row["GBps"] = gbps;
     row["frac_copy"] = gbps / bw.copy_GBps;
     row["frac_read"] = gbps / bw.read_GBps;
+    if (s.ragged_decode)
+      row["ragged_decode"] =
+          time_decode_as_ragged(engine, c, sets, opts, seqs, st.median, warmup, s.reps, between, stream);
     if (read_floor) {
       // The same bytes read by pj_bench_read, timed the same way: n regions in
       // turn where the case rotates n sets, the same flush where it flushes.

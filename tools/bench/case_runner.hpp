@@ -26,6 +26,8 @@ struct RunSettings {
   int max_sets = 16;                               // input sets before falling back to flushing
   std::int64_t memory_budget = 36ll * 1000000000;  // GPU bytes all sets of a case may take
   bool read_floor = true;                          // the same-size read per case (off: --no-read-floor)
+  bool ragged_decode = false;                      // --ragged-decode: decode cases also through ragged_paged_attention
+  double gemm_ceiling_tflops = 790;  // --gemm-ceiling: the bf16 dense GEMM rate ragged cases are a fraction of
 };
 
 // How a case keeps its timings out of L2: rotate between `sets` input sets
@@ -65,6 +67,8 @@ ReadFloor make_read_floor(const HelperKernels& kernels, const pagedjit::DeviceIn
                           const std::vector<BenchCase>& cases, const RunSettings& s);
 
 // Runs the case; never throws for an engine error (the row gets "error").
+// With s.ragged_decode, the row also gets "ragged_decode": the same problem
+// sets through ragged_paged_attention (ragged_bench.hpp).
 // With `read_floor`, the row also gets the case's same-size read ("read_same_size",
 // "read_same_size_ms", "frac_read_same_size" =
 // that / the case's median ms).

@@ -25,6 +25,7 @@
 #include "gpu_info.hpp"
 #include "pagedjit/pagedjit.hpp"
 #include "peers.hpp"
+#include "ragged_bench.hpp"
 #include "report.hpp"
 #include "small_calls.hpp"
 #include "svg_chart.hpp"
@@ -58,6 +59,12 @@ cases:
                         dtype(bf16|fp16|fp32) layout(blocks_heads|heads_blocks|blocks_tokens)
                         window soft_cap splits(0 = engine) seed kv_dtype(= dtype for now)
                       with --case, the file's cases run only when --cases is given
+                      ragged cases (Engine::ragged_paged_attention; bench/cases-ragged.json):
+                        q=Q|QxN[+...] (groups of N sequences of Q new tokens, packed
+                        in order) and cached=C|C+C... (tokens cached before the step,
+                        one value or one per group) instead of batch, ctx and q_len,
+                        e.g. name=pf,q_heads=32,kv_heads=8,head_dim=128,q=4096x8,cached=4k
+                        or q=2048+1x127,cached=0+4095 (a chunk and 127 decodes)
   --only NAME[,NAME]  run only these cases
   --list              print the selected cases and exit (no GPU needed)
 
@@ -72,6 +79,13 @@ timing:
                       launch per event pair, the case's L2 rotation or flush),
                       best of its grids; /rd@sz = its ms / the case's ms. One
                       buffer, sized for the largest case ("-" if it does not fit)
+  --ragged-decode     also time every decode case's own inputs through
+                      Engine::ragged_paged_attention (the query as packed rows,
+                      query_start 0, q_len, 2 q_len, ...), checked like the case:
+                      column rg/pa = ragged ms / paged_attention ms (target <= 1.02)
+  --gemm-ceiling T    the bf16 dense GEMM rate, TFLOP/s, that ragged cases are
+                      a fraction of (default 790: an H100 SXM's measured cuBLAS
+                      rate, taken as a constant, not measured by this run)
   --no-small          skip the small-call section
   --no-append         skip the append_kv measurement (4096 new tokens x 8 KV
                       heads x d128 bf16 into a page-16 cache, GB/s and the
@@ -205,6 +219,10 @@ Options parse_options(int argc, char** argv) {
       o.settings.l2 = m == "auto" ? L2Mode::automatic : m == "rotate" ? L2Mode::rotate : L2Mode::flush;
     } else if (a == "--no-read-floor") {
       o.settings.read_floor = false;
+    } else if (a == "--ragged-decode") {
+      o.settings.ragged_decode = true;
+    } else if (a == "--gemm-ceiling") {
+      o.settings.gemm_ceiling_tflops = cli.number(1, 1e6);
     } else if (a == "--no-small") {
       o.small = false;
     } else if (a == "--no-append") {
@@ -346,6 +364,53 @@ std::string plan_text(const Json& row) {
   return s;
 }
 
+std::string rel_err_text(const Json& check) {
+  return check.contains("rel_l2") && check["rel_l2"].is_number() ? fmt::format("{:.1e}", check["rel_l2"].get<double>())
+                                                                 : std::string("NaN");
+}
+
+// The progress lines of a ragged case; false when it failed.
+bool print_ragged_row(const Json& row) {
+  if (!row["error"].is_null()) {
+    fmt::print("  ERROR {}\n", row["error"].get<std::string>());
+    return false;
+  }
+  const Json& ck = row["check"];
+  bool ok = ck["pass"].get<bool>();
+  fmt::print(
+      "  {:.4f} ms, {:.1f} TFLOP/s = {:.3f} of the GEMM ceiling, {:.1f} GB/s = {:.3f} of read; rel err {} {}{}; {}\n",
+      row["time_ms"].get<double>(), row["TFLOPs"].get<double>(), row["frac_gemm"].get<double>(),
+      row["GBps"].get<double>(), row["frac_read"].get<double>(), rel_err_text(ck), ok ? "ok" : "FAIL",
+      ck["nonfinite_anywhere"].get<std::int64_t>() ? " (unwritten rows)" : "", row["l2"]["text"].get<std::string>());
+  fmt::print("  plan: {}\n", row["launch"]["describe"].get<std::string>());
+  if (row.contains("split")) {
+    const Json& sp = row["split"];
+    const bool split_ok = sp["check"]["pass"].get<bool>();
+    ok = ok && split_ok;
+    std::string parts;
+    for (const Json& call : sp["calls"])
+      parts += fmt::format("{}{} {:.4f} ms", parts.empty() ? "" : " + ", call["group"].get<std::string>(),
+                           call["time_ms"].get<double>());
+    fmt::print("  one call per group: {} = {:.4f} ms; one call / that = {:.3f}; rel err {} {}\n", parts,
+               sp["sum_ms"].get<double>(), sp["ratio"].get<double>(), rel_err_text(sp["check"]),
+               split_ok ? "ok" : "FAIL");
+  }
+  return ok;
+}
+
+// The progress line of --ragged-decode; false when it failed.
+bool print_ragged_decode(const Json& rd) {
+  if (!rd["error"].is_null()) {
+    fmt::print("  through ragged_paged_attention: ERROR {}\n", rd["error"].get<std::string>());
+    return false;
+  }
+  const bool ok = rd["check"]["pass"].get<bool>();
+  fmt::print("  through ragged_paged_attention: {:.4f} ms = {:.3f} x paged_attention; rel err {} {}; {}\n",
+             rd["time_ms"].get<double>(), rd["ratio"].get<double>(), rel_err_text(rd["check"]), ok ? "ok" : "FAIL",
+             rd["launch"]["describe"].get<std::string>());
+  return ok;
+}
+
 // --compare-heuristic: the heuristic-only run of a case next to the profile run.
 Json compare_row(const Json& profile_row, const Json& h) {
   Json c;
@@ -466,11 +531,17 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
                          {"device_schedule", !o.host_schedule},
                          {"specialize", specialization_name(o.specialize)},
                          {"compare_heuristic", o.compare_heuristic},
-                         {"read_floor", o.settings.read_floor}};
+                         {"read_floor", o.settings.read_floor},
+                         {"ragged_decode", o.settings.ragged_decode},
+                         {"gemm_ceiling_TFLOPs", o.settings.gemm_ceiling_tflops},
+                         {"gemm_ceiling_source", "constant (--gemm-ceiling), not measured by this run"}};
   // The same-size read of every case: one buffer for the largest, freed after the cases.
   std::unique_ptr<ReadFloor> read_floor;
-  if (o.settings.read_floor) {
-    read_floor = std::make_unique<ReadFloor>(make_read_floor(kernels, dev, cases, o.settings));
+  std::vector<BenchCase> decode_cases;  // ragged cases have no same-size read
+  for (const BenchCase& c : cases)
+    if (!c.ragged()) decode_cases.push_back(c);
+  if (o.settings.read_floor && !decode_cases.empty()) {
+    read_floor = std::make_unique<ReadFloor>(make_read_floor(kernels, dev, decode_cases, o.settings));
     if (read_floor->error.empty())
       fmt::print("same-size read floor: {:.2f} GB buffer for the largest case\n", double(read_floor->buf.size()) / 1e9);
     else
@@ -483,6 +554,16 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
   run["cases"] = Json::array();
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const BenchCase& c = cases[i];
+    if (c.ragged()) {
+      fmt::print("[{}/{}] {}: {} ({} query tokens, {:.1f} TFLOP causal) ...\n", i + 1, cases.size(), c.name,
+                 c.shape_text(), c.query_tokens(), c.causal_flops() / 1e12);
+      std::fflush(stdout);
+      const Json row = run_ragged_case(engine, c, bw, o.settings, stream);
+      if (!run.contains("ragged")) run["ragged"] = Json::array();
+      run["ragged"].push_back(row);
+      if (!print_ragged_row(row)) status = 1;
+      continue;
+    }
     fmt::print("[{}/{}] {}: {} ({:.0f} MB to read) ...\n", i + 1, cases.size(), c.name, c.shape_text(),
                double(c.bytes()) / 1e6);
     std::fflush(stdout);
@@ -508,6 +589,7 @@ int run_benchmark(const Options& o, const std::vector<BenchCase>& cases, const J
           fmt::print("  same-size read: - ({})\n", rs.value("error", std::string("?")));
       }
       fmt::print("  plan: {}\n", plan_text(row));
+      if (row.contains("ragged_decode") && !print_ragged_decode(row["ragged_decode"])) status = 1;
     }
     if (heuristic) {
       const Json h = run_case(*heuristic, c, bw, o.settings, stream);
@@ -555,8 +637,12 @@ int main(int argc, char** argv) {
   const std::vector<BenchCase> cases = o.threads ? std::vector<BenchCase>() : select(o);
   if (o.list) {
     for (const BenchCase& c : cases)
-      fmt::print("{:<20} {}  tokens {}  {:.0f} MB to read  ({})\n", c.name, c.shape_text(), c.tokens(),
-                 double(c.bytes()) / 1e6, c.origin);
+      if (c.ragged())
+        fmt::print("{:<20} {}  query tokens {}  context tokens {}  {:.2f} TFLOP causal  ({})\n", c.name, c.shape_text(),
+                   c.query_tokens(), c.tokens(), c.causal_flops() / 1e12, c.origin);
+      else
+        fmt::print("{:<20} {}  tokens {}  {:.0f} MB to read  ({})\n", c.name, c.shape_text(), c.tokens(),
+                   double(c.bytes()) / 1e6, c.origin);
     return 0;
   }
   if (pagedjit::device_count() == 0) {

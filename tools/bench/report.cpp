@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -96,6 +97,96 @@ std::string compile_text(const Json& sc) {
       o += fmt::format("    first GPU call after the warm load: ERROR {}\n", str(g, "error"));
     else
       o += fmt::format("    module load on the GPU: {}\n", str(g, "note", "not measured"));
+  }
+  return o;
+}
+
+std::string rel_err(const Json& r, int& failures) {
+  if (!r.contains("check") || !r["check"].is_object()) return "-";
+  const Json& c = r["check"];
+  std::string err =
+      c.contains("rel_l2") && c["rel_l2"].is_number() ? fmt::format("{:.1e}", c["rel_l2"].get<double>()) : "NaN";
+  if (!c.value("pass", false)) {
+    err += "!";
+    ++failures;
+  }
+  return err;
+}
+
+// --ragged-decode: each decode case's inputs through ragged_paged_attention.
+std::string ragged_decode_text(const Json& cases, int& failures) {
+  std::size_t w = 4;
+  bool any = false;
+  for (const Json& r : cases)
+    if (r.contains("ragged_decode")) {
+      any = true;
+      w = std::max(w, str(r, "name").size());
+    }
+  if (!any) return "";
+  std::string o = fmt::format(
+      "\ndecode cases through Engine::ragged_paged_attention (--ragged-decode: the same inputs, the query as packed "
+      "rows; rg/pa = ragged ms / paged_attention ms, target <= 1.02)\n{:<{}}  {:>9}  {:>9}  {:>6}  {:>8}  plan\n",
+      "case", w, "paged ms", "ragged ms", "rg/pa", "rel err");
+  double log_sum = 0, worst = 0;
+  int n = 0, within = 0;
+  std::string worst_name;
+  for (const Json& r : cases) {
+    if (!r.contains("ragged_decode")) continue;
+    const Json& rd = r["ragged_decode"];
+    if (rd.contains("error") && rd["error"].is_string()) {
+      o += fmt::format("{:<{}}  ERROR {}\n", str(r, "name"), w, str(rd, "error"));
+      ++failures;
+      continue;
+    }
+    const double ratio = num(rd, "ratio");
+    log_sum += std::log(ratio);
+    ++n;
+    within += ratio <= 1.02;
+    if (ratio > worst) worst = ratio, worst_name = str(r, "name");
+    o += fmt::format("{:<{}}  {:9.4f}  {:9.4f}  {:6.3f}  {:>8}  {}\n", str(r, "name"), w, num(rd, "paged_ms"),
+                     num(rd, "time_ms"), ratio, rel_err(rd, failures),
+                     rd.contains("launch") ? str(rd["launch"], "describe") : "");
+  }
+  if (n)
+    o += fmt::format("rg/pa: geomean {:.3f}, worst {:.3f} ({}); {} of {} cases within 1.02\n", std::exp(log_sum / n),
+                     worst, worst_name, within, n);
+  return o;
+}
+
+// Ragged cases (bench/cases-ragged.json).
+std::string ragged_text(const Json& run, int& failures) {
+  const Json& rows = run["ragged"];
+  const double ceiling = run.contains("settings") ? num(run["settings"], "gemm_ceiling_TFLOPs", 790) : 790;
+  std::size_t w = 4;
+  for (const Json& r : rows) w = std::max(w, str(r, "name").size());
+  std::string o = fmt::format(
+      "\nragged cases (Engine::ragged_paged_attention): TFLOP/s of the causal work (4 x head_dim x visible keys over "
+      "query tokens and heads); /gemm = of a {:.0f} TFLOP/s bf16 GEMM ceiling (a constant, --gemm-ceiling); "
+      "1/split = one call's ms / the sum of one call per group (mixed target <= 0.95)\n",
+      ceiling);
+  o += fmt::format("{:<{}}  {:>9}  {:>7}  {:>5}  {:>7}  {:>5}  {:>9}  {:>7}  {:>8}  {:<5}  plan\n", "case", w, "ms",
+                   "TFLOP/s", "/gemm", "GB/s", "/read", "split ms", "1/split", "rel err", "L2");
+  for (const Json& r : rows) {
+    const std::string name = str(r, "name");
+    if (r.contains("error") && !r["error"].is_null()) {
+      o += fmt::format("{:<{}}  ERROR {}\n", name, w, str(r, "error"));
+      ++failures;
+      continue;
+    }
+    std::string err = rel_err(r, failures), split_ms = "-", ratio = "-";
+    if (r.contains("split")) {
+      const Json& sp = r["split"];
+      split_ms = fmt::format("{:.4f}", num(sp, "sum_ms"));
+      ratio = fmt::format("{:.3f}", num(sp, "ratio"));
+      const std::string split_err = rel_err(sp, failures);
+      if (!split_err.empty() && split_err.back() == '!') err += " split" + split_err;
+    }
+    std::string l2 = "?";
+    if (r.contains("l2"))
+      l2 = str(r["l2"], "mode") == "flush" ? "flush" : fmt::format("rot{}", r["l2"].value("sets", 1));
+    o += fmt::format("{:<{}}  {:9.4f}  {:7.1f}  {:5.3f}  {:7.1f}  {:5.3f}  {:>9}  {:>7}  {:>8}  {:<5}  {}\n", name, w,
+                     num(r, "time_ms"), num(r, "TFLOPs"), num(r, "frac_gemm"), num(r, "GBps"), num(r, "frac_read"),
+                     split_ms, ratio, err, l2, r.contains("launch") ? str(r["launch"], "describe") : "");
   }
   return o;
 }
@@ -261,6 +352,8 @@ std::string format_report(const Json& run) {
       o += "*: some peers' timings of that case are not comparable (other lengths: give \"tokens\" in the peers file) "
            "and were left out, so the ratio may be against a peer that is not the best; see the JSON\n";
   }
+  o += ragged_decode_text(cases, failures);
+  if (run.contains("ragged") && run["ragged"].is_array()) o += ragged_text(run, failures);
   if (failures) o += fmt::format("{} case(s) FAILED (error, or rel err over tolerance: marked !)\n", failures);
   if (run.contains("small_calls")) o += small_calls_text(run["small_calls"]);
   return o;

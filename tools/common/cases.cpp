@@ -23,7 +23,7 @@ using pagedjit::DType;
 constexpr const char* kFields[] = {"name",    "batch", "q_heads",  "kv_heads", "head_dim", "page_size",
                                    "ctx",     "dtype", "kv_dtype", "layout",   "window",   "soft_cap",
                                    "splits",  "seed",  "tile",     "warps",    "stages",   "chunk",
-                                   "max_ctx", "dv",    "q_len",    "waves"};
+                                   "max_ctx", "dv",    "q_len",    "waves",    "q",        "cached"};
 
 bool known_field(const std::string& k) {
   return std::find(std::begin(kFields), std::end(kFields), k) != std::end(kFields);
@@ -70,6 +70,49 @@ int parse_i32(const std::string& field, const std::string& v, int min, Span at) 
   return int(parse_int(field, v, min, std::numeric_limits<int>::max(), at));
 }
 
+// Limits of a ragged case: a query of at most 1M tokens per sequence, 64k
+// sequences, 1G cached tokens (contexts stay int32).
+constexpr std::int64_t kMaxRaggedQ = 1 << 20, kMaxRaggedSeqs = 1 << 16, kMaxCached = 1 << 30;
+
+std::vector<std::string> split_plus(const std::string& v) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t end = v.find('+', start);
+    out.push_back(v.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) return out;
+    start = end + 1;
+  }
+}
+
+// q: '+'-separated groups "Q" (one sequence of Q new tokens) or "QxN" (N of them).
+std::vector<RaggedGroup> parse_q_spec(const std::string& v, Span at) {
+  std::vector<RaggedGroup> groups;
+  std::int64_t seqs = 0;
+  for (const std::string& term : split_plus(v)) {
+    if (term.empty())
+      fail("q", fmt::format("expected groups Q or QxN joined by '+' (e.g. 4096x8, 2048+1x127), got \"{}\"", v), at);
+    RaggedGroup g;
+    const std::size_t x = term.find_first_of("xX");
+    g.q_len = int(parse_int("q", term.substr(0, x), 1, kMaxRaggedQ, at));
+    if (x != std::string::npos) g.count = int(parse_int("q", term.substr(x + 1), 1, kMaxRaggedSeqs, at));
+    seqs += g.count;
+    if (seqs > kMaxRaggedSeqs) fail("q", fmt::format("more than {} sequences in \"{}\"", kMaxRaggedSeqs, v), at);
+    groups.push_back(g);
+  }
+  return groups;
+}
+
+std::vector<int> parse_cached_spec(const std::string& v, Span at) {
+  std::vector<int> out;
+  for (const std::string& term : split_plus(v)) out.push_back(int(parse_int("cached", term, 0, kMaxCached, at)));
+  return out;
+}
+
+std::string k_text(std::int64_t n) {
+  return n >= 1024 && n % 1024 == 0 ? fmt::format("{}k", n / 1024) : std::to_string(n);
+}
+
 // One case being built: the fields seen and where they were.
 struct Builder {
   BenchCase c;
@@ -77,6 +120,7 @@ struct Builder {
   std::optional<DType> kv_dtype;
   Span kv_dtype_at;
   bool batch_set = false;
+  std::vector<int> cached;  // ragged: tokens cached before the step, one value or one per group
 
   void set(const std::string& key, const std::string& v, Span at) {
     if (!known_field(key)) fail(key, fmt::format("unknown field (known: {})", field_list()), at);
@@ -170,6 +214,10 @@ struct Builder {
       c.q_len = int(parse_int(key, v, 1, 8, at));
     } else if (key == "max_ctx") {
       c.max_ctx = parse_int(key, v, 1, std::numeric_limits<int>::max(), at);
+    } else if (key == "q") {
+      c.groups = parse_q_spec(v, at);
+    } else if (key == "cached") {
+      cached = parse_cached_spec(v, at);
     } else if (key == "seed") {
       c.seed = std::uint64_t(parse_int(key, v, 0, std::numeric_limits<std::int64_t>::max(), at));
     }
@@ -192,12 +240,39 @@ struct Builder {
       auto it = seen.find(f);
       return it == seen.end() ? whole : it->second;
     };
+    if (c.ragged()) {
+      // A ragged case: q and cached give the batch and the contexts.
+      for (const char* f : {"ctx", "q_len"})
+        if (seen.count(f))
+          fail(f, "not with q (a ragged case: q gives the new tokens, cached the tokens before them)", where(f));
+      for (const char* f : {"q_heads", "kv_heads", "head_dim"})
+        if (!seen.count(f)) fail(f, "missing (required: q_heads, kv_heads, head_dim, q)", whole);
+      if (cached.empty()) cached = {0};
+      if (cached.size() != 1 && cached.size() != c.groups.size())
+        fail("cached",
+             fmt::format("expected one value or one per group of q ({}), got {}", c.groups.size(), cached.size()),
+             where("cached"));
+      std::vector<int> lens;
+      for (std::size_t g = 0; g < c.groups.size(); ++g) {
+        c.groups[g].cached = cached[cached.size() == 1 ? 0 : g];
+        lens.insert(lens.end(), std::size_t(c.groups[g].count), c.groups[g].cached + c.groups[g].q_len);
+      }
+      if (batch_set && std::size_t(c.batch) != lens.size())
+        fail("batch", fmt::format("q has {} sequences, batch says {}", lens.size(), c.batch), where("batch"));
+      c.ctx.kind = ContextSpec::Kind::explicit_lengths;
+      c.ctx.lengths = lens;
+      c.ctx.value = 0;
+      c.batch = int(lens.size());
+      seen["ctx"] = where("q");
+    } else if (!cached.empty()) {
+      fail("cached", "only with q (a ragged case)", where("cached"));
+    }
     const bool lengths = c.ctx.kind == ContextSpec::Kind::explicit_lengths;
     for (const char* f : {"batch", "q_heads", "kv_heads", "head_dim", "ctx"}) {
       if (seen.count(f) || (lengths && std::string(f) == "batch")) continue;
       fail(f, "missing (required: batch, q_heads, kv_heads, head_dim, ctx)", whole);
     }
-    if (lengths) {
+    if (lengths && !c.ragged()) {
       if (batch_set && std::size_t(c.batch) != c.ctx.lengths.size())
         fail("ctx", fmt::format("{} lengths given for batch {}", c.ctx.lengths.size(), c.batch), where("ctx"));
       c.batch = int(c.ctx.lengths.size());
@@ -211,6 +286,9 @@ struct Builder {
            fmt::format("the query's dtype, or e4m3/e5m2 with an fp16/bf16 query ({} vs {})",
                        pagedjit::dtype_name(c.kv_dtype), pagedjit::dtype_name(c.dtype)),
            kv_dtype_at);
+    if (c.name.empty() && c.ragged())
+      c.name = fmt::format("rg_h{}x{}_d{}_p{}_q{}_c{}_{}", c.q_heads, c.kv_heads, c.head_dim, c.page_size, c.q_text(),
+                           c.cached_text(), pagedjit::dtype_name(c.dtype));
     if (c.name.empty())
       c.name = fmt::format("b{}_h{}x{}_d{}_p{}_c{}_{}", c.batch, c.q_heads, c.kv_heads, c.head_dim, c.page_size,
                            c.ctx.kind == ContextSpec::Kind::uniform_random ? "var" + std::to_string(c.ctx.value)
@@ -284,8 +362,50 @@ std::int64_t BenchCase::kv_bytes() const {
 }
 
 std::int64_t BenchCase::bytes() const {
-  const std::int64_t qo = std::int64_t(batch) * q_len * q_heads * head_dim * std::int64_t(pagedjit::dtype_size(dtype));
+  const std::int64_t qo = query_tokens() * q_heads * head_dim * std::int64_t(pagedjit::dtype_size(dtype));
   return kv_bytes() + 2 * qo;
+}
+
+std::vector<int> BenchCase::q_lens() const {
+  if (!ragged()) return std::vector<int>(std::size_t(batch), q_len);
+  std::vector<int> out;
+  for (const RaggedGroup& g : groups) out.insert(out.end(), std::size_t(g.count), g.q_len);
+  return out;
+}
+
+std::int64_t BenchCase::query_tokens() const {
+  std::int64_t t = 0;
+  for (int q : q_lens()) t += q;
+  return t;
+}
+
+double BenchCase::causal_flops() const {
+  const std::vector<int> lens = context_lens(), qs = q_lens();
+  double keys = 0;
+  for (std::size_t s = 0; s < lens.size() && s < qs.size(); ++s)
+    for (std::int64_t i = 0; i < qs[s]; ++i) {
+      const std::int64_t p = std::int64_t(lens[s]) - qs[s] + i;  // the token's position
+      keys += double(window ? std::min<std::int64_t>(p + 1, *window) : std::max<std::int64_t>(p + 1, 0));
+    }
+  return 4.0 * head_dim * q_heads * keys;
+}
+
+std::string BenchCase::q_text() const {
+  if (!ragged()) return q_len == 1 ? std::to_string(batch) : fmt::format("{}x{}", q_len, batch);
+  std::string s;
+  for (const RaggedGroup& g : groups)
+    s += (s.empty() ? "" : "+") + (g.count == 1 ? k_text(g.q_len) : fmt::format("{}x{}", k_text(g.q_len), g.count));
+  return s;
+}
+
+std::string BenchCase::cached_text() const {
+  bool same = true;
+  for (const RaggedGroup& g : groups) same = same && g.cached == groups.front().cached;
+  if (groups.empty()) return "0";
+  if (same) return k_text(groups.front().cached);
+  std::string s;
+  for (const RaggedGroup& g : groups) s += (s.empty() ? "" : "+") + k_text(g.cached);
+  return s;
 }
 
 pagedjit::PagedAttentionOptions BenchCase::options() const {
@@ -316,6 +436,15 @@ pagedjit::testing::ProblemConfig BenchCase::problem(int set) const {
 }
 
 std::string BenchCase::shape_text() const {
+  if (ragged()) {
+    std::string r = fmt::format("ragged h{}/{} d{} p{} q={} cached={} {} {}", q_heads, kv_heads, head_dim, page_size,
+                                q_text(), cached_text(), pagedjit::dtype_name(dtype), pagedjit::layout_name(layout));
+    if (kv_dtype != dtype) r += fmt::format(" kv={}", pagedjit::dtype_name(kv_dtype));
+    if (window) r += fmt::format(" window={}", *window);
+    if (soft_cap) r += fmt::format(" soft_cap={}", *soft_cap);
+    if (max_ctx) r += fmt::format(" max_ctx={}", *max_ctx);
+    return r;
+  }
   std::string s = fmt::format("b{} h{}/{} d{} p{} ctx={} {} {}", batch, q_heads, kv_heads, head_dim, page_size,
                               ctx.describe(), pagedjit::dtype_name(dtype), pagedjit::layout_name(layout));
   if (kv_dtype != dtype) s += fmt::format(" kv={}", pagedjit::dtype_name(kv_dtype));
@@ -408,6 +537,13 @@ std::vector<BenchCase> parse_cases_json(const std::string& text, const std::stri
                              o.dump()),
                  {});
           }
+          continue;
+        }
+        if ((it.key() == "q" || it.key() == "cached") && it.value().is_array()) {
+          // A list per sequence (q) or per group (cached): the '+' form.
+          std::string joined;
+          for (const auto& x : it.value()) joined += (joined.empty() ? "" : "+") + json_scalar(it.key(), x, {});
+          b.set(it.key(), joined, Span{});
           continue;
         }
         b.set(it.key(), json_scalar(it.key(), it.value(), Span{}), Span{});

@@ -1,5 +1,5 @@
-// Benchmark cases: the cases file (bench/cases.json) and the compact
-// command-line form `name=x,batch=8,q_heads=40,kv_heads=8,head_dim=128,...`.
+// Benchmark cases: the cases files (bench/cases.json, bench/cases-ragged.json)
+// and the compact command-line form `name=x,batch=8,q_heads=40,kv_heads=8,head_dim=128,...`.
 // CPU only: the unit tests compile this file too.
 #pragma once
 #include <cstddef>
@@ -41,6 +41,13 @@ struct ContextSpec {
   std::string describe() const;  // "4096", "var:8192", "lengths[64]"
 };
 
+// One group of a ragged case's sequences (fields q and cached): `count`
+// sequences, each with `q_len` new tokens on top of `cached` tokens already in
+// the cache, so a context length of cached + q_len.
+struct RaggedGroup {
+  int q_len = 1, count = 1, cached = 0;
+};
+
 struct BenchCase {
   std::string name;
   int batch = 0, q_heads = 0, kv_heads = 0, head_dim = 0, page_size = 16;
@@ -56,12 +63,25 @@ struct BenchCase {
   std::optional<std::int64_t> max_ctx;  // options.max_context_len hint
   std::uint64_t seed = 1;               // data, page order and random lengths
   std::string origin;                   // where the case came from ("--case", a file name)
+  // A ragged case (run through ragged_paged_attention, tools/bench/ragged_bench.hpp):
+  // the groups of sequences in packed order; ctx then holds every sequence's
+  // context (cached + q_len) and batch their number. Empty: a decode case.
+  std::vector<RaggedGroup> groups;
+
+  bool ragged() const { return !groups.empty(); }
+  std::vector<int> q_lens() const;    // new tokens per sequence (q_len each for a decode case)
+  std::int64_t query_tokens() const;  // query rows: batch x q_len, or the sum of q_lens
+  // Causal attention work: 4 x head_dim x visible keys, summed over query
+  // tokens and heads (a token at position p sees p + 1 keys, or the window).
+  double causal_flops() const;
+  std::string q_text() const;       // "4096x8", "2048+1x127"
+  std::string cached_text() const;  // "28672", or one per group "0+4095"
 
   std::vector<int> context_lens() const;
   std::int64_t tokens() const;       // sum of context lengths
   std::int64_t tokens_read() const;  // sum of min(length, window): what a call must read
   // Bytes a call must move, per BENCHMARK.md: K and V of every token read,
-  // plus q and output.
+  // plus q and output (query_tokens() rows of each).
   std::int64_t kv_bytes() const;
   std::int64_t bytes() const;
   bool uniform_lengths() const { return ctx.kind == ContextSpec::Kind::fixed; }
