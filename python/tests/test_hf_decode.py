@@ -1,6 +1,7 @@
-"""examples/python/hf_decode.py as a test: transformers' Llama, Qwen2 and Gemma-2 architectures decoding with
-pagedjit attention over a paged cache against transformers' own attention (skips visibly without a GPU, torch
-or transformers)."""
+"""examples/python/hf_decode.py as a test: transformers' Llama, Qwen2 and Gemma-2 architectures with pagedjit as
+their whole attention (append_kv and ragged_paged_attention over a paged cache: a ragged prefill, a step mixing a
+decode with a prompt chunk, greedy decoding) against transformers' own attention (skips visibly without a GPU,
+torch or transformers)."""
 import os
 import subprocess
 import sys
