@@ -10,8 +10,10 @@
 #   scripts/gpu_evidence.sh decode   decode bench: device schedule against the host schedule (public,
 #                                    ragged and uniform-twin cases), the host schedule with global
 #                                    merges, Nsight Compute on two cases, the small calls
-#   scripts/gpu_evidence.sh ragged   ragged/prefill/mixed/append bench, the specialization variants,
-#                                    host cost with 16 threads
+#   scripts/gpu_evidence.sh ragged   ragged/prefill/mixed/append bench, decode through the ragged
+#                                    entry point against paged_attention, host cost with 16 threads
+#   scripts/gpu_evidence.sh specialize  page size, group and split count compiled in, against run-time
+#                                    values (scripts/specialize_sweep.sh, one round; run it twice)
 #
 # Environment: OUT (default /tmp/pagedjit-evidence). Every step has its own
 # time limit, so a hang costs that step only.
@@ -80,14 +82,23 @@ case "$part" in
     echo "=== small calls"; sed -n '/small/,$p' "$OUT/small.log" | head -30
     ;;
   ragged)
-    step ragged 200 "$B" --cases bench/cases-ragged.json --reps 50 --warmup 5 --no-small --json "$OUT/ragged.json"
+    step ragged 330 "$B" --cases bench/cases.json --cases bench/cases-ragged.json --ragged-decode --reps 100 \
+      --warmup 10 --no-small --json "$OUT/ragged.json"
     step threads 90 "$B" --threads 16 --json "$OUT/threads.json"
     echo "=== gpu"; cat "$OUT/gpu.txt"
-    echo "=== ragged"; tail -40 "$OUT/ragged.log"
+    echo "=== ragged"; tail -60 "$OUT/ragged.log"
     echo "=== threads"; tail -12 "$OUT/threads.log"
     ;;
+  specialize)
+    export FIRST_ROUND=${FIRST_ROUND:-1} ROUNDS=1
+    step sweep 480 scripts/specialize_sweep.sh "$OUT/spec-runs"
+    step table 30 python3 scripts/compare_specialize.py "$OUT/spec-runs"
+    echo "=== gpu"; cat "$OUT/gpu.txt"
+    tail -5 "$OUT/sweep.log"
+    cat "$OUT/table.log"
+    ;;
   *)
-    echo "usage: $0 tests|decode|ragged" >&2
+    echo "usage: $0 tests|decode|ragged|specialize" >&2
     exit 2
     ;;
 esac
