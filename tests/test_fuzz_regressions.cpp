@@ -128,6 +128,9 @@ TEST_SUITE("cpu") {
     SUBCASE("profile") {
       replay("fuzz_profile", pjfuzz::profile_one);
     }
+    SUBCASE("ragged step and append through the C API") {
+      replay("fuzz_ragged", pjfuzz::ragged_one);
+    }
   }
 
   TEST_CASE("fuzz regression: a TensorView rank outside [0, 4] is refused, not read past the arrays") {
