@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "../tools/common/cases.hpp"
+#include "append_problem.hpp"
+#include "attention/append.hpp"
 #include "attention/planner.hpp"
 #include "attention/validate.hpp"
 #include "disk_entry.hpp"
@@ -223,6 +225,43 @@ TEST_SUITE("cpu") {
     }
     std::error_code ec;
     fs::remove_all(dir, ec);
+  }
+
+  // ---- bugs fuzz_ragged found in append_kv, fixed ----
+
+  TEST_CASE("fuzz: fixed validation bug: append caches at different addresses sharing elements were accepted") {
+    // append_validate.cpp refused only key_cache.data == value_cache.data, so two caches interleaved wrongly in
+    // one buffer (another page stride, or a value cache a row off) had both writes land on the same elements.
+    // Corpus: regress-append-caches-sharing-elements (page strides 64644 and 65536, 131072 bytes apart).
+    pjtest::HostAppend h(pjtest::AppendConfig{});  // bf16 [blocks, 2 heads, 16 slots, 64] caches
+    const AppendKvArgs base = h.host_args();
+    const std::int64_t block = base.key_cache.strides[0], blocks = base.key_cache.shape[0];
+    std::vector<std::uint16_t> buffer(std::size_t(2 * block * blocks + 4096));
+    // The value cache `offset` elements after the key cache, with page strides of two blocks (+ `v_extra`).
+    const auto interleaved = [&](std::int64_t offset, std::int64_t v_extra) {
+      AppendKvArgs a = base;
+      a.key_cache.data = buffer.data();
+      a.value_cache.data = buffer.data() + offset;
+      a.key_cache.strides[0] = 2 * block;
+      a.value_cache.strides[0] = 2 * block + v_extra;
+      return a;
+    };
+    CHECK_NOTHROW(attention::validate_append(interleaved(block, 0)));  // [blocks, 2, heads, slots, dim]: fine
+    for (const auto& [offset, v_extra] : {std::pair<std::int64_t, std::int64_t>{64, 0},  // one slot off
+                                          {8, 0},                                        // 16 bytes off
+                                          {block + 64, 0},
+                                          {block, -8},  // the value cache's pages drift into the key cache's
+                                          {block / 2, block / 2}}) {
+      CAPTURE(offset);
+      CAPTURE(v_extra);
+      try {
+        attention::validate_append(interleaved(offset, v_extra));
+        FAIL("accepted caches sharing elements");
+      } catch (const InvalidArgument& e) {
+        CHECK(e.argument() == "value_cache");
+        CHECK(std::string(e.what()).find("sharing no element with key_cache") != std::string::npos);
+      }
+    }
   }
 
   // ---- bugs found in the planner and the bench parser, fixed ----

@@ -143,7 +143,7 @@ void memory(const AppendKvArgs& a) {
     read.push_back({x.name, begin, begin + std::uint64_t(view_bytes(*x.view, x.name)), false});
   }
   // The two caches may interleave in one buffer (their ranges overlap), but
-  // must not be the same elements.
+  // must not share an element.
   if (a.key_cache.data == a.value_cache.data)
     throw InvalidArgument("value_cache", "memory apart from key_cache (the same address would get both writes)",
                           fmt::format("{} for both", a.key_cache.data));
@@ -154,6 +154,7 @@ void memory(const AppendKvArgs& a) {
     ranges.push_back({x.name, begin, begin + std::uint64_t(view_bytes(*x.view, x.name)), true});
     expect_disjoint(ranges);
   }
+  expect_no_shared_elements(a.key_cache, "key_cache", a.value_cache, "value_cache");
 }
 
 }  // namespace
