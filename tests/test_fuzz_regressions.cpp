@@ -264,6 +264,26 @@ TEST_SUITE("cpu") {
     }
   }
 
+  TEST_CASE("fuzz: fixed validation bug: append checked the caches' self-overlap before their extent") {
+    // append_validate.cpp memory(): expect_no_self_overlap ran before view_bytes, multiplying a head stride of
+    // 2^62 by 7 (8 KV heads) in int64 (UBSan: signed overflow). Corpus: regress-append-cache-stride-overflow.
+    pjtest::AppendConfig c;
+    c.num_kv_heads = 8;
+    pjtest::HostAppend h(c);
+    for (const std::int64_t stride : {std::int64_t(1) << 62, std::int64_t(1) << 61, kI64Max / 8 * 8}) {
+      CAPTURE(stride);
+      AppendKvArgs a = h.host_args();
+      a.key_cache.strides[1] = a.value_cache.strides[1] = stride;
+      try {
+        attention::validate_append(a);
+        FAIL("accepted a cache extent past 64 bits");
+      } catch (const InvalidArgument& e) {
+        CHECK(e.argument() == "key_cache");
+        CHECK(std::string(e.what()).find("extent fits in 64 bits") != std::string::npos);
+      }
+    }
+  }
+
   // ---- bugs found in the planner and the bench parser, fixed ----
 
   TEST_CASE("fuzz: fixed planner bug: kernel_config.chunk_tokens near 2^31 overflows rounding to the tile") {
