@@ -441,8 +441,9 @@ ProblemShape validate_ragged(const RaggedAttentionArgs& r, const PagedAttentionO
   s.ragged = true;
   s.total_tokens = s.num_seqs;
   if (r.context_lens.rank != 1) throw InvalidArgument("context_lens", "rank 1 [num_seqs]", r.context_lens.describe());
-  if (r.context_lens.shape[0] > 65535)
-    throw InvalidArgument("context_lens", "num_seqs <= 65535", std::to_string(r.context_lens.shape[0]));
+  // (A negative size would pass every check that compares it, and skip the memory checks.)
+  if (r.context_lens.shape[0] < 0 || r.context_lens.shape[0] > 65535)
+    throw InvalidArgument("context_lens", "num_seqs in [0, 65535]", std::to_string(r.context_lens.shape[0]));
   s.num_seqs = int(r.context_lens.shape[0]);
   if (r.max_query_len < 0 || r.max_query_len > s.total_tokens)
     throw InvalidArgument("max_query_len", fmt::format("0 (total_tokens) or 1..{} (total_tokens)", s.total_tokens),
