@@ -284,6 +284,31 @@ TEST_SUITE("cpu") {
     }
   }
 
+  TEST_CASE("fuzz: fixed launch bug: append's int row index passed 2^31 near 2^31 tokens") {
+    // append.cpp append_launch: rows per CTA = 256 / (head_dim * size / 16), 21 for bf16 head_dim 96; with
+    // 2^31 - 1 tokens the last CTA's blockIdx.x * 21 + threadIdx.y reached 2147483666 in the kernel's int (a
+    // negative row read keys before their start). Corpus: regress-append-row-index-past-int.
+    pjtest::HostAppend h(pjtest::AppendConfig{});
+    const AppendKvArgs a = h.host_args();
+    for (const int head_dim : {96, 48, 80, 112, 208, 512, 16}) {
+      for (const std::int64_t tokens :
+           {kI32Max, kI32Max - 20, kI32Max - 255, std::int64_t(1) << 30, std::int64_t(1000), std::int64_t(1)}) {
+        CAPTURE(head_dim);
+        CAPTURE(tokens);
+        attention::AppendShape s;
+        s.total_tokens = tokens;
+        s.num_seqs = 3, s.num_kv_heads = 2, s.head_dim = head_dim;
+        s.page_size = 16, s.num_blocks = 8, s.max_blocks = 4;
+        const attention::AppendLaunch l = attention::append_launch(a, s);
+        const std::int64_t rows = l.block[1];
+        CHECK(std::int64_t(l.block[0]) * 16 == std::int64_t(head_dim) * 2);  // a thread per 16 bytes of a row
+        CHECK(std::int64_t(l.grid[0]) * rows >= tokens);                     // every row
+        CHECK(std::int64_t(l.grid[0]) * rows - 1 <= kI32Max);                // in int
+        if (tokens == 1000) CHECK(rows == 256 / (head_dim / 8));             // as before away from 2^31
+      }
+    }
+  }
+
   // ---- bugs found in the planner and the bench parser, fixed ----
 
   TEST_CASE("fuzz: fixed planner bug: kernel_config.chunk_tokens near 2^31 overflows rounding to the tile") {
