@@ -104,9 +104,14 @@ void damage(Bytes& in, pagedjit_tensor& t) {
     case 1:
       t.rank = int(in.u8() % 7) - 1;
       break;
-    case 2:
-      t.shape[in.u8() % 4] = in.flag() ? any_i64(in) : t.shape[in.u8() % 4] + (in.flag() ? 1 : -1);
+    case 2: {  // anything, or one more or less than another axis (wrapping); the bytes in the order C++17 took them
+      const std::int64_t v =
+          in.flag()
+              ? any_i64(in)
+              : std::int64_t(std::uint64_t(t.shape[in.u8() % 4]) + (in.flag() ? std::uint64_t(1) : ~std::uint64_t(0)));
+      t.shape[in.u8() % 4] = v;
       break;
+    }
     case 3:
       t.strides[in.u8() % 4] = any_i64(in);
       break;
