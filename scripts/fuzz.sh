@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
 if [ $# -gt 0 ]; then shift; fi
-all=(fuzz_validate fuzz_views fuzz_disk_cache fuzz_case_string fuzz_profile)
+all=(fuzz_validate fuzz_views fuzz_disk_cache fuzz_case_string fuzz_profile fuzz_ragged)
 targets=("${@:-${all[@]}}")
 
 have_header() { for d in /usr/include /usr/local/include; do [ -f "$d/$1" ] && return 0; done; return 1; }

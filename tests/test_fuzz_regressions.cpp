@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "../tools/common/cases.hpp"
+#include "append_problem.hpp"
+#include "attention/append.hpp"
 #include "attention/planner.hpp"
 #include "attention/validate.hpp"
 #include "disk_entry.hpp"
@@ -128,6 +130,9 @@ TEST_SUITE("cpu") {
     SUBCASE("profile") {
       replay("fuzz_profile", pjfuzz::profile_one);
     }
+    SUBCASE("ragged step and append through the C API") {
+      replay("fuzz_ragged", pjfuzz::ragged_one);
+    }
   }
 
   TEST_CASE("fuzz regression: a TensorView rank outside [0, 4] is refused, not read past the arrays") {
@@ -220,6 +225,88 @@ TEST_SUITE("cpu") {
     }
     std::error_code ec;
     fs::remove_all(dir, ec);
+  }
+
+  // ---- bugs fuzz_ragged found in append_kv, fixed ----
+
+  TEST_CASE("fuzz: fixed validation bug: append caches at different addresses sharing elements were accepted") {
+    // append_validate.cpp refused only key_cache.data == value_cache.data, so two caches interleaved wrongly in
+    // one buffer (another page stride, or a value cache a row off) had both writes land on the same elements.
+    // Corpus: regress-append-caches-sharing-elements (page strides 64644 and 65536, 131072 bytes apart).
+    pjtest::HostAppend h(pjtest::AppendConfig{});  // bf16 [blocks, 2 heads, 16 slots, 64] caches
+    const AppendKvArgs base = h.host_args();
+    const std::int64_t block = base.key_cache.strides[0], blocks = base.key_cache.shape[0];
+    std::vector<std::uint16_t> buffer(std::size_t(2 * block * blocks + 4096));
+    // The value cache `offset` elements after the key cache, with page strides of two blocks (+ `v_extra`).
+    const auto interleaved = [&](std::int64_t offset, std::int64_t v_extra) {
+      AppendKvArgs a = base;
+      a.key_cache.data = buffer.data();
+      a.value_cache.data = buffer.data() + offset;
+      a.key_cache.strides[0] = 2 * block;
+      a.value_cache.strides[0] = 2 * block + v_extra;
+      return a;
+    };
+    CHECK_NOTHROW(attention::validate_append(interleaved(block, 0)));  // [blocks, 2, heads, slots, dim]: fine
+    for (const auto& [offset, v_extra] : {std::pair<std::int64_t, std::int64_t>{64, 0},  // one slot off
+                                          {8, 0},                                        // 16 bytes off
+                                          {block + 64, 0},
+                                          {block, -8},  // the value cache's pages drift into the key cache's
+                                          {block / 2, block / 2}}) {
+      CAPTURE(offset);
+      CAPTURE(v_extra);
+      try {
+        attention::validate_append(interleaved(offset, v_extra));
+        FAIL("accepted caches sharing elements");
+      } catch (const InvalidArgument& e) {
+        CHECK(e.argument() == "value_cache");
+        CHECK(std::string(e.what()).find("sharing no element with key_cache") != std::string::npos);
+      }
+    }
+  }
+
+  TEST_CASE("fuzz: fixed validation bug: append checked the caches' self-overlap before their extent") {
+    // append_validate.cpp memory(): expect_no_self_overlap ran before view_bytes, multiplying a head stride of
+    // 2^62 by 7 (8 KV heads) in int64 (UBSan: signed overflow). Corpus: regress-append-cache-stride-overflow.
+    pjtest::AppendConfig c;
+    c.num_kv_heads = 8;
+    pjtest::HostAppend h(c);
+    for (const std::int64_t stride : {std::int64_t(1) << 62, std::int64_t(1) << 61, kI64Max / 8 * 8}) {
+      CAPTURE(stride);
+      AppendKvArgs a = h.host_args();
+      a.key_cache.strides[1] = a.value_cache.strides[1] = stride;
+      try {
+        attention::validate_append(a);
+        FAIL("accepted a cache extent past 64 bits");
+      } catch (const InvalidArgument& e) {
+        CHECK(e.argument() == "key_cache");
+        CHECK(std::string(e.what()).find("extent fits in 64 bits") != std::string::npos);
+      }
+    }
+  }
+
+  TEST_CASE("fuzz: fixed launch bug: append's int row index passed 2^31 near 2^31 tokens") {
+    // append.cpp append_launch: rows per CTA = 256 / (head_dim * size / 16), 21 for bf16 head_dim 96; with
+    // 2^31 - 1 tokens the last CTA's blockIdx.x * 21 + threadIdx.y reached 2147483666 in the kernel's int (a
+    // negative row read keys before their start). Corpus: regress-append-row-index-past-int.
+    pjtest::HostAppend h(pjtest::AppendConfig{});
+    const AppendKvArgs a = h.host_args();
+    for (const int head_dim : {96, 48, 80, 112, 208, 512, 16}) {
+      for (const std::int64_t tokens :
+           {kI32Max, kI32Max - 20, kI32Max - 255, std::int64_t(1) << 30, std::int64_t(1000), std::int64_t(1)}) {
+        CAPTURE(head_dim);
+        CAPTURE(tokens);
+        attention::AppendShape s;
+        s.total_tokens = tokens;
+        s.num_seqs = 3, s.num_kv_heads = 2, s.head_dim = head_dim;
+        s.page_size = 16, s.num_blocks = 8, s.max_blocks = 4;
+        const attention::AppendLaunch l = attention::append_launch(a, s);
+        const std::int64_t rows = l.block[1];
+        CHECK(std::int64_t(l.block[0]) * 16 == std::int64_t(head_dim) * 2);  // a thread per 16 bytes of a row
+        CHECK(std::int64_t(l.grid[0]) * rows >= tokens);                     // every row
+        CHECK(std::int64_t(l.grid[0]) * rows - 1 <= kI32Max);                // in int
+        if (tokens == 1000) CHECK(rows == 256 / (head_dim / 8));             // as before away from 2^31
+      }
+    }
   }
 
   // ---- bugs found in the planner and the bench parser, fixed ----

@@ -113,6 +113,22 @@ TEST_SUITE("cpu") {
     expect_error<InvalidArgument>([](auto&, auto& a, auto&) { a.context_lens.dtype = DType::f32; }, "context_lens");
   }
 
+  TEST_CASE("fuzz: fixed validation bug: a negative num_seqs (context_lens' size) was accepted") {
+    // fuzz_ragged, corpus regress-ragged-negative-num-seqs: context_lens [-1094795586], block_tables of as many
+    // rows and query_start of one more passed every comparison with num_seqs, and "num_seqs > 0" skipped the memory
+    // checks; the call was accepted, to be planned with a negative grid.
+    for (const std::int64_t n :
+         {std::int64_t(-1), std::int64_t(-2), std::int64_t(-1094795586), std::int64_t(1) << 40}) {
+      CAPTURE(n);
+      expect_error<InvalidArgument>(
+          [n](auto&, auto& a, auto&) {
+            a.context_lens.shape[0] = a.block_tables.shape[0] = n;
+            a.query_start.shape[0] = n + 1;
+          },
+          "context_lens");
+    }
+  }
+
   TEST_CASE("validate: sinks in paged_attention") {
     testing::HostProblem host(pjtest::small_problem_config());
     std::vector<float> sinks(8, 0.f);

@@ -46,6 +46,14 @@ std::string case_string_stats();
 // (e) The input as a tuned profile file (parse, round trip, lookups).
 void profile_one(const std::uint8_t* data, std::size_t size);
 std::string profile_stats();
+// (f) The ragged step's calls through the C API: pagedjit_validate_ragged and
+// pagedjit_validate_append on argument sets made and damaged as in (a'); an
+// accepted set must describe memory the kernels can touch without overflow,
+// misalignment or overlap (the caches of an append may interleave but share
+// no element), and an accepted ragged call must plan for an H100 (decode and
+// prefill) within the grid, shared memory and workspace limits.
+void ragged_one(const std::uint8_t* data, std::size_t size);
+std::string ragged_stats();
 
 // Reads little pieces of the input; zeros once it is exhausted.
 class Bytes {

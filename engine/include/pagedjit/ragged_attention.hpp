@@ -35,8 +35,10 @@ struct RaggedAttentionArgs {
   // has; later ones are skipped (their output rows are not written). Absent:
   // all of them. Lets one captured graph serve steps of fewer sequences.
   TensorView seq_count;
-  // Host hint, never read back from the device: the longest q_len of the
-  // call (0: total_tokens). A longer one is still attended in full.
+  // Host-side bound, never read back from the device: no sequence has more
+  // query tokens (0: total_tokens). It picks the kernel and sizes the grid;
+  // the decode kernel computes only the first max_query_len tokens of a
+  // longer sequence (the validation mode reports one).
   std::int64_t max_query_len = 0;
   // Optional scratch, as in PagedAttentionArgs (Engine::workspace_bytes).
   void* workspace = nullptr;

@@ -63,7 +63,12 @@ AppendLaunch append_launch(const AppendKvArgs& a, const AppendShape& s) {
   // One thread per 16 bytes of a cache row (at most 512 * 4 / 16 = 128), as
   // many rows as fill the CTA; no more rows than the call has.
   const int columns = s.head_dim * int(dtype_size(s.kv_dtype)) / 16;
-  const int rows = int(std::min<std::int64_t>(pj::kAppendThreads / columns, s.total_tokens));
+  int rows = int(std::min<std::int64_t>(pj::kAppendThreads / columns, s.total_tokens));
+  // The kernel's row index, blockIdx.x * rows + threadIdx.y, is an int: near
+  // 2^31 tokens, rows that do not divide 2^31 would take the last CTA's
+  // indices past it. A power of two does (total_tokens < 2^31: validated).
+  if ((s.total_tokens + rows - 1) / rows * rows - 1 > 0x7fffffff)
+    while ((rows & (rows - 1)) != 0) rows &= rows - 1;
   l.block = {unsigned(columns), unsigned(rows)};
   l.grid = {unsigned((s.total_tokens + rows - 1) / rows), unsigned(s.num_kv_heads)};
   return l;

@@ -143,17 +143,20 @@ void memory(const AppendKvArgs& a) {
     read.push_back({x.name, begin, begin + std::uint64_t(view_bytes(*x.view, x.name)), false});
   }
   // The two caches may interleave in one buffer (their ranges overlap), but
-  // must not be the same elements.
+  // must not share an element.
   if (a.key_cache.data == a.value_cache.data)
     throw InvalidArgument("value_cache", "memory apart from key_cache (the same address would get both writes)",
                           fmt::format("{} for both", a.key_cache.data));
   for (const Arg& x : outputs) {
-    expect_no_self_overlap(*x.view, x.name);
+    // view_bytes first: the overlap rule's arithmetic relies on the extent it checks.
     const auto begin = reinterpret_cast<std::uintptr_t>(x.view->data);
+    const std::int64_t bytes = view_bytes(*x.view, x.name);
+    expect_no_self_overlap(*x.view, x.name);
     std::vector<Range> ranges = read;
-    ranges.push_back({x.name, begin, begin + std::uint64_t(view_bytes(*x.view, x.name)), true});
+    ranges.push_back({x.name, begin, begin + std::uint64_t(bytes), true});
     expect_disjoint(ranges);
   }
+  expect_no_shared_elements(a.key_cache, "key_cache", a.value_cache, "value_cache");
 }
 
 }  // namespace

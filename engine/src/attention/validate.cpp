@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "attention/validate.hpp"
@@ -103,6 +105,31 @@ void expect_no_self_overlap(const TensorView& t, const char* name) {
     if (t.strides[i] < span)
       throw InvalidArgument(name, "strides under which no two elements share memory", t.describe());
     span = t.strides[i] * (t.shape[i] - 1) + span;
+  }
+}
+
+void expect_no_shared_elements(const TensorView& a, const char* a_name, const TensorView& b, const char* b_name) {
+  const auto a_begin = reinterpret_cast<std::uintptr_t>(a.data), b_begin = reinterpret_cast<std::uintptr_t>(b.data);
+  const auto a_end = a_begin + std::uint64_t(view_bytes(a, a_name)),
+             b_end = b_begin + std::uint64_t(view_bytes(b, b_name));
+  if (a_end == a_begin || b_end == b_begin || a_end <= b_begin || b_end <= a_begin) return;  // empty or apart
+  const std::string why = fmt::format("memory sharing no element with {} {} at {}", a_name, a.describe(), a.data);
+  const std::string got = fmt::format("{} at {}", b.describe(), b.data);
+  // The ranges overlap: both spans are below kMaxViewBytes, so is the distance.
+  const std::uint64_t distance = a_begin < b_begin ? b_begin - a_begin : a_begin - b_begin;
+  const std::uint64_t es = dtype_size(a.dtype);
+  if (b.rank != a.rank || b.dtype != a.dtype || distance % es != 0) throw InvalidArgument(b_name, why, got);
+  std::vector<std::pair<std::int64_t, std::int64_t>> axes = {{std::int64_t(distance / es), 2}};  // stride, size
+  for (int i = 0; i < a.rank; ++i) {
+    if (a.shape[i] != b.shape[i] || (a.shape[i] > 1 && a.strides[i] != b.strides[i]))
+      throw InvalidArgument(b_name, why + " (interleaved views need the same shape and strides)", got);
+    if (a.shape[i] > 1) axes.push_back({a.strides[i], a.shape[i]});
+  }
+  std::sort(axes.begin(), axes.end());
+  std::int64_t span = 1;  // elements the smaller axes cover (below 2^41: both views and their distance are)
+  for (const auto& [stride, size] : axes) {
+    if (stride < span) throw InvalidArgument(b_name, why, got);
+    span = stride * (size - 1) + span;
   }
 }
 
@@ -414,8 +441,9 @@ ProblemShape validate_ragged(const RaggedAttentionArgs& r, const PagedAttentionO
   s.ragged = true;
   s.total_tokens = s.num_seqs;
   if (r.context_lens.rank != 1) throw InvalidArgument("context_lens", "rank 1 [num_seqs]", r.context_lens.describe());
-  if (r.context_lens.shape[0] > 65535)
-    throw InvalidArgument("context_lens", "num_seqs <= 65535", std::to_string(r.context_lens.shape[0]));
+  // (A negative size would pass every check that compares it, and skip the memory checks.)
+  if (r.context_lens.shape[0] < 0 || r.context_lens.shape[0] > 65535)
+    throw InvalidArgument("context_lens", "num_seqs in [0, 65535]", std::to_string(r.context_lens.shape[0]));
   s.num_seqs = int(r.context_lens.shape[0]);
   if (r.max_query_len < 0 || r.max_query_len > s.total_tokens)
     throw InvalidArgument("max_query_len", fmt::format("0 (total_tokens) or 1..{} (total_tokens)", s.total_tokens),

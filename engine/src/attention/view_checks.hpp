@@ -27,6 +27,13 @@ void expect_vector_rows(const TensorView& t, const char* name);
 std::int64_t view_bytes(const TensorView& t, const char* name);
 // For a view the kernel writes: no two elements share memory.
 void expect_no_self_overlap(const TensorView& t, const char* name);
+// For two written views of one shape and dtype (each checked by
+// view_bytes and expect_no_self_overlap) that may interleave in one buffer:
+// no element of one shares memory with an element of the other. Views whose
+// byte ranges overlap must have the same strides and lie a whole number of
+// elements apart, and the pair, seen as one view with an extra axis of two
+// at that distance, must pass expect_no_self_overlap's rule.
+void expect_no_shared_elements(const TensorView& a, const char* a_name, const TensorView& b, const char* b_name);
 
 struct Range {
   const char* name;
