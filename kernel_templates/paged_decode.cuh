@@ -90,22 +90,23 @@ __device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, floa
   return acc;
 }
 
-// T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
-// PAGE_SHIFT, GROUP, SPLITS: launch values compiled in, or unset (read from
-// DecodeParams): pj::DecodeConsts.
+// The decode kernel's compile-time shape and its steps. T: the query's type;
+// KV: the cache's (T, or an fp8 format with T fp16/bf16). PAGE_SHIFT, GROUP,
+// SPLITS: launch values compiled in, or unset (read from DecodeParams):
+// pj::DecodeConsts.
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
           Schedule SCHEDULE, int PAGE_SHIFT, int GROUP, int SPLITS>
-__global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
+struct DecodeKernel {
   typedef typename T::storage S;
   typedef typename KV::storage KS;
-  constexpr bool FP8 = is_fp8<KV>::value;
-  constexpr int NT = WARPS * 32;
-  constexpr int DSPLIT = dim_split(TILE, WARPS);   // warp groups that split the output dims (pj_params.cuh)
-  constexpr int TOKEN_WARPS = WARPS / DSPLIT;      // warps that share out a tile's tokens
-  constexpr int WARP_TOKENS = TILE / TOKEN_WARPS;  // tokens per warp per tile
-  constexpr int WARP_DIMS = DV / DSPLIT;           // output dims per warp
-  constexpr bool CLUSTER = MERGE == Merge::cluster;
-  constexpr bool DEVICE_SCHEDULE = SCHEDULE == Schedule::device;
+  static constexpr bool FP8 = is_fp8<KV>::value;
+  static constexpr int NT = WARPS * 32;
+  static constexpr int DSPLIT = dim_split(TILE, WARPS);   // warp groups that split the output dims (pj_params.cuh)
+  static constexpr int TOKEN_WARPS = WARPS / DSPLIT;      // warps that share out a tile's tokens
+  static constexpr int WARP_TOKENS = TILE / TOKEN_WARPS;  // tokens per warp per tile
+  static constexpr int WARP_DIMS = DV / DSPLIT;           // output dims per warp
+  static constexpr bool CLUSTER = MERGE == Merge::cluster;
+  static constexpr bool DEVICE_SCHEDULE = SCHEDULE == Schedule::device;
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
   static_assert(HEAD_DIM <= kMaxHeadDim, "head dims up to kMaxHeadDim");
   static_assert(tile_shape_ok(TILE, WARPS), "each warp takes whole 16-token slices");
@@ -117,11 +118,36 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   static_assert(SPLITS == kUnsetSplits || (!DEVICE_SCHEDULE && (MERGE == Merge::none) == (SPLITS == 1)),
                 "a fixed split count: the host schedule's, 1 exactly when unmerged");
   typedef DecodeConsts<PAGE_SHIFT, GROUP, SPLITS> Consts;
-  constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
+  // The shared-memory layout (pj_params.cuh), a local constant in each step
+  // that needs it: as a static member its fields would be loads from a
+  // global that the compiler folds later, which changes the generated code.
+  static constexpr DecodeSmem smem_layout() {
+    return decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
+  }
   typedef typename conditional<
       FP8, Fp8MmaMath<KV, HEAD_DIM, WARP_DIMS>,
       typename conditional<MMA, MmaMath<T, HEAD_DIM, WARP_DIMS>, SimtMath<T, HEAD_DIM, WARP_DIMS>>::type>::type Math;
+};
 
+// One CTA per (KV head, row chunk, output-dim chunk) x sequence x partition.
+template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
+          Schedule SCHEDULE, int PAGE_SHIFT, int GROUP, int SPLITS>
+__global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
+  typedef DecodeKernel<T, KV, OUT, HEAD_DIM, DV, TILE, WARPS, STAGES, MMA, MERGE, SCHEDULE, PAGE_SHIFT, GROUP, SPLITS>
+      K;
+  typedef typename K::S S;
+  typedef typename K::KS KS;
+  constexpr bool FP8 = K::FP8;
+  constexpr int NT = K::NT;
+  constexpr int TOKEN_WARPS = K::TOKEN_WARPS;
+  constexpr int WARP_TOKENS = K::WARP_TOKENS;
+  constexpr int WARP_DIMS = K::WARP_DIMS;
+  constexpr int DSPLIT = K::DSPLIT;
+  constexpr bool CLUSTER = K::CLUSTER;
+  constexpr bool DEVICE_SCHEDULE = K::DEVICE_SCHEDULE;
+  typedef typename K::Consts Consts;
+  typedef typename K::Math Math;
+  constexpr DecodeSmem L = K::smem_layout();
   extern __shared__ __align__(16) char smem[];
   char* q_smem = smem;
   float* p_tiles = reinterpret_cast<float*>(smem + L.q_bytes);
