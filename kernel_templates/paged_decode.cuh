@@ -127,8 +127,82 @@ struct DecodeKernel {
   typedef typename conditional<
       FP8, Fp8MmaMath<KV, HEAD_DIM, WARP_DIMS>,
       typename conditional<MMA, MmaMath<T, HEAD_DIM, WARP_DIMS>, SimtMath<T, HEAD_DIM, WARP_DIMS>>::type>::type Math;
-};
 
+  // Where a thread works: its warp's share of each tile, and the CTA's KV
+  // head, row chunk and output-dim chunk (grid x).
+  struct Cta {
+    int tid, warp, lane;
+    int twarp, dpart;  // token slice and dim part of this warp
+    int dv_chunk, kvh;
+    int dv0, dv_len;  // the chunk's first dim and its real dims
+    int dw_len;       // this warp's real dims
+    int r0, grow0;    // first row: among the KV head's rows, and among the sequence's
+    // Rows are (query token, query head) pairs, token-major: row `row` of
+    // this CTA is query head head(row) of query token tok(row).
+    __device__ __forceinline__ int head(const DecodeParams& p, int row) const {
+      return kvh * Consts::group(p) + (r0 + row) % Consts::group(p);
+    }
+    __device__ __forceinline__ int tok(const DecodeParams& p, int row) const { return (r0 + row) / Consts::group(p); }
+  };
+
+  static __device__ __forceinline__ Cta coordinates(const DecodeParams& p) {
+    Cta c;
+    c.tid = threadIdx.x, c.warp = c.tid / 32, c.lane = c.tid % 32;
+    c.twarp = c.warp % TOKEN_WARPS, c.dpart = c.warp / TOKEN_WARPS;
+    // Output-dim chunks of one row chunk are adjacent: they read the same keys,
+    // so the second read mostly hits L2.
+    c.dv_chunk = blockIdx.x % p.dv_chunks;
+    const int row_chunk = (blockIdx.x / p.dv_chunks) % p.row_chunks;
+    c.kvh = blockIdx.x / (p.dv_chunks * p.row_chunks);
+    c.dv0 = c.dv_chunk * DV;
+    c.dv_len = min(DV, HEAD_DIM - c.dv0);
+    c.dw_len = DSPLIT == 1 ? c.dv_len : max(0, min(WARP_DIMS, c.dv_len - c.dpart * WARP_DIMS));
+    // Rows of this KV head: (query token, query head) pairs, token-major, so a
+    // sequence with fewer tokens than the call's bound q_len has its rows
+    // first; this CTA takes rows [r0, r0 + nrows).
+    // (Consts::group(p) and Consts::num_splits(p) are read where used, as
+    // p.group and p.num_splits were: unset, the kernel's code is unchanged.)
+    const int kv_rows = Consts::group(p) * p.q_len;
+    c.r0 = row_chunk * p.rows_per_cta;
+    c.grow0 = c.kvh * kv_rows + c.r0;
+    return c;
+  }
+
+  // This CTA's work: its sequence and partition, and its rows.
+  struct Work {
+    WorkItem item;         // the work item (host schedule: sequence, partition, length and query tokens)
+    int seq, split, slot;  // slot: the sequence's first partial slot (device schedule)
+    int q_len, q_first;    // the sequence's query tokens; packed row of token 0 (ragged)
+    int nrows;             // this CTA's rows: [r0, r0 + nrows) of its KV head
+  };
+
+  // Fills `w`; false: this CTA has nothing to do (and may leave before any
+  // barrier). Host schedule: grid y is the sequence, z the partition. Device
+  // schedule: grid y is a work item, planned here from the lengths
+  // (pj_schedule.cuh; `pipe` is its scratch shared memory).
+  static __device__ __forceinline__ bool plan(const DecodeParams& p, const Cta& c, char* pipe, Work& w) {
+    WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0, 0};
+    if constexpr (DEVICE_SCHEDULE) {
+      item = plan_work_item<NT, TILE, Consts>(p, blockIdx.y, pipe);
+      if (item.seq < 0) return false;
+    } else {
+      if (p.seq_count && item.seq >= active_seqs(p)) return false;
+      item.length = p.context_lens[item.seq];
+      item.q_len = min(query_rows(p, item.seq).len, p.q_len);
+    }
+    w.seq = item.seq;
+    w.split = item.part;
+    w.slot = item.slot;
+    w.q_len = item.q_len;
+    w.q_first = p.query_start ? query_rows(p, w.seq).first : 0;
+    // Every partition of this (sequence, row chunk) leaves alike, before any
+    // barrier or count, when its rows are past the sequence's tokens.
+    w.nrows = min(p.rows_per_cta, Consts::group(p) * w.q_len - c.r0);
+    if (w.nrows <= 0) return false;
+    w.item = item;
+    return true;
+  }
+};
 // One CTA per (KV head, row chunk, output-dim chunk) x sequence x partition.
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
           Schedule SCHEDULE, int PAGE_SHIFT, int GROUP, int SPLITS>
@@ -154,52 +228,21 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   int* ids_ring = reinterpret_cast<int*>(smem + L.q_bytes + L.ptile_bytes);
   char* pipe = smem + L.q_bytes + L.ptile_bytes + L.ids_bytes;
 
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int twarp = warp % TOKEN_WARPS, dpart = warp / TOKEN_WARPS;  // token slice and dim part of this warp
-  // Output-dim chunks of one row chunk are adjacent: they read the same keys,
-  // so the second read mostly hits L2.
-  const int dv_chunk = blockIdx.x % p.dv_chunks;
-  const int row_chunk = (blockIdx.x / p.dv_chunks) % p.row_chunks;
-  const int kvh = blockIdx.x / (p.dv_chunks * p.row_chunks);
-  const int dv0 = dv_chunk * DV;
-  const int dv_len = min(DV, HEAD_DIM - dv0);
-  // This warp's real dims.
-  const int dw_len = DSPLIT == 1 ? dv_len : max(0, min(WARP_DIMS, dv_len - dpart * WARP_DIMS));
-  // Rows of this KV head: (query token, query head) pairs, token-major, so a
-  // sequence with fewer tokens than the call's bound q_len has its rows
-  // first; this CTA takes rows [r0, r0 + nrows).
-  // (Consts::group(p) and Consts::num_splits(p) are read where used, as
-  // p.group and p.num_splits were: unset, the kernel's code is unchanged.)
-  const int kv_rows = Consts::group(p) * p.q_len;
-  const int r0 = row_chunk * p.rows_per_cta;
-  const int grow0 = kvh * kv_rows + r0;  // first row's index among the sequence's rows
-  auto head_of = [&](int row) { return kvh * Consts::group(p) + (r0 + row) % Consts::group(p); };
-  auto tok_of = [&](int row) { return (r0 + row) / Consts::group(p); };
+  const auto c = K::coordinates(p);
+  const int tid = c.tid, warp = c.warp, lane = c.lane, twarp = c.twarp, dpart = c.dpart;
+  const int dv_chunk = c.dv_chunk, kvh = c.kvh, dv0 = c.dv0, dv_len = c.dv_len, dw_len = c.dw_len;
+  const int r0 = c.r0, grow0 = c.grow0;
+  auto head_of = [&](int row) { return c.head(p, row); };
+  auto tok_of = [&](int row) { return c.tok(p, row); };
 
   // Every input may come from the previous kernel on the stream; this CTA is
   // resident by now, so a programmatic launch has already hidden its start.
   wait_prior_grids();
   allow_dependent_grids();
-  // Host schedule: grid y is the sequence, z the partition. Device schedule:
-  // grid y is a work item, planned here from the lengths (pj_schedule.cuh).
-  WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0, 0};
-  if constexpr (DEVICE_SCHEDULE) {
-    item = plan_work_item<NT, TILE, Consts>(p, blockIdx.y, pipe);
-    if (item.seq < 0) return;
-  } else {
-    if (p.seq_count && item.seq >= active_seqs(p)) return;
-    item.length = p.context_lens[item.seq];
-    item.q_len = min(query_rows(p, item.seq).len, p.q_len);
-  }
-  const int seq = item.seq;
-  const int split = item.part;
-  const int q_len = item.q_len;
-  const int q_first = p.query_start ? query_rows(p, seq).first : 0;  // packed row of token 0 (ragged)
-  // Every partition of this (sequence, row chunk) leaves alike, before any
-  // barrier or count, when its rows are past the sequence's tokens.
-  const int nrows = min(p.rows_per_cta, Consts::group(p) * q_len - r0);
-  if (nrows <= 0) return;
-  const SeqSpan sspan = seq_span<Consts>(p, item.length, q_len);
+  typename K::Work w;
+  if (!K::plan(p, c, pipe, w)) return;
+  const int seq = w.seq, split = w.split, q_len = w.q_len, q_first = w.q_first, nrows = w.nrows;
+  const SeqSpan sspan = seq_span<Consts>(p, w.item.length, q_len);
   const int len = sspan.len, start = sspan.start;
   const int last_common = len - q_len + 1;  // positions below it are seen by every token (window aside)
   // Partitions of this sequence: the work item's, a fixed length, or its span
@@ -207,11 +250,13 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // writes the output directly. Otherwise each writes an fp32 partial and the
   // last to finish merges them (no second launch).
   const int span = len - start;
-  const int per = DEVICE_SCHEDULE ? item.per
+  const int per = DEVICE_SCHEDULE ? w.item.per
                   : p.chunk_tokens > 0
                       ? p.chunk_tokens
                       : ((span + Consts::num_splits(p) - 1) / Consts::num_splits(p) + TILE - 1) / TILE * TILE;
-  const int active = span <= 0 ? 0 : DEVICE_SCHEDULE ? item.parts : min(Consts::num_splits(p), (span + per - 1) / per);
+  const int active = span <= 0         ? 0
+                     : DEVICE_SCHEDULE ? w.item.parts
+                                       : min(Consts::num_splits(p), (span + per - 1) / per);
   // An empty partition has nothing to do, except in a cluster: it stays for
   // the cluster's barriers (with no tiles: begin >= end below). Merge::none
   // kernels run with one partition (num_splits == 1), so active <= 1 there.
@@ -384,7 +429,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // A partial's index: host schedule [seq][row][split], device schedule
   // [slot][row] with the sequence's partitions in consecutive slots.
   auto partial = [&](int row, int sp) -> i64 {
-    if constexpr (DEVICE_SCHEDULE) return i64(item.slot + sp) * p.num_heads * p.q_len + grow0 + row;
+    if constexpr (DEVICE_SCHEDULE) return i64(w.slot + sp) * p.num_heads * p.q_len + grow0 + row;
     return (i64(seq) * p.num_heads * p.q_len + grow0 + row) * Consts::num_splits(p) + sp;
   };
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
