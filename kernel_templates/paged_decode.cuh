@@ -202,6 +202,65 @@ struct DecodeKernel {
     w.item = item;
     return true;
   }
+
+  // A partial's index: host schedule [seq][row][split], device schedule
+  // [slot][row] with the sequence's partitions in consecutive slots.
+  static __device__ __forceinline__ i64 partial(const DecodeParams& p, const Cta& c, const Work& w, int row, int sp) {
+    if constexpr (DEVICE_SCHEDULE) return i64(w.slot + sp) * p.num_heads * p.q_len + c.grow0 + row;
+    return (i64(w.seq) * p.num_heads * p.q_len + c.grow0 + row) * Consts::num_splits(p) + sp;
+  }
+
+  // Merge::cluster: cluster rank = split (cluster dims 1 x 1 x num_splits).
+  // Each CTA merges a slice of the rows' 4-dim groups from every partition's
+  // shared memory (c_o, c_lse: this CTA's result, [row][DV] and [row]) and
+  // writes the output.
+  static __device__ __forceinline__ void cluster_merge(const DecodeParams& p, const Cta& c, const Work& w, int active,
+                                                       const float* c_o, const float* c_lse) {
+    cluster_sync();
+    const u32 o_local = smem_addr(c_o), lse_local = smem_addr(c_lse);
+    for (int idx = w.split * NT + c.tid; idx < w.nrows * (c.dv_len / 4); idx += NT * Consts::num_splits(p)) {
+      const int row = idx / (c.dv_len / 4);
+      const int dl = (idx % (c.dv_len / 4)) * 4;
+      float lse2;
+      const float4 acc = merge_partials(
+          active, [&](int sp) { return ld_cluster_f32(cluster_addr(lse_local + u32(row * 4), u32(sp))); },
+          [&](int sp) { return ld_cluster_f32x4(cluster_addr(o_local + u32((row * DV + dl) * 4), u32(sp))); }, lse2);
+      write_output<OUT>(p, w.seq, c.head(p, row), w.q_first + c.tok(p, row), c.dv0 + dl, acc,
+                        c.dv_chunk == 0 && dl == 0, lse2);
+    }
+    cluster_sync();  // no CTA leaves while another reads its shared memory
+  }
+
+  // Merge::global with more than one partition: the last partition of this
+  // (sequence, head chunk, dim chunk) to finish merges all of them, in split
+  // order (deterministic whoever is last), and writes the output.
+  static __device__ __forceinline__ void merge_last_partition(const DecodeParams& p, const Cta& c, const Work& w,
+                                                              int active) {
+    __shared__ bool last;
+    __threadfence();  // this CTA's partials visible device-wide before the count
+    __syncthreads();
+    unsigned* counter = p.counters + i64(w.seq) * gridDim.x + blockIdx.x;
+    if (c.tid == 0) {
+      last = atomicAdd(counter, 1u) == unsigned(active - 1);
+      if (last) *counter = 0u;  // ready for the next call on the stream
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int idx = c.tid; idx < w.nrows * (c.dv_len / 4); idx += NT) {
+      const int row = idx / (c.dv_len / 4);
+      const int dl = (idx % (c.dv_len / 4)) * 4;
+      const int d = c.dv0 + dl;
+      float lse2;
+      const float4 acc = merge_partials(
+          active, [&](int sp) { return __ldcg(p.part_lse + partial(p, c, w, row, sp) * p.dv_chunks + c.dv_chunk); },
+          [&](int sp) {
+            return __ldcg(reinterpret_cast<const float4*>(p.part_o + partial(p, c, w, row, sp) * HEAD_DIM + d));
+          },
+          lse2);
+      write_output<OUT>(p, w.seq, c.head(p, row), w.q_first + c.tok(p, row), d, acc, c.dv_chunk == 0 && dl == 0, lse2);
+    }
+  }
 };
 // One CTA per (KV head, row chunk, output-dim chunk) x sequence x partition.
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
@@ -426,12 +485,6 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // This CTA's result for its cluster, after the warps' merge buffers.
   float* c_o = o_buf + WARPS * kTileRows * DV;
   float* c_lse = c_o + kTileRows * DV;
-  // A partial's index: host schedule [seq][row][split], device schedule
-  // [slot][row] with the sequence's partitions in consecutive slots.
-  auto partial = [&](int row, int sp) -> i64 {
-    if constexpr (DEVICE_SCHEDULE) return i64(w.slot + sp) * p.num_heads * p.q_len + grow0 + row;
-    return (i64(seq) * p.num_heads * p.q_len + grow0 + row) * Consts::num_splits(p) + sp;
-  };
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
     const int dl = (idx % (dv_len / 4)) * 4;      // within the chunk
@@ -458,7 +511,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       *reinterpret_cast<float4*>(c_o + row * DV + dl) = acc;
       if (dl == 0) c_lse[row] = lse2;
     } else if (split_mode) {
-      const i64 part = partial(row, split);
+      const i64 part = K::partial(p, c, w, row, split);
       *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
       if (dl == 0) p.part_lse[part * p.dv_chunks + dv_chunk] = lse2;
     } else {
@@ -466,48 +519,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     }
   }
   if constexpr (CLUSTER) {
-    // Cluster rank = split (cluster dims 1 x 1 x num_splits). Each CTA merges
-    // a slice of the rows' 4-dim groups from every partition's shared memory.
-    cluster_sync();
-    const u32 o_local = smem_addr(c_o), lse_local = smem_addr(c_lse);
-    for (int idx = split * NT + tid; idx < nrows * (dv_len / 4); idx += NT * Consts::num_splits(p)) {
-      const int row = idx / (dv_len / 4);
-      const int dl = (idx % (dv_len / 4)) * 4;
-      float lse2;
-      const float4 acc = merge_partials(
-          active, [&](int sp) { return ld_cluster_f32(cluster_addr(lse_local + u32(row * 4), u32(sp))); },
-          [&](int sp) { return ld_cluster_f32x4(cluster_addr(o_local + u32((row * DV + dl) * 4), u32(sp))); }, lse2);
-      write_output<OUT>(p, seq, head_of(row), q_first + tok_of(row), dv0 + dl, acc, dv_chunk == 0 && dl == 0, lse2);
-    }
-    cluster_sync();  // no CTA leaves while another reads its shared memory
-    return;
-  }
-  if constexpr (MERGE != Merge::global) return;
-  if (!split_mode) return;
-
-  // The last partition of this (sequence, head chunk, dim chunk) to finish
-  // merges all of them, in split order (deterministic whoever is last).
-  __shared__ bool last;
-  __threadfence();  // this CTA's partials visible device-wide before the count
-  __syncthreads();
-  unsigned* counter = p.counters + i64(seq) * gridDim.x + blockIdx.x;
-  if (tid == 0) {
-    last = atomicAdd(counter, 1u) == unsigned(active - 1);
-    if (last) *counter = 0u;  // ready for the next call on the stream
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
-    const int row = idx / (dv_len / 4);
-    const int dl = (idx % (dv_len / 4)) * 4;
-    const int d = dv0 + dl;
-    float lse2;
-    const float4 acc = merge_partials(
-        active, [&](int sp) { return __ldcg(p.part_lse + partial(row, sp) * p.dv_chunks + dv_chunk); },
-        [&](int sp) { return __ldcg(reinterpret_cast<const float4*>(p.part_o + partial(row, sp) * HEAD_DIM + d)); },
-        lse2);
-    write_output<OUT>(p, seq, head_of(row), q_first + tok_of(row), d, acc, dv_chunk == 0 && dl == 0, lse2);
+    K::cluster_merge(p, c, w, active, c_o, c_lse);
+  } else if constexpr (MERGE == Merge::global) {
+    if (active > 1) K::merge_last_partition(p, c, w, active);
   }
 }
 
