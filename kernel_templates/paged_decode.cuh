@@ -203,6 +203,38 @@ struct DecodeKernel {
     return true;
   }
 
+  // The query rows of this CTA (kTileRows, padding rows repeat the last real
+  // one or are zero) into q_smem, in the cp.async group of the first tiles.
+  static __device__ __forceinline__ void load_query(const DecodeParams& p, const Cta& c, const Work& w, char* q_smem) {
+    constexpr DecodeSmem L = smem_layout();
+    const S* q_seq = static_cast<const S*>(p.q) + i64(w.seq) * p.q_stride_seq + i64(w.q_first) * p.q_stride_tok;
+    auto q_row = [&](int r) {  // padding rows repeat the last real one
+      const int row = min(r, w.nrows - 1);
+      return q_seq + i64(c.tok(p, row)) * p.q_stride_tok + i64(c.head(p, row)) * p.q_stride_head;
+    };
+    if constexpr (FP8) {
+      // Widened to fp16 (clamped to its range) and stored in Fp8MmaMath's order;
+      // the first barrier below publishes it.
+      for (int i = c.tid; i < kTileRows * (HEAD_DIM / 4); i += NT) {
+        const int r = i / (HEAD_DIM / 4), d = (i % (HEAD_DIM / 4)) * 4;
+        const S* src = q_row(r) + d;
+        float x[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) x[j] = r < w.nrows ? fminf(fmaxf(to_float(T(), src[j]), -65504.f), 65504.f) : 0.f;
+        char* row = q_smem + r * L.q_pitch;
+        *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d)) = pack2(f16(), x[0], x[1]);
+        *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
+      }
+    } else {
+      constexpr int CHUNKS_PER_ROW = HEAD_DIM * T::bytes / 16;
+      const u32 q_base = smem_addr(q_smem);
+      for (int i = c.tid; i < kTileRows * CHUNKS_PER_ROW; i += NT) {
+        const int r = i / CHUNKS_PER_ROW, col = i % CHUNKS_PER_ROW;  // padding rows are zero-filled
+        cp_async16(q_base + u32(r * L.q_pitch + col * 16), q_row(r) + col * (16 / T::bytes), r < w.nrows ? 16 : 0);
+      }
+    }
+  }
+
   // A partial's index: host schedule [seq][row][split], device schedule
   // [slot][row] with the sequence's partitions in consecutive slots.
   static __device__ __forceinline__ i64 partial(const DecodeParams& p, const Cta& c, const Work& w, int row, int sp) {
@@ -366,32 +398,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
 #pragma unroll
   for (int t = 0; t < kFirst; ++t)
     if (t < ntiles) first[t].load_ids(p, bt_row, begin + t * TILE, end);
-  const S* q_seq = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq + i64(q_first) * p.q_stride_tok;
-  auto q_row = [&](int r) {  // padding rows repeat the last real one
-    const int row = min(r, nrows - 1);
-    return q_seq + i64(tok_of(row)) * p.q_stride_tok + i64(head_of(row)) * p.q_stride_head;
-  };
-  if constexpr (FP8) {
-    // Widened to fp16 (clamped to its range) and stored in Fp8MmaMath's order;
-    // the first barrier below publishes it.
-    for (int c = tid; c < kTileRows * (HEAD_DIM / 4); c += NT) {
-      const int r = c / (HEAD_DIM / 4), d = (c % (HEAD_DIM / 4)) * 4;
-      const S* src = q_row(r) + d;
-      float x[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) x[j] = r < nrows ? fminf(fmaxf(to_float(T(), src[j]), -65504.f), 65504.f) : 0.f;
-      char* row = q_smem + r * L.q_pitch;
-      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d)) = pack2(f16(), x[0], x[1]);
-      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
-    }
-  } else {
-    constexpr int CHUNKS_PER_ROW = HEAD_DIM * T::bytes / 16;
-    const u32 q_base = smem_addr(q_smem);
-    for (int c = tid; c < kTileRows * CHUNKS_PER_ROW; c += NT) {
-      const int r = c / CHUNKS_PER_ROW, col = c % CHUNKS_PER_ROW;  // padding rows are zero-filled
-      cp_async16(q_base + u32(r * L.q_pitch + col * 16), q_row(r) + col * (16 / T::bytes), r < nrows ? 16 : 0);
-    }
-  }
+  K::load_query(p, c, w, q_smem);
   // Bit t % ID_SLOTS: this thread stored a masked id for tile t.
   unsigned masked_bits = 0;
 #pragma unroll
