@@ -295,19 +295,26 @@ struct DecodeKernel {
   }
 };
 // One CTA per (KV head, row chunk, output-dim chunk) x sequence x partition.
+// Its steps, top to bottom: the CTA's coordinates (DecodeKernel::coordinates)
+// -> its work item and rows (plan) -> its partition of the sequence -> the
+// prologue (first page-id lookups, load_query, first copies) -> the main loop
+// over tiles (stage/issue, scores, online softmax, accumulate) -> the warps'
+// merge -> the epilogue (output or partial; cluster_merge or
+// merge_last_partition). The partition, prologue, main loop, warps' merge and
+// the write of the CTA's result are still inline: as functions each changed
+// the generated PTX (register use, address arithmetic), which this refactor
+// was not to change.
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
           Schedule SCHEDULE, int PAGE_SHIFT, int GROUP, int SPLITS>
 __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
   typedef DecodeKernel<T, KV, OUT, HEAD_DIM, DV, TILE, WARPS, STAGES, MMA, MERGE, SCHEDULE, PAGE_SHIFT, GROUP, SPLITS>
       K;
-  typedef typename K::S S;
   typedef typename K::KS KS;
   constexpr bool FP8 = K::FP8;
   constexpr int NT = K::NT;
   constexpr int TOKEN_WARPS = K::TOKEN_WARPS;
   constexpr int WARP_TOKENS = K::WARP_TOKENS;
   constexpr int WARP_DIMS = K::WARP_DIMS;
-  constexpr int DSPLIT = K::DSPLIT;
   constexpr bool CLUSTER = K::CLUSTER;
   constexpr bool DEVICE_SCHEDULE = K::DEVICE_SCHEDULE;
   typedef typename K::Consts Consts;
@@ -322,7 +329,6 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   const auto c = K::coordinates(p);
   const int tid = c.tid, warp = c.warp, lane = c.lane, twarp = c.twarp, dpart = c.dpart;
   const int dv_chunk = c.dv_chunk, kvh = c.kvh, dv0 = c.dv0, dv_len = c.dv_len, dw_len = c.dw_len;
-  const int r0 = c.r0, grow0 = c.grow0;
   auto head_of = [&](int row) { return c.head(p, row); };
   auto tok_of = [&](int row) { return c.tok(p, row); };
 
