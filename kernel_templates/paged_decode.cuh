@@ -90,22 +90,23 @@ __device__ __forceinline__ float4 merge_partials(int n, Lse lse_of, O o_of, floa
   return acc;
 }
 
-// T: the query's type; KV: the cache's (T, or an fp8 format with T fp16/bf16).
-// PAGE_SHIFT, GROUP, SPLITS: launch values compiled in, or unset (read from
-// DecodeParams): pj::DecodeConsts.
+// The decode kernel's compile-time shape and its steps. T: the query's type;
+// KV: the cache's (T, or an fp8 format with T fp16/bf16). PAGE_SHIFT, GROUP,
+// SPLITS: launch values compiled in, or unset (read from DecodeParams):
+// pj::DecodeConsts.
 template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
           Schedule SCHEDULE, int PAGE_SHIFT, int GROUP, int SPLITS>
-__global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
+struct DecodeKernel {
   typedef typename T::storage S;
   typedef typename KV::storage KS;
-  constexpr bool FP8 = is_fp8<KV>::value;
-  constexpr int NT = WARPS * 32;
-  constexpr int DSPLIT = dim_split(TILE, WARPS);   // warp groups that split the output dims (pj_params.cuh)
-  constexpr int TOKEN_WARPS = WARPS / DSPLIT;      // warps that share out a tile's tokens
-  constexpr int WARP_TOKENS = TILE / TOKEN_WARPS;  // tokens per warp per tile
-  constexpr int WARP_DIMS = DV / DSPLIT;           // output dims per warp
-  constexpr bool CLUSTER = MERGE == Merge::cluster;
-  constexpr bool DEVICE_SCHEDULE = SCHEDULE == Schedule::device;
+  static constexpr bool FP8 = is_fp8<KV>::value;
+  static constexpr int NT = WARPS * 32;
+  static constexpr int DSPLIT = dim_split(TILE, WARPS);   // warp groups that split the output dims (pj_params.cuh)
+  static constexpr int TOKEN_WARPS = WARPS / DSPLIT;      // warps that share out a tile's tokens
+  static constexpr int WARP_TOKENS = TILE / TOKEN_WARPS;  // tokens per warp per tile
+  static constexpr int WARP_DIMS = DV / DSPLIT;           // output dims per warp
+  static constexpr bool CLUSTER = MERGE == Merge::cluster;
+  static constexpr bool DEVICE_SCHEDULE = SCHEDULE == Schedule::device;
   static_assert(HEAD_DIM % 16 == 0 && DV % 16 == 0 && DV <= HEAD_DIM, "dims must be multiples of 16");
   static_assert(HEAD_DIM <= kMaxHeadDim, "head dims up to kMaxHeadDim");
   static_assert(tile_shape_ok(TILE, WARPS), "each warp takes whole 16-token slices");
@@ -117,63 +118,228 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   static_assert(SPLITS == kUnsetSplits || (!DEVICE_SCHEDULE && (MERGE == Merge::none) == (SPLITS == 1)),
                 "a fixed split count: the host schedule's, 1 exactly when unmerged");
   typedef DecodeConsts<PAGE_SHIFT, GROUP, SPLITS> Consts;
-  constexpr DecodeSmem L = decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
+  // The shared-memory layout (pj_params.cuh), a local constant in each step
+  // that needs it: as a static member its fields would be loads from a
+  // global that the compiler folds later, which changes the generated code.
+  static constexpr DecodeSmem smem_layout() {
+    return decode_smem(HEAD_DIM, DV, FP8 ? 2 : T::bytes, KV::bytes, TILE, WARPS, STAGES, !MMA);
+  }
   typedef typename conditional<
       FP8, Fp8MmaMath<KV, HEAD_DIM, WARP_DIMS>,
       typename conditional<MMA, MmaMath<T, HEAD_DIM, WARP_DIMS>, SimtMath<T, HEAD_DIM, WARP_DIMS>>::type>::type Math;
 
+  // Where a thread works: its warp's share of each tile, and the CTA's KV
+  // head, row chunk and output-dim chunk (grid x).
+  struct Cta {
+    int tid, warp, lane;
+    int twarp, dpart;  // token slice and dim part of this warp
+    int dv_chunk, kvh;
+    int dv0, dv_len;  // the chunk's first dim and its real dims
+    int dw_len;       // this warp's real dims
+    int r0, grow0;    // first row: among the KV head's rows, and among the sequence's
+    // Rows are (query token, query head) pairs, token-major: row `row` of
+    // this CTA is query head head(row) of query token tok(row).
+    __device__ __forceinline__ int head(const DecodeParams& p, int row) const {
+      return kvh * Consts::group(p) + (r0 + row) % Consts::group(p);
+    }
+    __device__ __forceinline__ int tok(const DecodeParams& p, int row) const { return (r0 + row) / Consts::group(p); }
+  };
+
+  static __device__ __forceinline__ Cta coordinates(const DecodeParams& p) {
+    Cta c;
+    c.tid = threadIdx.x, c.warp = c.tid / 32, c.lane = c.tid % 32;
+    c.twarp = c.warp % TOKEN_WARPS, c.dpart = c.warp / TOKEN_WARPS;
+    // Output-dim chunks of one row chunk are adjacent: they read the same keys,
+    // so the second read mostly hits L2.
+    c.dv_chunk = blockIdx.x % p.dv_chunks;
+    const int row_chunk = (blockIdx.x / p.dv_chunks) % p.row_chunks;
+    c.kvh = blockIdx.x / (p.dv_chunks * p.row_chunks);
+    c.dv0 = c.dv_chunk * DV;
+    c.dv_len = min(DV, HEAD_DIM - c.dv0);
+    c.dw_len = DSPLIT == 1 ? c.dv_len : max(0, min(WARP_DIMS, c.dv_len - c.dpart * WARP_DIMS));
+    // Rows of this KV head: (query token, query head) pairs, token-major, so a
+    // sequence with fewer tokens than the call's bound q_len has its rows
+    // first; this CTA takes rows [r0, r0 + nrows).
+    // (Consts::group(p) and Consts::num_splits(p) are read where used, as
+    // p.group and p.num_splits were: unset, the kernel's code is unchanged.)
+    const int kv_rows = Consts::group(p) * p.q_len;
+    c.r0 = row_chunk * p.rows_per_cta;
+    c.grow0 = c.kvh * kv_rows + c.r0;
+    return c;
+  }
+
+  // This CTA's work: its sequence and partition, and its rows.
+  struct Work {
+    WorkItem item;         // the work item (host schedule: sequence, partition, length and query tokens)
+    int seq, split, slot;  // slot: the sequence's first partial slot (device schedule)
+    int q_len, q_first;    // the sequence's query tokens; packed row of token 0 (ragged)
+    int nrows;             // this CTA's rows: [r0, r0 + nrows) of its KV head
+  };
+
+  // Fills `w`; false: this CTA has nothing to do (and may leave before any
+  // barrier). Host schedule: grid y is the sequence, z the partition. Device
+  // schedule: grid y is a work item, planned here from the lengths
+  // (pj_schedule.cuh; `pipe` is its scratch shared memory).
+  static __device__ __forceinline__ bool plan(const DecodeParams& p, const Cta& c, char* pipe, Work& w) {
+    WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0, 0};
+    if constexpr (DEVICE_SCHEDULE) {
+      item = plan_work_item<NT, TILE, Consts>(p, blockIdx.y, pipe);
+      if (item.seq < 0) return false;
+    } else {
+      if (p.seq_count && item.seq >= active_seqs(p)) return false;
+      item.length = p.context_lens[item.seq];
+      item.q_len = min(query_rows(p, item.seq).len, p.q_len);
+    }
+    w.seq = item.seq;
+    w.split = item.part;
+    w.slot = item.slot;
+    w.q_len = item.q_len;
+    w.q_first = p.query_start ? query_rows(p, w.seq).first : 0;
+    // Every partition of this (sequence, row chunk) leaves alike, before any
+    // barrier or count, when its rows are past the sequence's tokens.
+    w.nrows = min(p.rows_per_cta, Consts::group(p) * w.q_len - c.r0);
+    if (w.nrows <= 0) return false;
+    w.item = item;
+    return true;
+  }
+
+  // The query rows of this CTA (kTileRows, padding rows repeat the last real
+  // one or are zero) into q_smem, in the cp.async group of the first tiles.
+  static __device__ __forceinline__ void load_query(const DecodeParams& p, const Cta& c, const Work& w, char* q_smem) {
+    constexpr DecodeSmem L = smem_layout();
+    const S* q_seq = static_cast<const S*>(p.q) + i64(w.seq) * p.q_stride_seq + i64(w.q_first) * p.q_stride_tok;
+    auto q_row = [&](int r) {  // padding rows repeat the last real one
+      const int row = min(r, w.nrows - 1);
+      return q_seq + i64(c.tok(p, row)) * p.q_stride_tok + i64(c.head(p, row)) * p.q_stride_head;
+    };
+    if constexpr (FP8) {
+      // Widened to fp16 (clamped to its range) and stored in Fp8MmaMath's order;
+      // the first barrier below publishes it.
+      for (int i = c.tid; i < kTileRows * (HEAD_DIM / 4); i += NT) {
+        const int r = i / (HEAD_DIM / 4), d = (i % (HEAD_DIM / 4)) * 4;
+        const S* src = q_row(r) + d;
+        float x[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) x[j] = r < w.nrows ? fminf(fmaxf(to_float(T(), src[j]), -65504.f), 65504.f) : 0.f;
+        char* row = q_smem + r * L.q_pitch;
+        *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d)) = pack2(f16(), x[0], x[1]);
+        *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
+      }
+    } else {
+      constexpr int CHUNKS_PER_ROW = HEAD_DIM * T::bytes / 16;
+      const u32 q_base = smem_addr(q_smem);
+      for (int i = c.tid; i < kTileRows * CHUNKS_PER_ROW; i += NT) {
+        const int r = i / CHUNKS_PER_ROW, col = i % CHUNKS_PER_ROW;  // padding rows are zero-filled
+        cp_async16(q_base + u32(r * L.q_pitch + col * 16), q_row(r) + col * (16 / T::bytes), r < w.nrows ? 16 : 0);
+      }
+    }
+  }
+
+  // A partial's index: host schedule [seq][row][split], device schedule
+  // [slot][row] with the sequence's partitions in consecutive slots.
+  static __device__ __forceinline__ i64 partial(const DecodeParams& p, const Cta& c, const Work& w, int row, int sp) {
+    if constexpr (DEVICE_SCHEDULE) return i64(w.slot + sp) * p.num_heads * p.q_len + c.grow0 + row;
+    return (i64(w.seq) * p.num_heads * p.q_len + c.grow0 + row) * Consts::num_splits(p) + sp;
+  }
+
+  // Merge::cluster: cluster rank = split (cluster dims 1 x 1 x num_splits).
+  // Each CTA merges a slice of the rows' 4-dim groups from every partition's
+  // shared memory (c_o, c_lse: this CTA's result, [row][DV] and [row]) and
+  // writes the output.
+  static __device__ __forceinline__ void cluster_merge(const DecodeParams& p, const Cta& c, const Work& w, int active,
+                                                       const float* c_o, const float* c_lse) {
+    cluster_sync();
+    const u32 o_local = smem_addr(c_o), lse_local = smem_addr(c_lse);
+    for (int idx = w.split * NT + c.tid; idx < w.nrows * (c.dv_len / 4); idx += NT * Consts::num_splits(p)) {
+      const int row = idx / (c.dv_len / 4);
+      const int dl = (idx % (c.dv_len / 4)) * 4;
+      float lse2;
+      const float4 acc = merge_partials(
+          active, [&](int sp) { return ld_cluster_f32(cluster_addr(lse_local + u32(row * 4), u32(sp))); },
+          [&](int sp) { return ld_cluster_f32x4(cluster_addr(o_local + u32((row * DV + dl) * 4), u32(sp))); }, lse2);
+      write_output<OUT>(p, w.seq, c.head(p, row), w.q_first + c.tok(p, row), c.dv0 + dl, acc,
+                        c.dv_chunk == 0 && dl == 0, lse2);
+    }
+    cluster_sync();  // no CTA leaves while another reads its shared memory
+  }
+
+  // Merge::global with more than one partition: the last partition of this
+  // (sequence, head chunk, dim chunk) to finish merges all of them, in split
+  // order (deterministic whoever is last), and writes the output.
+  static __device__ __forceinline__ void merge_last_partition(const DecodeParams& p, const Cta& c, const Work& w,
+                                                              int active) {
+    __shared__ bool last;
+    __threadfence();  // this CTA's partials visible device-wide before the count
+    __syncthreads();
+    unsigned* counter = p.counters + i64(w.seq) * gridDim.x + blockIdx.x;
+    if (c.tid == 0) {
+      last = atomicAdd(counter, 1u) == unsigned(active - 1);
+      if (last) *counter = 0u;  // ready for the next call on the stream
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int idx = c.tid; idx < w.nrows * (c.dv_len / 4); idx += NT) {
+      const int row = idx / (c.dv_len / 4);
+      const int dl = (idx % (c.dv_len / 4)) * 4;
+      const int d = c.dv0 + dl;
+      float lse2;
+      const float4 acc = merge_partials(
+          active, [&](int sp) { return __ldcg(p.part_lse + partial(p, c, w, row, sp) * p.dv_chunks + c.dv_chunk); },
+          [&](int sp) {
+            return __ldcg(reinterpret_cast<const float4*>(p.part_o + partial(p, c, w, row, sp) * HEAD_DIM + d));
+          },
+          lse2);
+      write_output<OUT>(p, w.seq, c.head(p, row), w.q_first + c.tok(p, row), d, acc, c.dv_chunk == 0 && dl == 0, lse2);
+    }
+  }
+};
+// One CTA per (KV head, row chunk, output-dim chunk) x sequence x partition.
+// Its steps, top to bottom: the CTA's coordinates (DecodeKernel::coordinates)
+// -> its work item and rows (plan) -> its partition of the sequence -> the
+// prologue (first page-id lookups, load_query, first copies) -> the main loop
+// over tiles (stage/issue, scores, online softmax, accumulate) -> the warps'
+// merge -> the epilogue (output or partial; cluster_merge or
+// merge_last_partition). The partition, prologue, main loop, warps' merge and
+// the write of the CTA's result are still inline: as functions each changed
+// the generated PTX (register use, address arithmetic), which this refactor
+// was not to change.
+template <class T, class KV, class OUT, int HEAD_DIM, int DV, int TILE, int WARPS, int STAGES, bool MMA, Merge MERGE,
+          Schedule SCHEDULE, int PAGE_SHIFT, int GROUP, int SPLITS>
+__global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant__ DecodeParams p) {
+  typedef DecodeKernel<T, KV, OUT, HEAD_DIM, DV, TILE, WARPS, STAGES, MMA, MERGE, SCHEDULE, PAGE_SHIFT, GROUP, SPLITS>
+      K;
+  typedef typename K::KS KS;
+  constexpr bool FP8 = K::FP8;
+  constexpr int NT = K::NT;
+  constexpr int TOKEN_WARPS = K::TOKEN_WARPS;
+  constexpr int WARP_TOKENS = K::WARP_TOKENS;
+  constexpr int WARP_DIMS = K::WARP_DIMS;
+  constexpr bool CLUSTER = K::CLUSTER;
+  constexpr bool DEVICE_SCHEDULE = K::DEVICE_SCHEDULE;
+  typedef typename K::Consts Consts;
+  typedef typename K::Math Math;
+  constexpr DecodeSmem L = K::smem_layout();
   extern __shared__ __align__(16) char smem[];
   char* q_smem = smem;
   float* p_tiles = reinterpret_cast<float*>(smem + L.q_bytes);
   int* ids_ring = reinterpret_cast<int*>(smem + L.q_bytes + L.ptile_bytes);
   char* pipe = smem + L.q_bytes + L.ptile_bytes + L.ids_bytes;
 
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int twarp = warp % TOKEN_WARPS, dpart = warp / TOKEN_WARPS;  // token slice and dim part of this warp
-  // Output-dim chunks of one row chunk are adjacent: they read the same keys,
-  // so the second read mostly hits L2.
-  const int dv_chunk = blockIdx.x % p.dv_chunks;
-  const int row_chunk = (blockIdx.x / p.dv_chunks) % p.row_chunks;
-  const int kvh = blockIdx.x / (p.dv_chunks * p.row_chunks);
-  const int dv0 = dv_chunk * DV;
-  const int dv_len = min(DV, HEAD_DIM - dv0);
-  // This warp's real dims.
-  const int dw_len = DSPLIT == 1 ? dv_len : max(0, min(WARP_DIMS, dv_len - dpart * WARP_DIMS));
-  // Rows of this KV head: (query token, query head) pairs, token-major, so a
-  // sequence with fewer tokens than the call's bound q_len has its rows
-  // first; this CTA takes rows [r0, r0 + nrows).
-  // (Consts::group(p) and Consts::num_splits(p) are read where used, as
-  // p.group and p.num_splits were: unset, the kernel's code is unchanged.)
-  const int kv_rows = Consts::group(p) * p.q_len;
-  const int r0 = row_chunk * p.rows_per_cta;
-  const int grow0 = kvh * kv_rows + r0;  // first row's index among the sequence's rows
-  auto head_of = [&](int row) { return kvh * Consts::group(p) + (r0 + row) % Consts::group(p); };
-  auto tok_of = [&](int row) { return (r0 + row) / Consts::group(p); };
+  const auto c = K::coordinates(p);
+  const int tid = c.tid, warp = c.warp, lane = c.lane, twarp = c.twarp, dpart = c.dpart;
+  const int dv_chunk = c.dv_chunk, kvh = c.kvh, dv0 = c.dv0, dv_len = c.dv_len, dw_len = c.dw_len;
+  auto head_of = [&](int row) { return c.head(p, row); };
+  auto tok_of = [&](int row) { return c.tok(p, row); };
 
   // Every input may come from the previous kernel on the stream; this CTA is
   // resident by now, so a programmatic launch has already hidden its start.
   wait_prior_grids();
   allow_dependent_grids();
-  // Host schedule: grid y is the sequence, z the partition. Device schedule:
-  // grid y is a work item, planned here from the lengths (pj_schedule.cuh).
-  WorkItem item{int(blockIdx.y), int(blockIdx.z), 0, 0, 0, 0, 0};
-  if constexpr (DEVICE_SCHEDULE) {
-    item = plan_work_item<NT, TILE, Consts>(p, blockIdx.y, pipe);
-    if (item.seq < 0) return;
-  } else {
-    if (p.seq_count && item.seq >= active_seqs(p)) return;
-    item.length = p.context_lens[item.seq];
-    item.q_len = min(query_rows(p, item.seq).len, p.q_len);
-  }
-  const int seq = item.seq;
-  const int split = item.part;
-  const int q_len = item.q_len;
-  const int q_first = p.query_start ? query_rows(p, seq).first : 0;  // packed row of token 0 (ragged)
-  // Every partition of this (sequence, row chunk) leaves alike, before any
-  // barrier or count, when its rows are past the sequence's tokens.
-  const int nrows = min(p.rows_per_cta, Consts::group(p) * q_len - r0);
-  if (nrows <= 0) return;
-  const SeqSpan sspan = seq_span<Consts>(p, item.length, q_len);
+  typename K::Work w;
+  if (!K::plan(p, c, pipe, w)) return;
+  const int seq = w.seq, split = w.split, q_len = w.q_len, q_first = w.q_first, nrows = w.nrows;
+  const SeqSpan sspan = seq_span<Consts>(p, w.item.length, q_len);
   const int len = sspan.len, start = sspan.start;
   const int last_common = len - q_len + 1;  // positions below it are seen by every token (window aside)
   // Partitions of this sequence: the work item's, a fixed length, or its span
@@ -181,11 +347,13 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // writes the output directly. Otherwise each writes an fp32 partial and the
   // last to finish merges them (no second launch).
   const int span = len - start;
-  const int per = DEVICE_SCHEDULE ? item.per
+  const int per = DEVICE_SCHEDULE ? w.item.per
                   : p.chunk_tokens > 0
                       ? p.chunk_tokens
                       : ((span + Consts::num_splits(p) - 1) / Consts::num_splits(p) + TILE - 1) / TILE * TILE;
-  const int active = span <= 0 ? 0 : DEVICE_SCHEDULE ? item.parts : min(Consts::num_splits(p), (span + per - 1) / per);
+  const int active = span <= 0         ? 0
+                     : DEVICE_SCHEDULE ? w.item.parts
+                                       : min(Consts::num_splits(p), (span + per - 1) / per);
   // An empty partition has nothing to do, except in a cluster: it stays for
   // the cluster's barriers (with no tiles: begin >= end below). Merge::none
   // kernels run with one partition (num_splits == 1), so active <= 1 there.
@@ -236,32 +404,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
 #pragma unroll
   for (int t = 0; t < kFirst; ++t)
     if (t < ntiles) first[t].load_ids(p, bt_row, begin + t * TILE, end);
-  const S* q_seq = static_cast<const S*>(p.q) + i64(seq) * p.q_stride_seq + i64(q_first) * p.q_stride_tok;
-  auto q_row = [&](int r) {  // padding rows repeat the last real one
-    const int row = min(r, nrows - 1);
-    return q_seq + i64(tok_of(row)) * p.q_stride_tok + i64(head_of(row)) * p.q_stride_head;
-  };
-  if constexpr (FP8) {
-    // Widened to fp16 (clamped to its range) and stored in Fp8MmaMath's order;
-    // the first barrier below publishes it.
-    for (int c = tid; c < kTileRows * (HEAD_DIM / 4); c += NT) {
-      const int r = c / (HEAD_DIM / 4), d = (c % (HEAD_DIM / 4)) * 4;
-      const S* src = q_row(r) + d;
-      float x[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) x[j] = r < nrows ? fminf(fmaxf(to_float(T(), src[j]), -65504.f), 65504.f) : 0.f;
-      char* row = q_smem + r * L.q_pitch;
-      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d)) = pack2(f16(), x[0], x[1]);
-      *reinterpret_cast<u32*>(row + 2 * fp8_query_pos(d + 2)) = pack2(f16(), x[2], x[3]);
-    }
-  } else {
-    constexpr int CHUNKS_PER_ROW = HEAD_DIM * T::bytes / 16;
-    const u32 q_base = smem_addr(q_smem);
-    for (int c = tid; c < kTileRows * CHUNKS_PER_ROW; c += NT) {
-      const int r = c / CHUNKS_PER_ROW, col = c % CHUNKS_PER_ROW;  // padding rows are zero-filled
-      cp_async16(q_base + u32(r * L.q_pitch + col * 16), q_row(r) + col * (16 / T::bytes), r < nrows ? 16 : 0);
-    }
-  }
+  K::load_query(p, c, w, q_smem);
   // Bit t % ID_SLOTS: this thread stored a masked id for tile t.
   unsigned masked_bits = 0;
 #pragma unroll
@@ -355,12 +498,6 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
   // This CTA's result for its cluster, after the warps' merge buffers.
   float* c_o = o_buf + WARPS * kTileRows * DV;
   float* c_lse = c_o + kTileRows * DV;
-  // A partial's index: host schedule [seq][row][split], device schedule
-  // [slot][row] with the sequence's partitions in consecutive slots.
-  auto partial = [&](int row, int sp) -> i64 {
-    if constexpr (DEVICE_SCHEDULE) return i64(item.slot + sp) * p.num_heads * p.q_len + grow0 + row;
-    return (i64(seq) * p.num_heads * p.q_len + grow0 + row) * Consts::num_splits(p) + sp;
-  };
   for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
     const int row = idx / (dv_len / 4);
     const int dl = (idx % (dv_len / 4)) * 4;      // within the chunk
@@ -387,7 +524,7 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
       *reinterpret_cast<float4*>(c_o + row * DV + dl) = acc;
       if (dl == 0) c_lse[row] = lse2;
     } else if (split_mode) {
-      const i64 part = partial(row, split);
+      const i64 part = K::partial(p, c, w, row, split);
       *reinterpret_cast<float4*>(p.part_o + part * HEAD_DIM + d) = acc;
       if (dl == 0) p.part_lse[part * p.dv_chunks + dv_chunk] = lse2;
     } else {
@@ -395,48 +532,9 @@ __global__ void __launch_bounds__(WARPS * 32) paged_decode(const __grid_constant
     }
   }
   if constexpr (CLUSTER) {
-    // Cluster rank = split (cluster dims 1 x 1 x num_splits). Each CTA merges
-    // a slice of the rows' 4-dim groups from every partition's shared memory.
-    cluster_sync();
-    const u32 o_local = smem_addr(c_o), lse_local = smem_addr(c_lse);
-    for (int idx = split * NT + tid; idx < nrows * (dv_len / 4); idx += NT * Consts::num_splits(p)) {
-      const int row = idx / (dv_len / 4);
-      const int dl = (idx % (dv_len / 4)) * 4;
-      float lse2;
-      const float4 acc = merge_partials(
-          active, [&](int sp) { return ld_cluster_f32(cluster_addr(lse_local + u32(row * 4), u32(sp))); },
-          [&](int sp) { return ld_cluster_f32x4(cluster_addr(o_local + u32((row * DV + dl) * 4), u32(sp))); }, lse2);
-      write_output<OUT>(p, seq, head_of(row), q_first + tok_of(row), dv0 + dl, acc, dv_chunk == 0 && dl == 0, lse2);
-    }
-    cluster_sync();  // no CTA leaves while another reads its shared memory
-    return;
-  }
-  if constexpr (MERGE != Merge::global) return;
-  if (!split_mode) return;
-
-  // The last partition of this (sequence, head chunk, dim chunk) to finish
-  // merges all of them, in split order (deterministic whoever is last).
-  __shared__ bool last;
-  __threadfence();  // this CTA's partials visible device-wide before the count
-  __syncthreads();
-  unsigned* counter = p.counters + i64(seq) * gridDim.x + blockIdx.x;
-  if (tid == 0) {
-    last = atomicAdd(counter, 1u) == unsigned(active - 1);
-    if (last) *counter = 0u;  // ready for the next call on the stream
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int idx = tid; idx < nrows * (dv_len / 4); idx += NT) {
-    const int row = idx / (dv_len / 4);
-    const int dl = (idx % (dv_len / 4)) * 4;
-    const int d = dv0 + dl;
-    float lse2;
-    const float4 acc = merge_partials(
-        active, [&](int sp) { return __ldcg(p.part_lse + partial(row, sp) * p.dv_chunks + dv_chunk); },
-        [&](int sp) { return __ldcg(reinterpret_cast<const float4*>(p.part_o + partial(row, sp) * HEAD_DIM + d)); },
-        lse2);
-    write_output<OUT>(p, seq, head_of(row), q_first + tok_of(row), d, acc, dv_chunk == 0 && dl == 0, lse2);
+    K::cluster_merge(p, c, w, active, c_o, c_lse);
+  } else if constexpr (MERGE == Merge::global) {
+    if (active > 1) K::merge_last_partition(p, c, w, active);
   }
 }
 
