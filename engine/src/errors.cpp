@@ -34,11 +34,12 @@ const char* error_code_name(ErrorCode code) {
 
 InvalidArgument::InvalidArgument(std::string argument, const std::string& expected, const std::string& got)
     : Error(ErrorCode::invalid_argument,
-            fmt::format("pagedjit: argument '{}': expected {}, got {}", argument, expected, got)),
+            fmt::format("{}'{}': expected {}, got {}", kArgumentErrorPrefix, argument, expected, got)),
       argument_(std::move(argument)) {}
 
 NotSupported::NotSupported(std::string argument, const std::string& message)
-    : Error(ErrorCode::not_supported, fmt::format("pagedjit: argument '{}': not supported: {}", argument, message)),
+    : Error(ErrorCode::not_supported,
+            fmt::format("{}'{}': not supported: {}", kArgumentErrorPrefix, argument, message)),
       argument_(std::move(argument)) {}
 
 DriverError::DriverError(ErrorCode code, int result, std::string call, const std::string& message)

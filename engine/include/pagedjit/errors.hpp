@@ -32,6 +32,10 @@ class Error : public std::runtime_error {
   ErrorCode code_;
 };
 
+// How every InvalidArgument and NotSupported message starts, before the
+// argument's name in quotes.
+inline constexpr char kArgumentErrorPrefix[] = "pagedjit: argument ";
+
 // A bad argument: `argument()` names it (e.g. "query", "options.num_splits").
 class InvalidArgument : public Error {
  public:

@@ -440,7 +440,7 @@ Profile load_profile_file(const std::string& path) {
 
 std::string profile_error_text(const std::exception& e) {
   const std::string s = e.what();
-  const std::string prefix = "paged_attention: argument ";
+  const std::string prefix = kArgumentErrorPrefix;
   return s.compare(0, prefix.size(), prefix) == 0 ? s.substr(prefix.size()) : s;
 }
 

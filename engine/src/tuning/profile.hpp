@@ -96,7 +96,7 @@ Profile parse_profile(const std::string& text, const std::string& origin);
 // Reads and parses a file; unreadable files throw InvalidArgument too.
 Profile load_profile_file(const std::string& path);
 // The message of a parse_profile / load_profile_file error without
-// InvalidArgument's "paged_attention: argument " prefix:
+// InvalidArgument's prefix (kArgumentErrorPrefix):
 // "'file.json#/entries/2/config/warps': expected an integer in [1, 8], got 9".
 std::string profile_error_text(const std::exception& e);
 // The file text: one entry per line, keys in schema order. parse_profile of
