@@ -154,6 +154,20 @@ L2Plan plan_l2(std::int64_t kv_bytes, std::int64_t alloc_bytes, std::int64_t l2_
   return p;
 }
 
+L2Plan plan_case_memory(const BenchCase& c, std::int64_t l2_bytes, const RunSettings& s, Json& row) {
+  const std::int64_t alloc = problem_alloc_bytes(c);
+  if (alloc > s.memory_budget)
+    throw pagedjit::InvalidArgument(
+        "case", fmt::format("a problem under the GPU memory budget of {:.0f} GB", double(s.memory_budget) / 1e9),
+        fmt::format("{:.1f} GB", double(alloc) / 1e9));
+  const L2Plan l2 = plan_l2(c.kv_bytes(), alloc, l2_bytes, s);
+  row["l2"] = Json{{"mode", l2.flush_bytes ? "flush" : "rotate"},
+                   {"sets", l2.sets},
+                   {"flush_bytes", l2.flush_bytes},
+                   {"text", l2.text}};
+  return l2;
+}
+
 std::int64_t problem_alloc_bytes(const BenchCase& c) {
   std::int64_t pages = 3;  // the spare pages ProblemConfig adds
   for (int l : c.context_lens()) pages += (std::int64_t(l) + c.page_size - 1) / c.page_size;
@@ -242,16 +256,7 @@ Json run_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwidth& bw,
   row["floor_ms_read"] = double(c.bytes()) / (bw.read_GBps * 1e9) * 1e3;
   row["error"] = nullptr;
   try {
-    const std::int64_t alloc = problem_alloc_bytes(c);
-    if (alloc > s.memory_budget)
-      throw pagedjit::InvalidArgument(
-          "case", fmt::format("a problem under the GPU memory budget of {:.0f} GB", double(s.memory_budget) / 1e9),
-          fmt::format("{:.1f} GB", double(alloc) / 1e9));
-    const L2Plan l2 = plan_l2(c.kv_bytes(), alloc, engine.device().l2_bytes, s);
-    row["l2"] = Json{{"mode", l2.flush_bytes ? "flush" : "rotate"},
-                     {"sets", l2.sets},
-                     {"flush_bytes", l2.flush_bytes},
-                     {"text", l2.text}};
+    const L2Plan l2 = plan_case_memory(c, engine.device().l2_bytes, s, row);
 
     const double t0 = host_seconds();
     std::vector<std::unique_ptr<pagedjit::testing::DeviceProblem>> sets;

@@ -43,6 +43,10 @@ L2Plan plan_l2(std::int64_t kv_bytes, std::int64_t alloc_bytes, std::int64_t l2_
 // GPU bytes one DeviceProblem of the case allocates (K, V and small arrays).
 std::int64_t problem_alloc_bytes(const BenchCase& c);
 
+// The case's L2 plan, recorded in row["l2"]; throws InvalidArgument when
+// one problem set would not fit the GPU memory budget.
+L2Plan plan_case_memory(const BenchCase& c, std::int64_t l2_bytes, const RunSettings& s, Json& row);
+
 // Relative L2 error a passing case stays under.
 double tolerance(pagedjit::DType dtype);
 

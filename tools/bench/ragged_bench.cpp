@@ -286,16 +286,7 @@ Json run_ragged_case(pagedjit::Engine& engine, const BenchCase& c, const Bandwid
   row["gemm_ceiling_TFLOPs"] = s.gemm_ceiling_tflops;
   row["error"] = nullptr;
   try {
-    const std::int64_t alloc = problem_alloc_bytes(c);
-    if (alloc > s.memory_budget)
-      throw pagedjit::InvalidArgument(
-          "case", fmt::format("a problem under the GPU memory budget of {:.0f} GB", double(s.memory_budget) / 1e9),
-          fmt::format("{:.1f} GB", double(alloc) / 1e9));
-    const L2Plan l2 = plan_l2(c.kv_bytes(), alloc, engine.device().l2_bytes, s);
-    row["l2"] = Json{{"mode", l2.flush_bytes ? "flush" : "rotate"},
-                     {"sets", l2.sets},
-                     {"flush_bytes", l2.flush_bytes},
-                     {"text", l2.text}};
+    const L2Plan l2 = plan_case_memory(c, engine.device().l2_bytes, s, row);
 
     // Problem sets: the cache (and the table and lengths) of a decode
     // problem with the case's contexts, plus a packed query and output.

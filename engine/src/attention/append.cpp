@@ -5,17 +5,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "attention/cache_params.hpp"
+#include "attention/planner.hpp"
 #include "attention/validate.hpp"
 #include "pagedjit/errors.hpp"
 
 namespace pagedjit::attention {
 namespace {
-
-int log2_exact(int x) {
-  int s = 0;
-  while ((1 << s) < x) ++s;
-  return s;
-}
 
 std::vector<int> download_ints(const DriverApi& drv, const TensorView& t, std::int64_t count, const char* what) {
   std::vector<int> v(static_cast<std::size_t>(count));
@@ -36,30 +32,13 @@ AppendLaunch append_launch(const AppendKvArgs& a, const AppendShape& s) {
   p.k_src_stride_head = a.keys.strides[1];
   p.v_src_stride_tok = a.values.strides[0];
   p.v_src_stride_head = a.values.strides[1];
-  // The layouts differ only in which axis holds blocks, heads and slots.
-  const CacheAxes axes = cache_axes(s.layout);
-  p.k = a.key_cache.data;
-  p.v = a.value_cache.data;
-  p.k_stride_head = a.key_cache.strides[axes.head_axis];
-  p.v_stride_head = a.value_cache.strides[axes.head_axis];
-  p.k_stride_page = unsigned(a.key_cache.strides[axes.block_axis]);  // < 2^31: validated
-  p.k_stride_slot = unsigned(a.key_cache.strides[axes.slot_axis]);
-  p.v_stride_page = unsigned(a.value_cache.strides[axes.block_axis]);
-  p.v_stride_slot = unsigned(a.value_cache.strides[axes.slot_axis]);
+  set_paged_cache(p, {a.key_cache, a.value_cache, a.context_lens, a.block_tables, a.k_scale, a.v_scale, s.layout,
+                      s.max_blocks, s.num_blocks});
   p.query_start = static_cast<const int*>(a.query_start.data);
-  p.context_lens = static_cast<const int*>(a.context_lens.data);
-  p.block_tables = static_cast<const int*>(a.block_tables.data);
   p.seq_count = static_cast<const int*>(a.seq_count.data);
-  p.bt_stride = a.block_tables.strides[0];
-  p.max_blocks = s.max_blocks;
-  p.num_blocks = s.num_blocks;
-  p.k_scale = static_cast<const float*>(a.k_scale.data);
-  p.v_scale = static_cast<const float*>(a.v_scale.data);
-  p.k_scale_stride = a.k_scale.rank == 1 && a.k_scale.shape[0] > 1 ? 1 : 0;
-  p.v_scale_stride = a.v_scale.rank == 1 && a.v_scale.shape[0] > 1 ? 1 : 0;
   p.total_tokens = int(s.total_tokens);  // < 2^31: validated
   p.num_seqs = s.num_seqs;
-  p.page_shift = log2_exact(s.page_size);
+  p.page_shift = page_shift_of(s.page_size);
   // One thread per 16 bytes of a cache row (at most 512 * 4 / 16 = 128), as
   // many rows as fill the CTA; no more rows than the call has.
   const int columns = s.head_dim * int(dtype_size(s.kv_dtype)) / 16;

@@ -91,14 +91,7 @@ void indices(const AppendKvArgs& a, AppendShape& s) {
   s.num_seqs = int(qs.shape[0] - 1);
   int32_vector(qs, "query_start", qs.shape[0], "[num_seqs + 1]");
   int32_vector(a.context_lens, "context_lens", s.num_seqs, "[num_seqs], num_seqs from query_start");
-  const TensorView& bt = a.block_tables;
-  expect_rank(bt, "block_tables", 2, "[num_seqs, max_blocks]");
-  if (bt.dtype != DType::i32) throw InvalidArgument("block_tables", "dtype int32", dtype_name(bt.dtype));
-  expect_dim(bt, "block_tables", 0, s.num_seqs, "num_seqs, from query_start");
-  if (bt.shape[1] < 1 || bt.shape[1] > 0x7fffffff / 256)
-    throw InvalidArgument("block_tables", "max_blocks in [1, 2^23]", bt.describe());
-  if (bt.strides[1] != 1) throw InvalidArgument("block_tables", "unit stride on max_blocks", bt.describe());
-  s.max_blocks = int(bt.shape[1]);
+  s.max_blocks = block_table_width(a.block_tables, s.num_seqs, "num_seqs, from query_start");
   if (a.seq_count.data || a.seq_count.rank != 0) int32_vector(a.seq_count, "seq_count", 1, "[1]");
 }
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "attention/cache_params.hpp"
 #include "attention/validate.hpp"
 
 namespace pagedjit::attention {
@@ -15,25 +16,8 @@ pj::DecodeParams decode_params(const PagedAttentionArgs& a, const PagedAttention
   p.q_stride_seq = a.query.strides[0];
   p.q_stride_tok = multi ? a.query.strides[1] : 0;
   p.q_stride_head = a.query.strides[multi ? 2 : 1];
-  // The layouts differ only in which axis holds blocks, heads and slots.
-  const CacheAxes axes = cache_axes(s.layout);
-  p.k = a.key_cache.data;
-  p.v = a.value_cache.data;
-  p.k_stride_page = unsigned(a.key_cache.strides[axes.block_axis]);  // < 2^31: validated
-  p.k_stride_head = a.key_cache.strides[axes.head_axis];
-  p.k_stride_slot = unsigned(a.key_cache.strides[axes.slot_axis]);
-  p.v_stride_page = unsigned(a.value_cache.strides[axes.block_axis]);
-  p.v_stride_head = a.value_cache.strides[axes.head_axis];
-  p.v_stride_slot = unsigned(a.value_cache.strides[axes.slot_axis]);
-  p.context_lens = static_cast<const int*>(a.context_lens.data);
-  p.block_tables = static_cast<const int*>(a.block_tables.data);
-  p.bt_stride = a.block_tables.strides[0];
-  p.max_blocks = s.max_blocks;
-  p.num_blocks = s.num_blocks;
-  p.k_scale = static_cast<const float*>(a.k_scale.data);
-  p.v_scale = static_cast<const float*>(a.v_scale.data);
-  p.k_scale_stride = a.k_scale.rank == 1 && a.k_scale.shape[0] > 1 ? 1 : 0;
-  p.v_scale_stride = a.v_scale.rank == 1 && a.v_scale.shape[0] > 1 ? 1 : 0;
+  set_paged_cache(p, {a.key_cache, a.value_cache, a.context_lens, a.block_tables, a.k_scale, a.v_scale, s.layout,
+                      s.max_blocks, s.num_blocks});
   p.out = a.output.data;
   p.o_stride_seq = a.output.strides[0];
   p.o_stride_tok = multi ? a.output.strides[1] : 0;

@@ -42,6 +42,16 @@ void expect_dim(const TensorView& t, const char* name, int axis, std::int64_t wa
     throw InvalidArgument(name, fmt::format("shape[{}] = {} ({})", axis, want, what), t.describe());
 }
 
+int block_table_width(const TensorView& bt, std::int64_t num_seqs, const char* seqs_from) {
+  expect_rank(bt, "block_tables", 2, "[num_seqs, max_blocks]");
+  if (bt.dtype != DType::i32) throw InvalidArgument("block_tables", "dtype int32", dtype_name(bt.dtype));
+  expect_dim(bt, "block_tables", 0, num_seqs, seqs_from);
+  if (bt.shape[1] < 1 || bt.shape[1] > 0x7fffffff / 256)
+    throw InvalidArgument("block_tables", "max_blocks in [1, 2^23]", bt.describe());
+  if (bt.strides[1] != 1) throw InvalidArgument("block_tables", "unit stride on max_blocks", bt.describe());
+  return int(bt.shape[1]);
+}
+
 void expect_positive_shape(const TensorView& t, const char* name) {
   for (int i = 0; i < t.rank; ++i)
     if (t.shape[i] < 0) throw InvalidArgument(name, "non-negative sizes", t.describe());
@@ -241,14 +251,7 @@ void index_shape(const PagedAttentionArgs& a, ProblemShape& s) {
   expect_dim(cl, "context_lens", 0, s.num_seqs, "num_seqs");
   // The kernel reads context_lens[seq]: it knows no stride.
   if (cl.shape[0] > 1 && cl.strides[0] != 1) throw InvalidArgument("context_lens", "unit stride", cl.describe());
-  const TensorView& bt = a.block_tables;
-  expect_rank(bt, "block_tables", 2, "[num_seqs, max_blocks]");
-  if (bt.dtype != DType::i32) throw InvalidArgument("block_tables", "dtype int32", dtype_name(bt.dtype));
-  expect_dim(bt, "block_tables", 0, s.num_seqs, "num_seqs");
-  if (bt.shape[1] < 1 || bt.shape[1] > 0x7fffffff / 256)
-    throw InvalidArgument("block_tables", "max_blocks in [1, 2^23]", bt.describe());
-  if (bt.strides[1] != 1) throw InvalidArgument("block_tables", "unit stride on max_blocks", bt.describe());
-  s.max_blocks = int(bt.shape[1]);
+  s.max_blocks = block_table_width(a.block_tables, s.num_seqs, "num_seqs");
 }
 
 void output_shape(const PagedAttentionArgs& a, const PagedAttentionOptions& o, ProblemShape& s) {

@@ -18,6 +18,9 @@ void expect_rank(const TensorView& t, const char* name, int rank, const char* di
 void expect_data(const TensorView& t, const char* name);
 void expect_dim(const TensorView& t, const char* name, int axis, std::int64_t want, const char* what);
 void expect_positive_shape(const TensorView& t, const char* name);
+// block_tables: int32 [num_seqs, max_blocks] (`seqs_from` says where
+// num_seqs comes from) with unit stride on max_blocks; returns max_blocks.
+int block_table_width(const TensorView& bt, std::int64_t num_seqs, const char* seqs_from);
 void expect_aligned(const TensorView& t, const char* name, std::int64_t bytes);
 // Rows moved with 16-byte vector accesses: a 16-byte aligned pointer, unit
 // stride on the last axis, the other strides non-negative multiples of 16 bytes.
